@@ -1,0 +1,46 @@
+"""One writer per project: an exclusive ``flock`` on ``project.lock``."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+
+from napari_alunet.store.records import ProjectError, ProjectLockedError
+
+
+def acquire_lock(lock_path: Path, timeout: float) -> int:
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ProjectError(
+            f"cannot open {lock_path} for writing ({exc.strerror}); check the folder's "
+            "permissions, or open the project read-only"
+        ) from exc
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = _read_lock_holder(fd)
+                os.close(fd)
+                raise ProjectLockedError(
+                    f"project {lock_path.parent} is open for writing in another process"
+                    f"{holder}; close it there first, or open it read-only"
+                ) from None
+            time.sleep(0.05)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _read_lock_holder(fd: int) -> str:
+    try:
+        pid = os.pread(fd, 32, 0).decode().strip()
+    except OSError:
+        return ""
+    return f" (pid {pid})" if pid else ""
+

@@ -1,0 +1,438 @@
+"""The project store: one folder, one SQLite database, atomic mask files.
+
+A project folder holds::
+
+    project.db            SQLite (WAL, foreign keys): images, label versions, rounds, metrics,
+                          scores, the review queue, settings
+    project.lock          held (flock) by the one process that may write
+    images/               the imported originals, copied once, named ``<id>_<safe name>.<ext>``
+    masks/ground_truth/   imported ground truth, class-index PNGs at original size
+    masks/labels/         committed label versions, class-index PNGs at original size
+    models/               checkpoints, one per round
+    cache/                review data (predictions and uncertainty maps of queued images)
+
+Durability rules: every file is written atomically (:mod:`napari_alunet.fileio`) *before* the
+row that points to it is committed, and every user action is one transaction. A crash therefore
+leaves at worst an unreferenced file, never a row pointing at a missing or half-written one. Pools
+are a column, not folders: no file is ever moved or copied between pools.
+
+Concurrency: one writer per project, enforced with an exclusive ``flock`` on ``project.lock``. A
+second process gets :class:`ProjectLockedError` (or waits ``timeout`` seconds), or opens the
+project read-only. SQLite's own locking protects readers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_alunet.config import ClassSpec, DataConfig, from_dict, to_dict
+from napari_alunet.fileio import TEMP_PREFIX, atomic_write_png, sha256_file
+from napari_alunet.store.lock import acquire_lock
+from napari_alunet.store.records import (
+    _SCHEMA, LABEL_SOURCES, POOLS, SCHEMA_VERSION, ImageRecord, LabelVersion, ProjectError,
+    _image, _label, now_iso,
+)
+from napari_alunet.store.rounds import RoundsMixin
+
+DB_NAME = "project.db"
+LOCK_NAME = "project.lock"
+
+
+class Project(RoundsMixin):
+    """An open project. Use :meth:`create` or :meth:`open`; close it (or use ``with``).
+
+    All methods are thread-safe (one lock around the connection), so a GUI worker thread and the
+    GUI thread may share one ``Project``.
+    """
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, lock_fd: int | None) -> None:
+        self.path = path
+        self._conn = conn
+        self._lock_fd = lock_fd
+        self._mutex = threading.RLock()
+        self.read_only = lock_fd is None
+
+    # -- opening and closing ------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        classes: ClassSpec | None = None,
+        data: DataConfig | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> "Project":
+        """Create an empty project in ``path`` (which must not exist or be an empty folder)."""
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ProjectError(
+                f"cannot create a project in {path}: it exists and is not an empty folder; "
+                "choose a new folder name"
+            )
+        path.mkdir(parents=True, exist_ok=True)
+        for sub in ("images", "masks/ground_truth", "masks/labels", "models", "cache"):
+            (path / sub).mkdir(parents=True, exist_ok=True)
+        project = cls._connect(path, read_only=False, timeout=0.0, create=True)
+        with project.transaction() as cur:
+            meta = {
+                "schema_version": SCHEMA_VERSION,
+                "created_at": now_iso(),
+                "classes": to_dict(classes or ClassSpec()),
+                "data": to_dict(data or DataConfig()),
+            }
+            meta.update(settings or {})
+            for key, value in meta.items():
+                cur.execute("INSERT INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+        return project
+
+    @classmethod
+    def open(
+        cls, path: str | os.PathLike[str], *, read_only: bool = False, timeout: float = 0.0
+    ) -> "Project":
+        """Open an existing project.
+
+        Parameters
+        ----------
+        read_only : open without the writer lock; any change raises ``ProjectError``.
+        timeout : seconds to wait for another writer to close the project before raising
+            :class:`ProjectLockedError`.
+        """
+        path = Path(path)
+        if not (path / DB_NAME).is_file():
+            raise ProjectError(
+                f"{path} is not a napari-alunet project (no {DB_NAME}); create one with "
+                "'alunet import' or the Project widget"
+            )
+        project = cls._connect(path, read_only=read_only, timeout=timeout, create=False)
+        version = project.get_setting("schema_version")
+        if version != SCHEMA_VERSION:
+            project.close()
+            raise ProjectError(
+                f"{path} has schema version {version}; this napari-alunet reads version "
+                f"{SCHEMA_VERSION}: upgrade napari-alunet"
+            )
+        if not read_only:
+            project.clean_debris()
+        return project
+
+    @classmethod
+    def _connect(
+        cls, path: Path, *, read_only: bool, timeout: float, create: bool
+    ) -> "Project":
+        lock_fd = None if read_only else acquire_lock(path / LOCK_NAME, timeout)
+        try:
+            db = path / DB_NAME
+            if read_only:
+                conn = sqlite3.connect(
+                    f"{db.as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=30.0
+                )
+            else:
+                conn = sqlite3.connect(db, check_same_thread=False, timeout=30.0)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=FULL")
+            conn.isolation_level = None  # explicit BEGIN/COMMIT in transaction()
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA foreign_keys=ON")
+            if create:
+                conn.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise ProjectError(f"cannot open the database of {path}: {exc}") from exc
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        return cls(path, conn, lock_fd)
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None  # type: ignore[assignment]
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    def __enter__(self) -> "Project":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One atomic unit of change (``BEGIN IMMEDIATE`` ... ``COMMIT``; rollback on error)."""
+        self._require_writable()
+        with self._mutex:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._mutex:
+            if self._conn is None:
+                raise ProjectError(f"project {self.path} is closed")
+            return self._conn.execute(sql, args).fetchall()
+
+    def _require_writable(self) -> None:
+        if self.read_only:
+            raise ProjectError(
+                f"project {self.path} is open read-only (another process may be writing to it); "
+                "close the other session to change it"
+            )
+        if self._conn is None:
+            raise ProjectError(f"project {self.path} is closed")
+
+    # -- settings -----------------------------------------------------------------------------
+    def get_setting(self, key: str, default: Any = None) -> Any:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(rows[0]["value"]) if rows else default
+
+    def set_setting(self, key: str, value: Any) -> None:
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value)),
+            )
+
+    @property
+    def classes(self) -> ClassSpec:
+        return from_dict(ClassSpec, self.get_setting("classes"))
+
+    @property
+    def data_config(self) -> DataConfig:
+        return from_dict(DataConfig, self.get_setting("data"))
+
+    # -- images ---------------------------------------------------------------------------------
+    def add_images(self, cur: sqlite3.Cursor, records: Iterable[dict[str, Any]]) -> None:
+        """Insert image rows inside an open transaction (used by the importer)."""
+        stamp = now_iso()
+        cur.executemany(
+            "INSERT INTO images (id, name, source_name, rel_path, sha256, height, width, pool, "
+            "labelled_round, gt_path, gt_sha256, added_at) VALUES (:id, :name, :source_name, "
+            ":rel_path, :sha256, :height, :width, :pool, :labelled_round, :gt_path, :gt_sha256, "
+            f"'{stamp}')",
+            list(records),
+        )
+
+    def images(self, pool: str | None = None) -> list[ImageRecord]:
+        """Image records, ordered by id, optionally of one pool."""
+        if pool is not None and pool not in POOLS:
+            raise ValueError(f"pool must be one of {POOLS}, not {pool!r}")
+        sql = "SELECT * FROM images" + (" WHERE pool = ?" if pool else "") + " ORDER BY id"
+        return [_image(r) for r in self._query(sql, (pool,) if pool else ())]
+
+    def image(self, image_id: int) -> ImageRecord:
+        rows = self._query("SELECT * FROM images WHERE id = ?", (int(image_id),))
+        if not rows:
+            raise KeyError(f"no image with id {image_id} in project {self.path}")
+        return _image(rows[0])
+
+    def counts(self) -> dict[str, int]:
+        """Number of images per pool (every pool present, zeros included)."""
+        rows = self._query("SELECT pool, COUNT(*) AS n FROM images GROUP BY pool")
+        counts = dict.fromkeys(POOLS, 0)
+        counts.update({r["pool"]: r["n"] for r in rows})
+        return counts
+
+    def read_image(self, image_id: int) -> np.ndarray:
+        """The original image, (height, width) float32."""
+        from napari_alunet.data.io import read_image
+
+        return read_image(self.path / self.image(image_id).rel_path)
+
+    def read_ground_truth(self, image_id: int) -> np.ndarray | None:
+        """Imported ground truth, (height, width) uint8 class indices, or None."""
+        record = self.image(image_id)
+        return None if record.gt_path is None else _read_png(self.path / record.gt_path)
+
+    # -- labels ---------------------------------------------------------------------------------
+    def current_label(self, image_id: int) -> LabelVersion | None:
+        rows = self._query(
+            "SELECT * FROM label_versions WHERE image_id = ? AND active = 1 ORDER BY id DESC "
+            "LIMIT 1",
+            (int(image_id),),
+        )
+        return _label(rows[0]) if rows else None
+
+    def read_label(self, image_id: int) -> np.ndarray | None:
+        """The current label image, (height, width) uint8, or None if never labelled."""
+        version = self.current_label(image_id)
+        return None if version is None else _read_png(self.path / version.rel_path)
+
+    def label_history(self, image_id: int) -> list[LabelVersion]:
+        rows = self._query(
+            "SELECT * FROM label_versions WHERE image_id = ? ORDER BY id", (int(image_id),)
+        )
+        return [_label(r) for r in rows]
+
+    def commit_label(
+        self,
+        image_id: int,
+        labels: np.ndarray,
+        *,
+        source: str = "human",
+        author: str | None = None,
+        round_index: int | None = None,
+        seconds_spent: float | None = None,
+        reference: np.ndarray | None = None,
+    ) -> LabelVersion:
+        """Store a label image for ``image_id`` and move the image to the labelled pool.
+
+        The mask file is written and fsynced before the transaction that records it commits;
+        when this returns, the label survives a crash.
+
+        Parameters
+        ----------
+        labels : (height, width) integer array of class indices at the image's original size.
+        source : 'human', 'oracle', 'model' or 'imported'.
+        reference : (height, width) what the annotator started from (the model's prediction);
+            ``pixels_changed`` counts pixels that differ from it. Without it, the previous label
+            version is the reference, and without that, an all-background image (drawing from
+            scratch).
+        """
+        self._require_writable()
+        if source not in LABEL_SOURCES:
+            raise ValueError(f"source must be one of {LABEL_SOURCES}, not {source!r}")
+        record = self.image(image_id)
+        if record.pool == "test":
+            raise ProjectError(
+                f"image {record.name!r} is in the test pool; test labels are fixed at import so "
+                "that rounds stay comparable"
+            )
+        labels = np.asarray(labels)
+        n_classes = self.classes.n_classes
+        if labels.shape != (record.height, record.width):
+            raise ValueError(
+                f"labels for {record.name!r} must be {record.height}x{record.width} (the "
+                f"original image size), got shape {labels.shape}"
+            )
+        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+            raise ValueError(
+                f"labels for {record.name!r} hold values outside 0..{n_classes - 1} "
+                f"(found {int(labels.min())}..{int(labels.max())})"
+            )
+        labels = labels.astype(np.uint8)
+        if reference is None:
+            reference = self.read_label(image_id)
+        pixels_changed = int(
+            np.count_nonzero(labels) if reference is None else np.count_nonzero(labels != reference)
+        )
+        version_no = len(self.label_history(image_id)) + 1
+        rel = f"masks/labels/{image_id:06d}_v{version_no:03d}.png"
+        digest = atomic_write_png(self.path / rel, labels)
+        with self.transaction() as cur:
+            cur.execute(
+                "INSERT INTO label_versions (image_id, rel_path, sha256, source, author, "
+                "round_index, created_at, pixels_changed, pixels_foreground, seconds_spent) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (image_id, rel, digest, source, author, round_index, now_iso(), pixels_changed,
+                 int(np.count_nonzero(labels)), seconds_spent),
+            )
+            version_id = cur.lastrowid
+            if record.pool != "labelled":
+                cur.execute(
+                    "UPDATE images SET pool = 'labelled', labelled_round = ? WHERE id = ?",
+                    (round_index, image_id),
+                )
+            cur.execute(
+                "UPDATE queue SET status = 'committed' WHERE image_id = ? AND status != "
+                "'committed'",
+                (image_id,),
+            )
+        return _label(self._query("SELECT * FROM label_versions WHERE id = ?", (version_id,))[0])
+
+    def undo_last_commit(self) -> LabelVersion | None:
+        """Withdraw the newest active human/oracle label version.
+
+        The version stays in the history (``active = 0``). If the image has no other active
+        version it returns to the unlabelled pool and, if it was queued, back to 'pending'.
+        Returns the withdrawn version, or None when there is nothing to undo.
+        """
+        rows = self._query(
+            "SELECT * FROM label_versions WHERE active = 1 AND source IN ('human', 'oracle', "
+            "'model') ORDER BY id DESC LIMIT 1"
+        )
+        if not rows:
+            return None
+        version = _label(rows[0])
+        with self.transaction() as cur:
+            cur.execute("UPDATE label_versions SET active = 0 WHERE id = ?", (version.id,))
+            remaining = cur.execute(
+                "SELECT COUNT(*) FROM label_versions WHERE image_id = ? AND active = 1",
+                (version.image_id,),
+            ).fetchone()[0]
+            if remaining == 0:
+                cur.execute(
+                    "UPDATE images SET pool = 'unlabelled', labelled_round = NULL WHERE id = ?",
+                    (version.image_id,),
+                )
+                cur.execute(
+                    "UPDATE queue SET status = 'pending' WHERE image_id = ? AND status = "
+                    "'committed'",
+                    (version.image_id,),
+                )
+        return version
+
+    # -- files, checks --------------------------------------------------------------------------
+    def checkpoint_path(self, round_idx: int) -> Path:
+        return self.path / "models" / f"round_{round_idx:03d}.pt"
+
+    def review_cache_path(self, round_idx: int, image_id: int) -> Path:
+        return self.path / "cache" / f"round_{round_idx:03d}" / f"{image_id:06d}.npz"
+
+    def clean_debris(self) -> list[Path]:
+        """Delete temporary files a crash left behind (never a file a row points to)."""
+        removed = []
+        for folder, _dirs, files in os.walk(self.path):
+            for name in files:
+                if name.startswith(TEMP_PREFIX):
+                    target = Path(folder) / name
+                    with contextlib.suppress(OSError):
+                        target.unlink()
+                        removed.append(target)
+        return removed
+
+    def verify(self, *, hashes: bool = True) -> list[str]:
+        """Problems found: database integrity, and files that rows reference (missing/altered)."""
+        problems = [r[0] for r in self._query("PRAGMA integrity_check") if r[0] != "ok"]
+        problems += [f"foreign key: {tuple(r)}" for r in self._query("PRAGMA foreign_key_check")]
+        refs = [(r["rel_path"], r["sha256"]) for r in self._query("SELECT rel_path, sha256 FROM images")]
+        refs += [(r["gt_path"], r["gt_sha256"]) for r in self._query(
+            "SELECT gt_path, gt_sha256 FROM images WHERE gt_path IS NOT NULL")]
+        refs += [(r["rel_path"], r["sha256"]) for r in self._query(
+            "SELECT rel_path, sha256 FROM label_versions")]
+        for rel, digest in refs:
+            file = self.path / rel
+            if not file.is_file():
+                problems.append(f"missing file: {rel}")
+            elif hashes and sha256_file(file) != digest:
+                problems.append(f"file does not match its recorded hash: {rel}")
+        return problems
+
+
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return np.asarray(img, dtype=np.uint8)
+
+
