@@ -1,0 +1,207 @@
+"""``alunet``: the headless twin of the napari widgets.
+
+Every command drains the same core generators the GUI runs in its workers, with a tqdm bar.
+Errors the user can fix are printed as one line (``error: ...``) with exit status 2; nothing
+already saved is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from napari_alunet import __version__
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[..., int]]:
+    def register(func: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+        COMMANDS[name] = func
+        return func
+
+    return register
+
+
+def progress_bar(total: int | None, desc: str, *, quiet: bool = False) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=quiet, leave=False, file=sys.stderr)
+
+
+# -- sample / import / status / export ----------------------------------------------------------
+@command("sample")
+def cmd_sample(args: argparse.Namespace) -> int:
+    from napari_alunet.data.synthetic import write_sample_pool
+
+    out = write_sample_pool(args.out, args.n, args.seed, layout=args.layout)
+    print(f"wrote {args.n} synthetic blastocysts ({args.layout} layout) to {out}")
+    return 0
+
+
+@command("import")
+def cmd_import(args: argparse.Namespace) -> int:
+    from napari_alunet.config import DataConfig
+    from napari_alunet.events import drain
+    from napari_alunet.importer import import_pool
+
+    data = DataConfig(test_fraction=args.test_fraction, initial_fraction=args.initial_fraction,
+                      seed=args.seed, input_size=args.input_size)
+    bar = progress_bar(None, "import", quiet=args.quiet)
+
+    def on_event(event: Any) -> None:
+        bar.total = event.total
+        bar.n = event.done
+        bar.refresh()
+
+    summary = drain(import_pool(args.src, args.project, data=data,
+                                allow_unmatched=args.allow_unmatched), on_event)
+    bar.close()
+    print(f"imported {sum(summary.counts.values())} images ({summary.layout} layout) into "
+          f"{summary.project}: " + ", ".join(f"{k} {v}" for k, v in summary.counts.items()))
+    if summary.without_masks:
+        print(f"{len(summary.without_masks)} image(s) had no masks and are unlabelled: "
+              + ", ".join(summary.without_masks[:10]))
+    if summary.ignored:
+        print(f"ignored {len(summary.ignored)} non-image file(s): " + ", ".join(summary.ignored[:10]))
+    return 0
+
+
+def project_status(project: Any) -> dict[str, Any]:
+    """A JSON-ready summary of a project (pools, classes, rounds and their test metrics)."""
+    metrics: dict[int, dict[str, float | None]] = {}
+    for row in project.metrics("test"):
+        metrics.setdefault(row["round_idx"], {})[row["name"]] = row["value"]
+    return {
+        "project": str(project.path),
+        "images": sum(project.counts().values()),
+        "pools": project.counts(),
+        "classes": list(project.classes.names),
+        "layout": project.get_setting("layout"),
+        "input_size": project.data_config.input_size,
+        "rounds": [
+            {"round": r.idx, "status": r.status, "n_labelled": r.n_labelled,
+             "test": metrics.get(r.idx, {})}
+            for r in project.rounds()
+        ],
+        "queue": project.queue(),
+    }
+
+
+@command("status")
+def cmd_status(args: argparse.Namespace) -> int:
+    from napari_alunet.store import Project
+
+    with Project.open(args.project, read_only=True) as project:
+        status = project_status(project)
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    pools = status["pools"]
+    print(f"project  {status['project']}")
+    print(f"images   {status['images']}  (labelled {pools['labelled']}, unlabelled "
+          f"{pools['unlabelled']}, test {pools['test']})")
+    print(f"classes  {', '.join(status['classes'])}")
+    print(f"rounds   {len(status['rounds'])}")
+    for r in status["rounds"]:
+        dice = r["test"].get("mean_dice")
+        shown = "-" if dice is None else f"{dice:.3f}"
+        print(f"  round {r['round']:>3}  {r['status']:<10} labelled {r['n_labelled']:>4}  "
+              f"test Dice {shown}")
+    if status["queue"]:
+        print(f"queue    {len(status['queue'])} image(s) waiting for review")
+    return 0
+
+
+@command("export")
+def cmd_export(args: argparse.Namespace) -> int:
+    from napari_alunet.export import export_labels
+    from napari_alunet.store import Project
+
+    with Project.open(args.project, read_only=True) as project:
+        written = export_labels(project, args.out, ground_truth=args.ground_truth,
+                                colour=args.colour)
+    print(f"wrote {len(written)} label image(s) to {args.out}")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alunet",
+        description="Active learning for blastocyst segmentation with a Bayesian U-Net "
+        "(headless twin of the napari-alunet widgets).",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sample", help="write a synthetic blastocyst pool")
+    p.add_argument("out", type=Path)
+    p.add_argument("--n", type=int, default=40, help="number of images (default 40)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", choices=("binary", "rgb", "both"), default="binary")
+
+    p = sub.add_parser("import", help="create a project from a pool folder")
+    p.add_argument("src", type=Path, help="folder: images/ + GT_ICM/GT_TE/GT_ZP/, images/ + "
+                   "masks/, or images/ only")
+    p.add_argument("project", type=Path, help="new project folder")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--initial-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--input-size", type=int, default=256, help="model input side (default 256)")
+    p.add_argument("--allow-unmatched", action="store_true",
+                   help="import images without masks as unlabelled instead of refusing")
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("status", help="pools, classes and rounds of a project")
+    p.add_argument("project", type=Path)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help="write label images at each image's original size")
+    p.add_argument("project", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--ground-truth", action="store_true",
+                   help="also export imported ground truth of unlabelled and test images")
+    p.add_argument("--colour", action="store_true", help="also write colour masks")
+
+    for extend in EXTENSIONS:
+        extend(sub)
+    return parser
+
+
+#: Functions that add further sub-commands (train, score, predict, round, experiment).
+EXTENSIONS: list[Callable[[Any], None]] = []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _load_extensions()
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted: everything committed so far is saved", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError, KeyError) as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _load_extensions() -> None:
+    import importlib
+
+    for module in ("napari_alunet.cli_ml",):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""Import a folder of images (and masks) as a new project, all or nothing.
+
+The project is built in a hidden staging folder next to the destination and renamed into place
+only when every image and mask has been read, checked and written. Any error (a corrupt file, an
+unmatched name, a mask of the wrong size, a full disk) removes the staging folder and leaves no
+half-built project behind.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from napari_alunet.config import ClassSpec, DataConfig
+from napari_alunet.fileio import TEMP_PREFIX, atomic_write_bytes, atomic_write_png
+from napari_alunet.store import Project, ProjectError
+from napari_alunet.store.records import now_iso
+
+
+@dataclass
+class ImportProgress:
+    """One image read and stored (``stage`` is 'scan', 'image' or 'split')."""
+
+    done: int
+    total: int
+    stage: str
+    name: str = ""
+
+
+@dataclass
+class ImportSummary:
+    project: Path
+    layout: str
+    counts: dict[str, int]
+    n_with_ground_truth: int
+    ignored: list[str] = field(default_factory=list)
+    without_masks: list[str] = field(default_factory=list)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_file_name(image_id: int, name: str, suffix: str) -> str:
+    """A file name that cannot leave its folder: id prefix, tame characters, bounded length."""
+    stem = _UNSAFE.sub("_", name).strip("._")[:80] or "image"
+    suffix = _UNSAFE.sub("", suffix.lower())[:8]
+    return f"{image_id:06d}_{stem}{suffix}"
+
+
+def split_pools(
+    ids_with_gt: list[int], ids_without_gt: list[int], data: DataConfig
+) -> dict[int, str]:
+    """Assign pools reproducibly from ``data.seed``.
+
+    Images with ground truth are permuted once; the first ``round(test_fraction * n)`` form the
+    test pool, the next ``round(initial_fraction * n)`` (at least one when the fraction is
+    positive) the initial labelled pool; the rest, and every image without ground truth, are
+    unlabelled.
+    """
+    rng = np.random.default_rng(data.seed)
+    order = [ids_with_gt[i] for i in rng.permutation(len(ids_with_gt))]
+    n = len(order)
+    n_test = int(round(data.test_fraction * n))
+    n_init = int(round(data.initial_fraction * n))
+    if data.initial_fraction > 0 and n - n_test > 0:
+        n_init = max(1, n_init)
+    n_init = min(n_init, n - n_test)
+    pools = {i: "unlabelled" for i in ids_without_gt}
+    pools.update({i: "test" for i in order[:n_test]})
+    pools.update({i: "labelled" for i in order[n_test : n_test + n_init]})
+    pools.update({i: "unlabelled" for i in order[n_test + n_init :]})
+    return pools
+
+
+def import_pool(
+    src: str | os.PathLike[str],
+    project_dir: str | os.PathLike[str],
+    *,
+    data: DataConfig | None = None,
+    classes: ClassSpec | None = None,
+    tolerance: float = 40.0,
+    allow_unmatched: bool = False,
+) -> Generator[ImportProgress, None, ImportSummary]:
+    """Create the project ``project_dir`` from the pool folder ``src``.
+
+    Parameters
+    ----------
+    src : a folder in one of the layouts ``images/ + GT_ICM/ GT_TE/ GT_ZP/`` (binary masks,
+        blastocoel derived), ``images/ + masks/`` (colour masks) or ``images/`` alone.
+    project_dir : must not exist yet (or be an empty folder).
+    allow_unmatched : import images whose masks are missing as unlabelled images without
+        ground truth, instead of refusing the whole import.
+
+    Yields
+    ------
+    ImportProgress, one per image. Returns an :class:`ImportSummary`.
+
+    Raises
+    ------
+    napari_alunet.data.io.InputError
+        for unreadable, corrupt or mismatched input, naming the file.
+    ProjectError
+        if ``project_dir`` exists and is not empty.
+    """
+    from napari_alunet.data.io import load_item_labels, read_image, scan_pool
+
+    data = data or DataConfig()
+    classes = classes or ClassSpec()
+    src, project_dir = Path(src), Path(project_dir)
+    if project_dir.exists() and (not project_dir.is_dir() or any(project_dir.iterdir())):
+        raise ProjectError(
+            f"{project_dir} already exists and is not empty; choose a new project folder"
+        )
+    listing = scan_pool(src)
+    if not allow_unmatched:
+        listing.raise_if_unmatched()
+    total = len(listing.items)
+    yield ImportProgress(0, total, "scan")
+
+    project_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = project_dir.parent / f"{TEMP_PREFIX}import-{project_dir.name}-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    project = None
+    try:
+        project = Project.create(staging, classes=classes, data=data,
+                                 settings={"source": str(src.resolve()), "layout": listing.layout})
+        rows, with_gt, without_gt, missing = [], [], [], []
+        for image_id, item in enumerate(listing.items, start=1):
+            image = read_image(item.image_path)  # validates: decodable, size limits
+            labels = load_item_labels(item, listing.layout, classes.colours, tolerance=tolerance)
+            rel = f"images/{safe_file_name(image_id, item.name, item.image_path.suffix)}"
+            payload = item.image_path.read_bytes()
+            atomic_write_bytes(staging / rel, payload)
+            row = {
+                "id": image_id, "name": item.name, "source_name": item.image_path.name,
+                "rel_path": rel, "sha256": _sha256(payload), "height": image.shape[0],
+                "width": image.shape[1], "pool": "unlabelled", "labelled_round": None,
+                "gt_path": None, "gt_sha256": None,
+            }
+            if labels is not None:
+                gt_rel = f"masks/ground_truth/{image_id:06d}.png"
+                row["gt_path"], row["gt_sha256"] = gt_rel, atomic_write_png(staging / gt_rel, labels)
+                with_gt.append(image_id)
+            else:
+                without_gt.append(image_id)
+                if listing.layout != "images":
+                    missing.append(item.name)
+            rows.append(row)
+            yield ImportProgress(image_id, total, "image", item.name)
+
+        pools = split_pools(with_gt, without_gt, data)
+        stamp = now_iso()
+        with project.transaction() as cur:
+            for row in rows:
+                row["pool"] = pools[row["id"]]
+                row["labelled_round"] = 0 if row["pool"] == "labelled" else None
+            project.add_images(cur, rows)
+            # The initial labelled set: its imported ground truth is its first label version
+            # (the file is referenced, not copied).
+            cur.executemany(
+                "INSERT INTO label_versions (image_id, rel_path, sha256, source, round_index, "
+                "created_at) VALUES (?, ?, ?, 'imported', 0, ?)",
+                [(r["id"], r["gt_path"], r["gt_sha256"], stamp) for r in rows
+                 if r["pool"] == "labelled"],
+            )
+        yield ImportProgress(total, total, "split")
+        counts = project.counts()
+        project.close()
+        project = None
+        if project_dir.exists():
+            project_dir.rmdir()  # an empty folder the user made for the project
+        os.replace(staging, project_dir)
+    except BaseException:
+        if project is not None:
+            project.close()
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ImportSummary(project_dir, listing.layout, counts, len(with_gt),
+                         [str(p) for p in listing.ignored], missing)
+
+
+def _sha256(payload: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(payload).hexdigest()
