@@ -51,6 +51,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     finished_at TEXT,
     n_labelled INTEGER,
     checkpoint TEXT,
+    model_version TEXT,
     config TEXT
 );
 CREATE TABLE IF NOT EXISTS metrics (
@@ -133,6 +134,7 @@ class RoundRecord:
     finished_at: str | None
     n_labelled: int | None
     checkpoint: str | None
+    model_version: str | None
     config: dict[str, Any] | None
 
 

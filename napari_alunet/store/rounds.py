@@ -43,8 +43,8 @@ class RoundsMixin:
         return _round(rows[0])
 
     def update_round(self, idx: int, **fields: Any) -> RoundRecord:
-        """Set ``status``, ``checkpoint``, ``finished_at``, ``n_labelled`` or ``config``."""
-        allowed = {"status", "checkpoint", "finished_at", "n_labelled", "config"}
+        """Set ``status``, ``checkpoint``, ``model_version``, ``finished_at``, ``n_labelled``, ``config``."""
+        allowed = {"status", "checkpoint", "model_version", "finished_at", "n_labelled", "config"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"cannot update round field(s) {sorted(unknown)}")

@@ -1,0 +1,332 @@
+"""One active-learning round on a project, as a resumable generator of typed events.
+
+A round reads like the algorithm::
+
+    train (warm start or from scratch) -> evaluate on the fixed test pool -> score the
+    unlabelled pool -> queue the top-k for review            (run_round)
+    receive labels (human correction or oracle) -> commit   (commit_review / oracle_commit)
+
+The round's status in the store records how far it got (``started`` -> ``trained`` ->
+``evaluated`` -> ``queued`` -> ``complete``) and every stage is saved before the next starts, so
+an interruption loses at most the stage in progress and calling :func:`run_round` again continues
+from there. The CLI, the napari widgets and the tests all drain the same generator.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from napari_alunet.config import (
+    AcquisitionConfig, ModelConfig, TrainConfig, from_dict, model_preset, to_dict,
+)
+from napari_alunet.data.dataset import load_images, load_labels, validation_split
+from napari_alunet.data.geometry import Letterbox
+from napari_alunet.fileio import atomic_write_bytes
+from napari_alunet.store import Project, RoundRecord
+
+
+@dataclass
+class RoundSettings:
+    """Everything a round depends on; saved with the round so a resume uses the same."""
+
+    model: ModelConfig = field(default_factory=lambda: model_preset("cpu"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
+
+    @classmethod
+    def preset(cls, name: str, **train_overrides: Any) -> "RoundSettings":
+        return cls(model=model_preset(name), train=TrainConfig(**train_overrides))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RoundSettings":
+        return cls(model=from_dict(ModelConfig, data["model"]),
+                   train=from_dict(TrainConfig, data["train"]),
+                   acquisition=from_dict(AcquisitionConfig, data["acquisition"]))
+
+
+@dataclass
+class StageEvent:
+    """A round entered a stage ('train', 'evaluate', 'score', 'queue', 'done')."""
+
+    round_idx: int
+    stage: str
+    message: str
+
+
+@dataclass
+class RoundReport:
+    round_idx: int
+    status: str
+    n_labelled: int
+    test_metrics: dict[str, float]
+    queue: list[int]
+    seconds: dict[str, float] = field(default_factory=dict)
+    fit: Any = None
+
+
+@dataclass
+class ReviewItem:
+    """What the reviewer sees for one queued image, at the image's original size."""
+
+    image_id: int
+    prediction: np.ndarray | None  # (h, w) uint8, the model's labels, or None (cold start)
+    maps: dict[str, np.ndarray]  # name -> (h, w) float32 uncertainty map
+    score: float | None
+
+
+def run_round(
+    project: Project, settings: RoundSettings | None = None, *, device: Any = None
+) -> Generator[Any, None, RoundReport]:
+    """Run (or resume) the current round up to a queue of images for review.
+
+    If the newest round is already queued (its review is done or abandoned), it is marked
+    complete and a new round starts with ``settings``. A round that stopped part-way is resumed
+    with the settings it was started with.
+
+    Yields :class:`StageEvent` and the engine's and scorer's own progress events.
+    """
+    from napari_alunet.training.device import resolve_device
+
+    current = project.current_round()
+    if current is not None and current.status == "queued":
+        project.update_round(current.idx, status="complete", finished_at=_now())
+        current = project.round(current.idx)
+    if current is None or current.status == "complete":
+        settings = settings or RoundSettings()
+        current = project.start_round(config=to_dict(settings))
+    else:
+        settings = RoundSettings.from_dict(current.config) if current.config else RoundSettings()
+    idx = current.idx
+    torch_device = resolve_device(device or settings.train.device)
+    seconds: dict[str, float] = {}
+    fit_result = None
+    model = None
+
+    if current.status == "started":
+        if not project.images("labelled"):
+            yield StageEvent(idx, "queue", "no labelled images yet: queueing random images")
+            return _cold_start(project, current, settings)
+        yield StageEvent(idx, "train", f"training round {idx} on {torch_device}")
+        start = time.perf_counter()
+        model, fit_result = yield from _train(project, current, settings, torch_device)
+        seconds["train"] = time.perf_counter() - start
+        if fit_result.cancelled:
+            # The stage did not finish: the round stays 'started' and is retrained on resume.
+            return RoundReport(idx, "started", current.n_labelled or 0, {}, [], seconds, fit_result)
+        checkpoint = project.checkpoint_path(idx)
+        project.update_round(idx, status="trained",
+                             checkpoint=str(checkpoint.relative_to(project.path)),
+                             model_version=_file_hash(checkpoint))
+        current = project.round(idx)
+
+    if model is None:
+        model = load_round_model(project, current, settings)
+
+    if current.status == "trained":
+        yield StageEvent(idx, "evaluate", "evaluating on the test pool")
+        start = time.perf_counter()
+        metrics = _evaluate(project, model, settings, torch_device)
+        seconds["evaluate"] = time.perf_counter() - start
+        if metrics:
+            project.record_metrics(idx, "test", metrics)
+        project.update_round(idx, status="evaluated")
+        current = project.round(idx)
+
+    if current.status == "evaluated":
+        yield StageEvent(idx, "score", f"scoring the unlabelled pool ({settings.acquisition.strategy})")
+        start = time.perf_counter()
+        yield from _score_and_queue(project, current, model, settings, torch_device)
+        seconds["score"] = time.perf_counter() - start
+        project.update_round(idx, status="queued")
+        current = project.round(idx)
+
+    queue = project.queue(idx)
+    yield StageEvent(idx, "done", f"round {idx}: {len(queue)} image(s) queued for review")
+    test = {r["name"]: r["value"] for r in project.metrics("test") if r["round_idx"] == idx}
+    return RoundReport(idx, current.status, current.n_labelled or 0, test, queue, seconds,
+                       fit_result)
+
+
+# -- stages -----------------------------------------------------------------------------------
+def _train(project: Project, current: RoundRecord, settings: RoundSettings, device: Any):
+    from napari_alunet.model import build_model
+    from napari_alunet.training.engine import fit
+
+    size = settings.model.input_size
+    labelled = [r.id for r in project.images("labelled")]
+    train_ids, val_ids = validation_split(labelled, settings.train.validation_fraction,
+                                          settings.train.seed,
+                                          minimum=settings.train.min_validation_images)
+    model = None
+    if settings.train.warm_start and current.idx > 0:
+        model = _previous_model(project, current.idx, settings)
+    if model is None:
+        model = build_model(settings.model)
+    meta = {"round": current.idx, "train_ids": train_ids, "val_ids": val_ids,
+            "class_names": list(project.classes.names)}
+    result = yield from fit(
+        model,
+        load_images(project, train_ids, size), load_labels(project, train_ids, size),
+        load_images(project, val_ids, size), load_labels(project, val_ids, size),
+        settings.train, n_classes=settings.model.n_classes,
+        checkpoint_path=project.checkpoint_path(current.idx), checkpoint_meta=meta, device=device,
+    )
+    return model, result
+
+
+def _evaluate(project: Project, model: Any, settings: RoundSettings, device: Any) -> dict[str, float]:
+    from napari_alunet.training.engine import evaluate
+
+    test_ids = [r.id for r in project.images("test") if r.has_ground_truth]
+    if not test_ids:
+        return {}
+    size = settings.model.input_size
+    metrics = evaluate(model, load_images(project, test_ids, size),
+                       load_labels(project, test_ids, size, ground_truth=True),
+                       n_classes=settings.model.n_classes, device=device)
+    metrics["n_test"] = float(len(test_ids))
+    metrics["n_labelled"] = float(len(project.images("labelled")))
+    return metrics
+
+
+def _score_and_queue(project: Project, current: RoundRecord, model: Any,
+                     settings: RoundSettings, device: Any) -> Generator[Any, None, None]:
+    from napari_alunet.scoring import score_pool
+
+    acq = settings.acquisition
+    pool = [r.id for r in project.images("unlabelled")]
+    if not pool:
+        project.set_queue(current.idx, [])
+        return
+    size = settings.model.input_size
+    result = yield from score_pool(
+        model, pool, lambda ids: load_images(project, ids, size), acq,
+        top_k=min(acq.k, len(pool)), device=device,
+    )
+    project.save_scores(current.idx, model_version(project, current.idx), acq.strategy,
+                        result.scores)
+    for image_id in result.ranked:
+        record = project.image(image_id)
+        box = Letterbox.fit(record.height, record.width, size)
+        prediction = result.predictions.get(image_id)
+        maps = {name: box.invert_map(m) for name, m in result.maps.get(image_id, {}).items()}
+        _write_review(project, current.idx, image_id,
+                      None if prediction is None else box.invert_labels(prediction), maps)
+    project.set_queue(current.idx, result.ranked)
+
+
+def _cold_start(project: Project, current: RoundRecord, settings: RoundSettings) -> RoundReport:
+    rng = np.random.default_rng([settings.acquisition.seed, current.idx])
+    pool = [r.id for r in project.images("unlabelled")]
+    chosen = [int(i) for i in rng.permutation(pool)[: settings.acquisition.k]]
+    project.set_queue(current.idx, chosen)
+    project.update_round(current.idx, status="queued")
+    return RoundReport(current.idx, "queued", 0, {}, chosen)
+
+
+# -- review ------------------------------------------------------------------------------------
+def review_item(project: Project, image_id: int, round_idx: int | None = None) -> ReviewItem:
+    """The cached prediction and maps of a queued image (computed when the round was scored)."""
+    current = project.round(round_idx) if round_idx is not None else project.current_round()
+    if current is None:
+        return ReviewItem(image_id, None, {}, None)
+    path = project.review_cache_path(current.idx, image_id)
+    prediction, maps = None, {}
+    if path.is_file():
+        with np.load(path) as data:
+            prediction = data["prediction"] if "prediction" in data.files else None
+            maps = {k[4:]: data[k].astype(np.float32) for k in data.files if k.startswith("map_")}
+    scores = project.load_scores(current.idx, model_version(project, current.idx),
+                                 (current.config or {}).get("acquisition", {}).get("strategy", ""))
+    return ReviewItem(image_id, prediction, maps, scores.get(image_id))
+
+
+def commit_review(
+    project: Project, image_id: int, labels: np.ndarray, *, seconds_spent: float | None = None,
+    source: str = "human", author: str | None = None,
+) -> Any:
+    """Commit a reviewed label; the reference for 'pixels changed' is the model's prediction."""
+    current = project.current_round()
+    reference = review_item(project, image_id).prediction if current is not None else None
+    return project.commit_label(
+        image_id, labels, source=source, author=author, seconds_spent=seconds_spent,
+        round_index=(current.idx + 1) if current is not None else 0, reference=reference,
+    )
+
+
+def oracle_commit(project: Project, image_ids: Sequence[int] | None = None) -> list[Any]:
+    """Commit stored ground truth for the pending queue (or ``image_ids``): the oracle replay."""
+    ids = list(image_ids) if image_ids is not None else project.queue()
+    versions = []
+    for image_id in ids:
+        truth = project.read_ground_truth(image_id)
+        if truth is None:
+            raise ValueError(
+                f"image {project.image(image_id).name!r} has no stored ground truth: the oracle "
+                "can only replay imported labels; label it by hand in Review"
+            )
+        versions.append(commit_review(project, image_id, truth, source="oracle"))
+    return versions
+
+
+# -- models ---------------------------------------------------------------------------------------
+def load_round_model(project: Project, current: RoundRecord, settings: RoundSettings) -> Any:
+    from napari_alunet.training.checkpoint import load_checkpoint
+
+    model, _meta = load_checkpoint(project.checkpoint_path(current.idx),
+                                   expected_model_config=settings.model,
+                                   expected_class_names=list(project.classes.names))
+    return model
+
+
+def _previous_model(project: Project, idx: int, settings: RoundSettings) -> Any:
+    from napari_alunet.training.checkpoint import CheckpointError, load_checkpoint
+
+    for previous in range(idx - 1, -1, -1):
+        path = project.checkpoint_path(previous)
+        if path.is_file():
+            try:
+                return load_checkpoint(path, expected_model_config=settings.model,
+                                       expected_class_names=list(project.classes.names))[0]
+            except CheckpointError:
+                return None  # the architecture changed between rounds: start from scratch
+    return None
+
+
+def model_version(project: Project, round_idx: int) -> str:
+    """The short content hash of the round's checkpoint ('' before it exists)."""
+    return project.round(round_idx).model_version or ""
+
+
+def _file_hash(path: Any) -> str:
+    from napari_alunet.fileio import sha256_file
+
+    return sha256_file(path)[:16]
+
+
+def _write_review(project: Project, round_idx: int, image_id: int,
+                  prediction: np.ndarray | None, maps: dict[str, np.ndarray]) -> None:
+    arrays: dict[str, np.ndarray] = {f"map_{k}": v.astype(np.float16) for k, v in maps.items()}
+    if prediction is not None:
+        arrays["prediction"] = prediction.astype(np.uint8)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(project.review_cache_path(round_idx, image_id), buffer.getvalue())
+
+
+def _now() -> str:
+    from napari_alunet.store.records import now_iso
+
+    return now_iso()
+
+
+__all__ = [
+    "ReviewItem", "RoundReport", "RoundSettings", "StageEvent", "commit_review",
+    "load_round_model", "model_version", "oracle_commit", "review_item", "run_round",
+]
