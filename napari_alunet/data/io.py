@@ -1,0 +1,517 @@
+"""Read the images and masks of the public blastocyst data layouts.
+
+Images become one float32 channel at their original intensity scale: 8-bit files give values
+0-255, 16-bit files 0-65535 (no rescaling, so a 16-bit image stays distinguishable from an 8-bit
+one; :func:`napari_alunet.data.dataset.normalise` standardises each image anyway). Colour images
+become luminance (ITU-R 601: 0.299 R + 0.587 G + 0.114 B, alpha ignored).
+
+Masks become class-index label images (``uint8``, 0 background, 1 ICM, 2 TE, 3 ZP, 4 BL):
+
+* binary masks, one file per class (:func:`read_binary_mask`, :func:`labels_from_binary`), with
+  the blastocoel derived as the inside of the zona that is no other class;
+* colour masks mapped to the nearest palette colour within a tolerance
+  (:func:`labels_from_colour`, :func:`read_colour_mask`).
+
+Every problem with an input file raises :class:`InputError`, which names the file, says what is
+wrong and what to do. Image dimensions are checked against :data:`MAX_PIXELS` from the file
+header, before any pixel is decoded, so a file whose header claims 50,000 x 50,000 pixels is
+refused at once without allocating memory.
+
+Layout detection and name matching (:func:`scan_pool`, :class:`PoolItem`, :class:`PoolListing`)
+live in :mod:`napari_alunet.data.naming` and can be imported from here too.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+from PIL import Image, ImageFile
+from scipy import ndimage
+
+from napari_alunet.config import DEFAULT_CLASS_COLOURS
+
+if TYPE_CHECKING:
+    from napari_alunet.data.naming import PoolItem
+
+__all__ = [
+    "IMAGE_EXTENSIONS", "MAX_PIXELS", "PALETTE", "InputError", "PoolItem", "PoolListing",
+    "labels_from_binary", "labels_from_colour", "load_item_labels", "read_binary_mask",
+    "read_colour_mask", "read_image", "read_image_size", "scan_pool",
+]
+
+#: Largest image (height x width) accepted. Read at call time: assign a new value to change it.
+MAX_PIXELS = 64_000_000
+
+#: File extensions taken as images (compared lower-case).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".bmp", ".png", ".tif", ".tiff", ".jpg", ".jpeg"})
+
+#: Default class colours (RGB, index = class) of the public blastocyst colour masks.
+PALETTE: tuple[tuple[int, int, int], ...] = DEFAULT_CLASS_COLOURS
+
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+_PIL_FORMATS = ("BMP", "DIB", "PNG", "JPEG")
+_PIL_LOCK = threading.Lock()
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut file must fail, never decode as half an image
+
+
+class InputError(ValueError):
+    """An input file or folder cannot be used; the message names it and says what to do."""
+
+
+class _Decoded(NamedTuple):
+    """Pixels as stored. ``kind``: gray (H,W), rgb (H,W,3), rgba (H,W,4), gray_alpha (H,W,2),
+    palette (H,W) indices with ``palette`` (N,3) uint8 colours."""
+
+    data: np.ndarray
+    kind: str
+    palette: np.ndarray | None = None
+
+
+# -- files and headers -------------------------------------------------------------------------
+def _open_checked(path: str | os.PathLike[str]) -> tuple[Path, Any]:
+    """Open a regular, non-empty, readable file for binary reading, or raise InputError."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        if os.path.islink(p):
+            raise InputError(f"{p}: broken symbolic link (its target does not exist); "
+                             "replace it with the real file") from None
+        raise InputError(f"{p}: file not found; check the path") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise InputError(f"{p}: symbolic link loop; replace the link with the real file") \
+                from None
+        raise InputError(f"{p}: cannot be accessed ({exc.strerror}); check the path and "
+                         "its permissions") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{p}: is a folder, not an image file; give the path of a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InputError(f"{p}: is not a regular file (device, pipe or socket); give an image file")
+    if st.st_size == 0:
+        raise InputError(f"{p}: file is empty (0 bytes), probably an interrupted copy; "
+                         "copy it again or remove it")
+    try:
+        return p, open(p, "rb")  # noqa: SIM115 - closed by the caller
+    except PermissionError:
+        raise InputError(f"{p}: cannot be read (permission denied); make it readable "
+                         "(chmod u+r) or copy it somewhere you can read") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot be opened ({exc.strerror})") from None
+
+
+def _check_size(p: Path, h: int, w: int, expected_shape: tuple[int, int] | None = None) -> None:
+    if h <= 0 or w <= 0:
+        raise InputError(f"{p}: header gives an empty image ({h} x {w}); the file is corrupt")
+    if h * w > MAX_PIXELS:
+        raise InputError(
+            f"{p}: image is {h} x {w} pixels (height x width) = {h * w:,} pixels, more than the "
+            f"limit of {MAX_PIXELS:,}; downscale it, or raise "
+            "napari_alunet.data.io.MAX_PIXELS if you really have the memory"
+        )
+    if expected_shape is not None and (h, w) != tuple(expected_shape):
+        eh, ew = expected_shape
+        raise InputError(
+            f"{p}: mask is {h} x {w} pixels (height x width) but its image is {eh} x {ew}; a "
+            "mask must have exactly its image's size: check that it belongs to this image, or "
+            "re-export it at the image's size"
+        )
+
+
+@contextmanager
+def _pil_opener(fh: Any, p: Path) -> Iterator[Image.Image]:
+    """``Image.open`` (lazy: header only) with PIL's bomb check replaced by ours.
+
+    PIL warns above ``Image.MAX_IMAGE_PIXELS`` and refuses above twice that, inside
+    ``Image.open``. :data:`MAX_PIXELS` is the only limit we want (it may be set higher or
+    lower), so PIL's check is off while the header is parsed and ours runs right after. The
+    lock keeps two of our threads from restoring the wrong value.
+    """
+    with _PIL_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            img = Image.open(fh, formats=_PIL_FORMATS)
+        except Image.UnidentifiedImageError:
+            raise InputError(f"{p}: not a BMP, PNG, TIFF or JPEG image (the content is not "
+                             "recognised; it may be another format, text or corrupt)") from None
+        except Exception as exc:  # broken header: PIL raises many types
+            raise InputError(f"{p}: corrupt image header ({exc}); export the file again") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    with img:
+        yield img
+
+
+def _tiff_page(tif: Any, p: Path) -> Any:
+    """The single 2-D page of a TIFF; multi-page and 3-D stacks other than (1, H, W) refused."""
+    pages = len(tif.pages)
+    page = tif.pages[0]
+    axes = page.axes.replace("S", "")
+    depth = int(np.prod([n for n, a in zip(page.shape, page.axes) if a not in "YXS"], dtype=int))
+    if pages > 1 or depth > 1 or len(axes) < 2:
+        raise InputError(
+            f"{p}: TIFF holds a stack ({pages} page(s), page shape {page.shape}, axes "
+            f"{page.axes}); save one 2-D image per file"
+        )
+    return page
+
+
+def _is_tiff(fh: Any) -> bool:
+    """True if the file is a TIFF (read by tifffile), judged by its magic bytes."""
+    head = fh.read(4)
+    fh.seek(0)
+    return head in _TIFF_MAGIC
+
+
+def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(height, width)`` of an image from its header, without decoding pixels.
+
+    Same checks as :func:`read_image` on the path, format and size; a file truncated after its
+    header is only caught by :func:`read_image`.
+
+    Raises
+    ------
+    InputError
+        missing, empty, unreadable, not an image, a stack, or more than :data:`MAX_PIXELS`.
+    """
+    p, fh = _open_checked(path)
+    with fh:
+        if _is_tiff(fh):
+            import tifffile
+
+            try:
+                with tifffile.TiffFile(fh) as tif:
+                    page = _tiff_page(tif, p)
+                    h, w = page.imagelength, page.imagewidth
+            except InputError:
+                raise
+            except Exception as exc:
+                raise InputError(f"{p}: corrupt TIFF ({exc}); export the file again") from None
+        else:
+            with _pil_opener(fh, p) as img:
+                w, h = img.size
+    _check_size(p, h, w)
+    return int(h), int(w)
+
+
+def _decode(path: str | os.PathLike[str],
+            expected_shape: tuple[int, int] | None = None) -> _Decoded:
+    """Pixels as stored; size checked against the header before decoding."""
+    p, fh = _open_checked(path)
+    with fh:
+        if _is_tiff(fh):
+            return _decode_tiff(fh, p, expected_shape)
+        with _pil_opener(fh, p) as img:
+            _check_size(p, img.height, img.width, expected_shape)
+            try:
+                img.load()
+                return _from_pil(img)
+            except Exception as exc:  # truncated stream, bad chunk, zlib error ...
+                raise InputError(f"{p}: cannot decode the pixels ({exc}); the file is truncated "
+                                 "or corrupt: copy or export it again") from None
+
+
+def _from_pil(img: Image.Image) -> _Decoded:
+    mode = img.mode
+    if mode in ("L", "I", "F") or mode.startswith("I;16"):
+        return _Decoded(np.asarray(img), "gray")
+    if mode == "1":
+        return _Decoded(np.asarray(img.convert("L")), "gray")
+    if mode == "P":
+        pal = np.asarray(img.getpalette("RGB") or [0, 0, 0], dtype=np.uint8).reshape(-1, 3)
+        pal = np.concatenate([pal, np.zeros((max(0, 256 - len(pal)), 3), np.uint8)])
+        return _Decoded(np.asarray(img), "palette", pal)
+    if mode in ("LA", "La"):
+        return _Decoded(np.asarray(img.convert("LA") if mode == "La" else img), "gray_alpha")
+    if mode in ("RGBA", "RGBa", "PA"):
+        return _Decoded(np.asarray(img.convert("RGBA")), "rgba")
+    return _Decoded(np.asarray(img if mode == "RGB" else img.convert("RGB")), "rgb")
+
+
+def _decode_tiff(fh: Any, p: Path, expected_shape: tuple[int, int] | None) -> _Decoded:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(fh) as tif:
+            page = _tiff_page(tif, p)
+            _check_size(p, page.imagelength, page.imagewidth, expected_shape)
+            data = page.asarray()
+            photometric = page.photometric
+            colormap = page.colormap
+            axes = page.axes
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{p}: cannot decode the TIFF ({exc}); the file is truncated or "
+                         "corrupt: copy or export it again") from None
+    if axes.startswith("S"):
+        data = np.moveaxis(data, 0, -1)
+    data = data.reshape(page.imagelength, page.imagewidth, -1)
+    if data.dtype == bool:
+        data = data.astype(np.uint8) * 255
+    if photometric == tifffile.PHOTOMETRIC.MINISWHITE and data.dtype.kind in "ui":
+        data = np.iinfo(data.dtype).max - data
+    if photometric == tifffile.PHOTOMETRIC.PALETTE and colormap is not None:
+        cmap = np.asarray(colormap).T  # (N, 3), 16-bit by the standard, 8-bit in some writers
+        cmap = (cmap >> 8) if cmap.max() > 255 else cmap
+        return _Decoded(data[..., 0], "palette", cmap.astype(np.uint8))
+    kind = {1: "gray", 2: "gray_alpha", 3: "rgb"}.get(data.shape[-1], "rgba")
+    return _Decoded(data[..., 0] if kind == "gray" else data[..., :4], kind)
+
+
+# -- images ------------------------------------------------------------------------------------
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image as one float32 channel at its original intensity scale.
+
+    Parameters
+    ----------
+    path : a BMP, PNG, TIFF (8/16-bit, one page or ``(1, H, W)``) or JPEG file. The format is
+        recognised from the content, not the extension.
+
+    Returns
+    -------
+    (H, W) float32. 8-bit images give 0-255 and 16-bit images 0-65535 (values kept, not
+    rescaled). RGB, RGBA, palette and LA images become luminance; alpha is ignored.
+    JPEG EXIF orientation is not applied (masks are drawn on the stored pixel grid).
+
+    Raises
+    ------
+    InputError
+        for a missing, empty, unreadable, truncated or corrupt file, a folder, a symbolic link
+        loop, a non-image, a multi-page TIFF, or more than :data:`MAX_PIXELS` pixels (checked
+        from the header, before decoding).
+    """
+    dec = _decode(path)
+    data = dec.data
+    if dec.kind == "palette":
+        data = dec.palette[data]  # type: ignore[index]
+    if data.ndim == 3 and data.shape[-1] >= 3:
+        return (data[..., :3].astype(np.float32) @ _LUMA).astype(np.float32)
+    if data.ndim == 3:
+        data = data[..., 0]
+    return data.astype(np.float32)
+
+
+def read_binary_mask(path: str | os.PathLike[str],
+                     expected_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a one-class mask as ``bool``.
+
+    Colour masks become one channel as the maximum of R, G, B (a pure red or white mask is all
+    "on"; alpha is ignored). The threshold is half of the value range the mask uses, so JPEG
+    noise around 0 and 255 is removed: with ``m`` the largest value, ``m <= 1`` -> value > 0.5,
+    ``m <= 255`` -> value > 127.5, larger -> value > 32767.5.
+
+    Raises
+    ------
+    InputError
+        as :func:`read_image`, or when the size differs from ``expected_shape`` ``(h, w)``
+        (the message gives both sizes; checked from the header).
+    """
+    dec = _decode(path, expected_shape)
+    data = dec.data
+    if dec.kind == "palette":
+        data = dec.palette[data]  # type: ignore[index]
+    if data.ndim == 3:
+        data = data[..., :3].max(axis=-1) if data.shape[-1] >= 3 else data[..., 0]
+    top = float(data.max()) if data.size else 0.0
+    half = 0.5 if top <= 1 else (127.5 if top <= 255 else 32767.5)
+    return np.asarray(data > half)
+
+
+# -- label images ------------------------------------------------------------------------------
+def _disk(radius: int) -> np.ndarray:
+    yy, xx = np.ogrid[-radius:radius + 1, -radius:radius + 1]
+    return (yy * yy + xx * xx) <= radius * radius
+
+
+def labels_from_binary(icm: np.ndarray, te: np.ndarray, zp: np.ndarray, *,
+                       closing_radii: Sequence[int] = (2, 4, 8)) -> np.ndarray:
+    """Class-index labels from the ICM, TE and ZP binary masks, with the blastocoel derived.
+
+    Priority where masks overlap: ICM over TE over ZP (the smaller, inner structure wins, as
+    annotators draw it on top). The blastocoel (BL, 4) is the inside of the zona that is none
+    of the others: ``binary_fill_holes(zp) & ~zp & ~icm & ~te``. Real zona rings are not always
+    closed; if filling adds nothing but ``zp`` is not empty, ``zp`` is first closed with a disk
+    of each radius in ``closing_radii`` in turn (the image border padded so that closing does
+    not erode there) until filling finds an inside; the pixels only the closing added stay
+    background. A ring cut by the image border cannot be closed and gives no blastocoel.
+
+    Parameters
+    ----------
+    icm, te, zp : (H, W) arrays, nonzero = in the class.
+
+    Returns
+    -------
+    (H, W) uint8 with 0 background, 1 ICM, 2 TE, 3 ZP, 4 BL.
+    """
+    icm, te, zp = (np.asarray(m).astype(bool) for m in (icm, te, zp))
+    if not icm.shape == te.shape == zp.shape or icm.ndim != 2:
+        raise ValueError(f"ICM, TE and ZP masks must be 2-D and of one shape, got {icm.shape}, "
+                         f"{te.shape} and {zp.shape}")
+    ring = zp
+    inside = ndimage.binary_fill_holes(ring) & ~ring
+    for radius in closing_radii if zp.any() and not inside.any() else ():
+        padded = np.pad(zp, radius, mode="edge")
+        ring = ndimage.binary_closing(padded, _disk(radius))[radius:-radius, radius:-radius]
+        inside = ndimage.binary_fill_holes(ring) & ~ring
+        if inside.any():
+            break
+    labels = np.zeros(zp.shape, np.uint8)
+    labels[inside & ~icm & ~te] = 4
+    labels[zp] = 3
+    labels[te] = 2
+    labels[icm] = 1
+    return labels
+
+
+def _palette_text(colours: np.ndarray) -> str:
+    return ", ".join(f"{i}: {tuple(int(v) for v in c)}" for i, c in enumerate(colours))
+
+
+def labels_from_colour(rgb: np.ndarray, colours: Sequence[Sequence[int]] = PALETTE, *,
+                       tolerance: float = 40, path: str | os.PathLike[str] | None = None
+                       ) -> np.ndarray:
+    """Map a colour mask to class indices by the nearest palette colour.
+
+    Each distinct colour is matched once (``np.unique`` with ``return_inverse``) and the
+    result spread through the image with a look-up table, so the cost is one sort of the
+    pixels, whatever the number of colours.
+
+    Parameters
+    ----------
+    rgb : (H, W, 3) uint8 colour mask.
+    colours : (C, 3) RGB per class, index = class (default :data:`PALETTE`).
+    tolerance : largest Euclidean RGB distance accepted from the nearest class colour (absorbs
+        JPEG and antialiasing noise).
+    path : the mask's file, named in errors.
+
+    Returns
+    -------
+    (H, W) uint8 class indices (ties go to the lower index).
+
+    Raises
+    ------
+    InputError
+        when some pixels are farther than ``tolerance`` from every class colour; lists up to
+        five such colours with their pixel counts, and the palette.
+    """
+    rgb = np.asarray(rgb)
+    pal = np.asarray(colours, dtype=np.float64).reshape(-1, 3)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise ValueError(f"rgb must be (H, W, 3), got shape {rgb.shape}")
+    if not 1 <= len(pal) <= 256 or tolerance < 0:
+        raise ValueError(f"need 1-256 colours and tolerance >= 0, got {len(pal)} and {tolerance}")
+    px = rgb.astype(np.uint32)
+    packed = (px[..., 0] << 16) | (px[..., 1] << 8) | px[..., 2]
+    uniq, inverse, counts = np.unique(packed.ravel(), return_inverse=True, return_counts=True)
+    ucol = np.stack([(uniq >> 16) & 255, (uniq >> 8) & 255, uniq & 255], axis=1).astype(float)
+    dist = np.sqrt(((ucol[:, None, :] - pal[None, :, :]) ** 2).sum(-1))  # (U, C)
+    lut = dist.argmin(axis=1).astype(np.uint8)
+    bad = np.flatnonzero(dist.min(axis=1) > tolerance)
+    if bad.size:
+        bad = bad[np.argsort(-counts[bad], kind="stable")]
+        listed = ", ".join(f"{tuple(int(v) for v in ucol[i])} x {counts[i]:,} px"
+                           for i in bad[:5])
+        more = f" and {bad.size - 5} more colour(s)" if bad.size > 5 else ""
+        raise InputError(
+            f"{path if path is not None else 'colour mask'}: {int(counts[bad].sum()):,} pixel(s) "
+            f"are farther than {tolerance:g} (RGB distance) from every class colour: "
+            f"{listed}{more}. Palette (class: RGB): {_palette_text(pal)}. Recolour the mask, "
+            "give the data set's palette, or raise the tolerance"
+        )
+    return lut[inverse].reshape(rgb.shape[:2])
+
+
+def read_colour_mask(path: str | os.PathLike[str], colours: Sequence[Sequence[int]] = PALETTE,
+                     *, tolerance: float = 40,
+                     expected_shape: tuple[int, int] | None = None) -> np.ndarray:
+    """Read a multi-class mask as ``uint8`` class indices.
+
+    Rule: a one-channel mask (grayscale, 16-bit, or the indices of a palette image, whose
+    palette is then ignored) whose values are all integers below ``len(colours)`` is taken as
+    class indices as stored. Otherwise a palette image is read through its palette, and colour
+    images are mapped by :func:`labels_from_colour`; RGBA pixels with alpha 0 are background.
+
+    Raises
+    ------
+    InputError
+        as :func:`read_image`; for a size other than ``expected_shape``; for colours off the
+        palette (see :func:`labels_from_colour`); for a grayscale mask with values that are not
+        class indices.
+    """
+    n = len(colours)
+    dec = _decode(path, expected_shape)
+    data = dec.data
+    if dec.kind == "gray_alpha":
+        data = data[..., 0]
+    if data.ndim == 2:
+        vals = np.unique(data)
+        if vals.size and vals.min() >= 0 and vals.max() < n and np.all(vals == np.round(vals)):
+            return data.astype(np.uint8)
+        if dec.kind != "palette":
+            shown = ", ".join(f"{v:g}" for v in vals[vals >= n][:5])
+            raise InputError(
+                f"{path}: one-channel mask with values {shown} (not class indices 0-{n - 1}); "
+                "a grayscale mask must hold class indices. If it is one class's binary mask, "
+                "use the GT_ICM/GT_TE/GT_ZP layout; otherwise export the mask in colour"
+            )
+        data = dec.palette[data]  # type: ignore[index]
+    rgb = np.ascontiguousarray(data[..., :3]).astype(np.uint8)
+    if data.shape[-1] == 4:
+        rgb[data[..., 3] == 0] = np.asarray(colours[0], dtype=np.uint8)
+    return labels_from_colour(rgb, colours, tolerance=tolerance, path=path)
+
+
+# -- pool items --------------------------------------------------------------------------------
+def load_item_labels(item: PoolItem, layout: str, colours: Sequence[Sequence[int]], *,
+                     tolerance: float = 40) -> np.ndarray | None:
+    """Ground-truth labels of one scanned item, checked against its image's size.
+
+    Parameters
+    ----------
+    item : from :func:`scan_pool`.
+    layout : the listing's layout, ``'binary'``, ``'rgb'`` or ``'images'``.
+    colours : class colours for the ``'rgb'`` layout (the binary layout always gives the
+        default classes 0-4).
+
+    Returns
+    -------
+    (H, W) uint8 class indices, or None for the ``'images'`` layout and for an item whose
+    masks are missing (scan_pool listed it in ``unmatched``).
+
+    Raises
+    ------
+    InputError
+        from reading the image header or the masks (size mismatch, off-palette colours ...).
+    """
+    if layout not in ("binary", "rgb", "images"):
+        raise ValueError(f"layout must be 'binary', 'rgb' or 'images', got {layout!r}")
+    if layout == "images" or not item.labelled:
+        return None
+    shape = read_image_size(item.image_path)
+    if layout == "rgb":
+        assert item.mask_path is not None
+        return read_colour_mask(item.mask_path, colours, tolerance=tolerance,
+                                expected_shape=shape)
+    icm, te, zp = (read_binary_mask(item.masks[c], shape) for c in ("ICM", "TE", "ZP"))
+    return labels_from_binary(icm, te, zp)
+
+
+def __getattr__(name: str) -> Any:
+    # scan_pool and its dataclasses live in naming.py, which imports this module; re-exported
+    # lazily (PEP 562) so that both import paths work without an import cycle.
+    if name in ("scan_pool", "PoolItem", "PoolListing"):
+        from napari_alunet.data import naming
+
+        return getattr(naming, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
