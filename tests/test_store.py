@@ -1,0 +1,182 @@
+"""The project store: transactions, label versions, undo, rounds, resume and locking."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from napari_alunet.config import ClassSpec, DataConfig
+from napari_alunet.fileio import TEMP_PREFIX
+from napari_alunet.store import Project, ProjectError, ProjectLockedError
+
+
+def _row(image_id: int, pool: str = "unlabelled", h: int = 6, w: int = 8) -> dict:
+    return dict(id=image_id, name=f"img{image_id}", source_name=f"img{image_id}.png",
+                rel_path=f"images/{image_id:06d}_img.png", sha256="0" * 64, height=h, width=w,
+                pool=pool, labelled_round=None, gt_path=None, gt_sha256=None)
+
+
+@pytest.fixture
+def project(tmp_path):
+    proj = Project.create(tmp_path / "proj", data=DataConfig(seed=3))
+    with proj.transaction() as cur:
+        proj.add_images(cur, [_row(1), _row(2), _row(3, "test")])
+    yield proj
+    proj.close()
+
+
+def test_create_refuses_non_empty_folder(tmp_path):
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "file.txt").write_text("x")
+    with pytest.raises(ProjectError, match="not an empty folder"):
+        Project.create(tmp_path / "taken")
+
+
+def test_open_refuses_non_project(tmp_path):
+    with pytest.raises(ProjectError, match="not a napari-alunet project"):
+        Project.open(tmp_path)
+
+
+def test_settings_round_trip(project):
+    assert project.classes == ClassSpec()
+    assert project.data_config.seed == 3
+    project.set_setting("note", {"a": [1, 2]})
+    assert project.get_setting("note") == {"a": [1, 2]}
+
+
+def test_commit_moves_image_to_labelled_and_writes_file(project):
+    labels = np.zeros((6, 8), np.uint8)
+    labels[1:3, 2:5] = 2
+    version = project.commit_label(1, labels, source="human", round_index=1, seconds_spent=4.5)
+    assert project.image(1).pool == "labelled"
+    assert project.image(1).labelled_round == 1
+    assert (project.path / version.rel_path).is_file()
+    np.testing.assert_array_equal(project.read_label(1), labels)
+    assert version.pixels_changed == 6  # from scratch: the foreground pixels
+    assert version.pixels_foreground == 6
+    assert project.counts() == {"labelled": 1, "unlabelled": 1, "test": 1}
+
+
+def test_pixels_changed_against_reference(project):
+    reference = np.ones((6, 8), np.uint8)
+    labels = reference.copy()
+    labels[0, :3] = 4
+    version = project.commit_label(2, labels, reference=reference)
+    assert version.pixels_changed == 3
+
+
+def test_commit_rejects_bad_labels_and_leaves_nothing(project):
+    with pytest.raises(ValueError, match="original image size"):
+        project.commit_label(1, np.zeros((5, 8), np.uint8))
+    with pytest.raises(ValueError, match="outside 0..4"):
+        project.commit_label(1, np.full((6, 8), 7, np.uint8))
+    with pytest.raises(ProjectError, match="test pool"):
+        project.commit_label(3, np.zeros((6, 8), np.uint8))
+    assert project.label_history(1) == []
+    assert project.image(1).pool == "unlabelled"
+    assert list((project.path / "masks" / "labels").iterdir()) == []
+
+
+def test_undo_restores_previous_version_then_pool(project):
+    first = np.zeros((6, 8), np.uint8)
+    second = first.copy()
+    second[0, 0] = 1
+    project.commit_label(1, first)
+    project.commit_label(1, second)
+    undone = project.undo_last_commit()
+    assert undone is not None and undone.active
+    np.testing.assert_array_equal(project.read_label(1), first)
+    assert project.image(1).pool == "labelled"
+    project.undo_last_commit()
+    assert project.image(1).pool == "unlabelled"
+    assert project.read_label(1) is None
+    history = project.label_history(1)
+    assert [v.active for v in history] == [False, False]  # history is kept
+    assert project.undo_last_commit() is None
+
+
+def test_undo_returns_image_to_the_queue(project):
+    round_ = project.start_round({"k": 1})
+    project.set_queue(round_.idx, [1, 2])
+    project.commit_label(1, np.zeros((6, 8), np.uint8))
+    assert project.queue() == [2]
+    project.undo_last_commit()
+    assert project.queue() == [1, 2]
+
+
+def test_skip_moves_to_end(project):
+    project.start_round()
+    project.set_queue(0, [1, 2])
+    project.skip(0, 1)
+    assert project.queue() == [2, 1]
+
+
+def test_rounds_metrics_scores_survive_reopen(tmp_path, project):
+    r0 = project.start_round({"strategy": "bald"})
+    project.update_round(r0.idx, status="trained", model_version="abc")
+    project.record_metrics(0, "test", {"mean_dice": 0.5, "dice_1": float("nan")})
+    project.save_scores(0, "abc", "bald", {1: 0.2, 2: 0.7})
+    project.set_queue(0, [2])
+    path = project.path
+    project.close()
+    with Project.open(path) as again:
+        assert again.current_round().status == "trained"
+        assert again.current_round().config == {"strategy": "bald"}
+        values = {m["name"]: m["value"] for m in again.metrics("test")}
+        assert values == {"mean_dice": 0.5, "dice_1": None}
+        assert again.load_scores(0, "abc", "bald") == {1: 0.2, 2: 0.7}
+        assert again.queue() == [2]
+        assert again.start_round().idx == 1
+
+
+def test_failed_transaction_rolls_back(project):
+    with pytest.raises(RuntimeError):
+        with project.transaction() as cur:
+            cur.execute("UPDATE images SET pool = 'labelled' WHERE id = 1")
+            raise RuntimeError("boom")
+    assert project.image(1).pool == "unlabelled"
+
+
+def test_second_writer_gets_clear_error_reader_works(project):
+    with pytest.raises(ProjectLockedError, match="open for writing in another process"):
+        Project.open(project.path)
+    with Project.open(project.path, read_only=True) as reader:
+        assert reader.counts()["unlabelled"] == 2
+        with pytest.raises(ProjectError, match="read-only"):
+            reader.commit_label(1, np.zeros((6, 8), np.uint8))
+
+
+def test_second_process_is_refused(project):
+    code = textwrap.dedent(f"""
+        from napari_alunet.store import Project, ProjectLockedError
+        try:
+            Project.open({str(project.path)!r})
+        except ProjectLockedError as exc:
+            print("LOCKED", exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("LOCKED"), out.stderr
+
+
+def test_lock_wait_times_out(project):
+    with pytest.raises(ProjectLockedError):
+        Project.open(project.path, timeout=0.2)
+
+
+def test_open_cleans_crash_debris_and_verify(tmp_path, project):
+    debris = project.path / "masks" / "labels" / f"{TEMP_PREFIX}abc"
+    debris.write_bytes(b"half")
+    version = project.commit_label(1, np.zeros((6, 8), np.uint8))
+    path = project.path
+    project.close()
+    with Project.open(path) as again:
+        assert not debris.exists()
+        problems = again.verify()
+        # The image files of this hand-made project do not exist; the label file does.
+        assert all("images/" in p for p in problems)
+        (path / version.rel_path).write_bytes(b"tampered")
+        assert any("does not match its recorded hash" in p for p in again.verify())
