@@ -42,10 +42,10 @@ if TYPE_CHECKING:
     from napari_alunet.data.naming import PoolItem
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "MAX_PIXELS", "PALETTE", "InputError", "PoolItem", "PoolListing",
-    "labels_from_binary", "labels_from_colour", "load_item_labels", "read_binary_mask",
-    "read_colour_mask", "read_image", "read_image_size", "scan_pool",
-]
+    "IMAGE_EXTENSIONS", "MAX_PIXELS", "PALETTE", "InputError", "labels_from_binary",
+    "labels_from_colour", "load_item_labels", "read_binary_mask", "read_colour_mask",
+    "read_image", "read_image_size",
+]  # scan_pool, PoolItem, PoolListing: re-exported lazily from naming (see __getattr__)
 
 #: Largest image (height x width) accepted. Read at call time: assign a new value to change it.
 MAX_PIXELS = 64_000_000
@@ -101,7 +101,7 @@ def _open_checked(path: str | os.PathLike[str]) -> tuple[Path, Any]:
         raise InputError(f"{p}: file is empty (0 bytes), probably an interrupted copy; "
                          "copy it again or remove it")
     try:
-        return p, open(p, "rb")  # noqa: SIM115 - closed by the caller
+        return p, open(p, "rb")  # closed by the caller
     except PermissionError:
         raise InputError(f"{p}: cannot be read (permission denied); make it readable "
                          "(chmod u+r) or copy it somewhere you can read") from None
@@ -144,7 +144,7 @@ def _pil_opener(fh: Any, p: Path) -> Iterator[Image.Image]:
         except Image.UnidentifiedImageError:
             raise InputError(f"{p}: not a BMP, PNG, TIFF or JPEG image (the content is not "
                              "recognised; it may be another format, text or corrupt)") from None
-        except Exception as exc:  # broken header: PIL raises many types
+        except Exception as exc:  # noqa: BLE001 - a broken header raises many types
             raise InputError(f"{p}: corrupt image header ({exc}); export the file again") from None
         finally:
             Image.MAX_IMAGE_PIXELS = saved
@@ -157,7 +157,7 @@ def _tiff_page(tif: Any, p: Path) -> Any:
     pages = len(tif.pages)
     page = tif.pages[0]
     axes = page.axes.replace("S", "")
-    depth = int(np.prod([n for n, a in zip(page.shape, page.axes) if a not in "YXS"], dtype=int))
+    depth = int(np.prod([n for n, a in zip(page.shape, page.axes, strict=True) if a not in "YXS"], dtype=int))
     if pages > 1 or depth > 1 or len(axes) < 2:
         raise InputError(
             f"{p}: TIFF holds a stack ({pages} page(s), page shape {page.shape}, axes "
@@ -195,7 +195,7 @@ def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
                     h, w = page.imagelength, page.imagewidth
             except InputError:
                 raise
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - tifffile raises many types
                 raise InputError(f"{p}: corrupt TIFF ({exc}); export the file again") from None
         else:
             with _pil_opener(fh, p) as img:
@@ -216,7 +216,7 @@ def _decode(path: str | os.PathLike[str],
             try:
                 img.load()
                 return _from_pil(img)
-            except Exception as exc:  # truncated stream, bad chunk, zlib error ...
+            except Exception as exc:  # noqa: BLE001 - truncation, bad chunk, zlib error ...
                 raise InputError(f"{p}: cannot decode the pixels ({exc}); the file is truncated "
                                  "or corrupt: copy or export it again") from None
 
@@ -251,7 +251,7 @@ def _decode_tiff(fh: Any, p: Path, expected_shape: tuple[int, int] | None) -> _D
             axes = page.axes
     except InputError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - tifffile/codecs raise many types
         raise InputError(f"{p}: cannot decode the TIFF ({exc}); the file is truncated or "
                          "corrupt: copy or export it again") from None
     if axes.startswith("S"):
