@@ -81,13 +81,17 @@ class ReviewItem:
 
 
 def run_round(
-    project: Project, settings: RoundSettings | None = None, *, device: Any = None
+    project: Project, settings: RoundSettings | None = None, *, device: Any = None,
+    stop_after: str | None = None,
 ) -> Generator[Any, None, RoundReport]:
     """Run (or resume) the current round up to a queue of images for review.
 
     If the newest round is already queued (its review is done or abandoned), it is marked
     complete and a new round starts with ``settings``. A round that stopped part-way is resumed
     with the settings it was started with.
+
+    ``stop_after`` ('trained' or 'evaluated') ends the call once the round reaches that status
+    (``alunet train`` trains and evaluates without scoring).
 
     Yields :class:`StageEvent` and the engine's and scorer's own progress events.
     """
@@ -125,6 +129,8 @@ def run_round(
                              model_version=_file_hash(checkpoint))
         current = project.round(idx)
 
+    if stop_after == current.status:
+        return _report(project, current, seconds, fit_result)
     if model is None:
         model = load_round_model(project, current, settings)
 
@@ -137,20 +143,26 @@ def run_round(
             project.record_metrics(idx, "test", metrics)
         project.update_round(idx, status="evaluated")
         current = project.round(idx)
+        if stop_after == "evaluated":
+            return _report(project, current, seconds, fit_result)
 
     if current.status == "evaluated":
         yield StageEvent(idx, "score", f"scoring the unlabelled pool ({settings.acquisition.strategy})")
         start = time.perf_counter()
-        yield from _score_and_queue(project, current, model, settings, torch_device)
+        yield from score_and_queue(project, current, model, settings, torch_device)
         seconds["score"] = time.perf_counter() - start
         project.update_round(idx, status="queued")
         current = project.round(idx)
 
-    queue = project.queue(idx)
-    yield StageEvent(idx, "done", f"round {idx}: {len(queue)} image(s) queued for review")
-    test = {r["name"]: r["value"] for r in project.metrics("test") if r["round_idx"] == idx}
-    return RoundReport(idx, current.status, current.n_labelled or 0, test, queue, seconds,
-                       fit_result)
+    yield StageEvent(idx, "done", f"round {idx}: {len(project.queue(idx))} image(s) queued")
+    return _report(project, current, seconds, fit_result)
+
+
+def _report(project: Project, current: RoundRecord, seconds: dict[str, float],
+            fit_result: Any) -> RoundReport:
+    test = {r["name"]: r["value"] for r in project.metrics("test") if r["round_idx"] == current.idx}
+    return RoundReport(current.idx, current.status, current.n_labelled or 0, test,
+                       project.queue(current.idx), seconds, fit_result)
 
 
 # -- stages -----------------------------------------------------------------------------------
@@ -195,15 +207,20 @@ def _evaluate(project: Project, model: Any, settings: RoundSettings, device: Any
     return metrics
 
 
-def _score_and_queue(project: Project, current: RoundRecord, model: Any,
-                     settings: RoundSettings, device: Any) -> Generator[Any, None, None]:
+def score_and_queue(project: Project, current: RoundRecord, model: Any,
+                    settings: RoundSettings, device: Any) -> Generator[Any, None, Any]:
+    """Score the unlabelled pool with ``model``, store the scores, cache review data, queue.
+
+    Returns the scorer's result (None when the pool is empty). Re-scoring a queued round with
+    another strategy replaces its pending queue; committed images stay committed.
+    """
     from napari_alunet.scoring import score_pool
 
     acq = settings.acquisition
     pool = [r.id for r in project.images("unlabelled")]
     if not pool:
         project.set_queue(current.idx, [])
-        return
+        return None
     size = settings.model.input_size
     result = yield from score_pool(
         model, pool, lambda ids: load_images(project, ids, size), acq,
@@ -219,6 +236,7 @@ def _score_and_queue(project: Project, current: RoundRecord, model: Any,
         _write_review(project, current.idx, image_id,
                       None if prediction is None else box.invert_labels(prediction), maps)
     project.set_queue(current.idx, result.ranked)
+    return result
 
 
 def _cold_start(project: Project, current: RoundRecord, settings: RoundSettings) -> RoundReport:
@@ -329,4 +347,5 @@ def _now() -> str:
 __all__ = [
     "ReviewItem", "RoundReport", "RoundSettings", "StageEvent", "commit_review",
     "load_round_model", "model_version", "oracle_commit", "review_item", "run_round",
+    "score_and_queue",
 ]

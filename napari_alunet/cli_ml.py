@@ -1,0 +1,219 @@
+"""``alunet train | round | score | oracle | predict``: the model commands of the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+from napari_alunet.cli import EXTENSIONS, command, progress_bar
+
+
+def _settings(args: argparse.Namespace, project: Any) -> Any:
+    """Round settings from the preset, the project's classes and the arguments given."""
+    from napari_alunet.config import AcquisitionConfig, TrainConfig, model_preset
+    from napari_alunet.loop import RoundSettings
+
+    model = model_preset(args.preset, n_classes=project.classes.n_classes)
+    train = TrainConfig()
+    overrides = {"epochs": args.epochs, "patience": args.patience,
+                 "learning_rate": args.lr, "device": args.device, "seed": args.seed}
+    train = dataclasses.replace(train, **{k: v for k, v in overrides.items() if v is not None})
+    acq = AcquisitionConfig(
+        strategy=getattr(args, "strategy", "bald"), passes=getattr(args, "passes", 8),
+        k=getattr(args, "top", 2), subset=getattr(args, "subset", None), seed=args.seed or 0)
+    return RoundSettings(model=model, train=train, acquisition=acq)
+
+
+class _Progress:
+    """Feeds the core's events to tqdm bars (epochs, steps, scoring)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        self.kind = ""
+
+    def _bar(self, kind: str, total: int | None) -> Any:
+        if self.kind != kind:
+            if self.bar is not None:
+                self.bar.close()
+            self.bar = progress_bar(total, kind, quiet=self.quiet)
+            self.kind = kind
+        return self.bar
+
+    def __call__(self, event: Any) -> None:
+        name = type(event).__name__
+        if name == "StageEvent" and not self.quiet:
+            self._bar("", None)
+            print(f"[round {event.round_idx}] {event.message}")
+        elif name == "EpochEvent":
+            bar = self._bar("epochs", event.epochs)
+            bar.n = event.epoch
+            bar.set_postfix(loss=f"{event.train_loss:.3f}", val_dice=f"{event.val_dice:.3f}")
+        elif name == "ScoreProgress":
+            bar = self._bar("scoring", event.total)
+            bar.n = event.done
+            bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _run(args: argparse.Namespace, stop_after: str | None) -> int:
+    from napari_alunet.events import drain
+    from napari_alunet.loop import run_round
+    from napari_alunet.store import Project
+
+    with Project.open(args.project, timeout=args.wait) as project:
+        progress = _Progress(args.quiet or args.json)
+        try:
+            report = drain(run_round(project, _settings(args, project), device=args.device,
+                                     stop_after=stop_after), progress)
+        finally:
+            progress.close()
+        result = {"round": report.round_idx, "status": report.status,
+                  "n_labelled": report.n_labelled, "test": report.test_metrics,
+                  "queue": [project.image(i).name for i in report.queue],
+                  "seconds": report.seconds}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        dice = report.test_metrics.get("mean_dice")
+        print(f"round {report.round_idx} {report.status}: {report.n_labelled} labelled, "
+              + ("no test pool" if dice is None else f"test mean Dice {dice:.4f}"))
+        for key in sorted(k for k in report.test_metrics if k.startswith("dice_")):
+            print(f"  {key:<14} {report.test_metrics[key]}")
+        if report.queue:
+            print("queued for review: " + ", ".join(result["queue"]))
+    return 0
+
+
+@command("train")
+def cmd_train(args: argparse.Namespace) -> int:
+    return _run(args, "evaluated")
+
+
+@command("round")
+def cmd_round(args: argparse.Namespace) -> int:
+    return _run(args, None)
+
+
+@command("score")
+def cmd_score(args: argparse.Namespace) -> int:
+    from napari_alunet.config import to_dict
+    from napari_alunet.events import drain
+    from napari_alunet.loop import RoundSettings, load_round_model, score_and_queue
+    from napari_alunet.store import Project
+
+    with Project.open(args.project, timeout=args.wait) as project:
+        current = project.current_round()
+        if current is None or current.status not in ("evaluated", "queued", "trained"):
+            raise ValueError("no trained model in this project yet: run 'alunet train' first")
+        settings = RoundSettings.from_dict(current.config)
+        settings.acquisition = _settings(args, project).acquisition
+        model = load_round_model(project, current, settings)
+        progress = _Progress(args.quiet or args.json)
+        result = drain(score_and_queue(project, current, model, settings, args.device), progress)
+        progress.close()
+        project.update_round(current.idx, status="queued", config=to_dict(settings))
+        ranked = [] if result is None else result.ranked
+        scores = {} if result is None else result.scores
+        names = {i: project.image(i).name for i in scores}
+    if args.json:
+        print(json.dumps({"strategy": args.strategy, "queue": [names[i] for i in ranked],
+                          "scores": {names[i]: s for i, s in scores.items()}}, indent=2))
+    else:
+        print(f"scored {len(scores)} image(s) with {args.strategy}; top {len(ranked)}:")
+        for image_id in ranked:
+            print(f"  {scores[image_id]:.5f}  {names[image_id]}")
+    return 0
+
+
+@command("oracle")
+def cmd_oracle(args: argparse.Namespace) -> int:
+    from napari_alunet.loop import oracle_commit
+    from napari_alunet.store import Project
+
+    with Project.open(args.project, timeout=args.wait) as project:
+        versions = oracle_commit(project)
+        print(f"committed stored ground truth for {len(versions)} queued image(s)")
+    return 0
+
+
+@command("predict")
+def cmd_predict(args: argparse.Namespace) -> int:
+    from napari_alunet.events import drain
+    from napari_alunet.predict import predict_folder
+
+    bar = progress_bar(None, "predict", quiet=args.quiet)
+
+    def on_event(event: Any) -> None:
+        bar.total, bar.n = event.total, event.done
+        bar.refresh()
+
+    summary = drain(predict_folder(args.checkpoint, args.images, args.out,
+                                   method=args.uncertainty, passes=args.passes,
+                                   device=args.device), on_event)
+    bar.close()
+    print(f"wrote masks, uncertainty maps and scores.csv for {summary.n_images} image(s) to "
+          f"{summary.out} ({summary.method}, {summary.seconds:.1f} s)")
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--wait", type=float, default=0.0,
+                   help="seconds to wait for another process that has the project open")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("project", type=Path)
+    p.add_argument("--preset", choices=("cpu", "gpu", "tiny"), default="cpu")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--patience", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+
+
+def _acq_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strategy", default="bald",
+                   choices=("random", "entropy", "bald", "kl", "js", "margin", "variation_ratio"))
+    p.add_argument("--passes", type=int, default=8)
+    p.add_argument("--top", type=int, default=2, help="images to queue (k)")
+    p.add_argument("--subset", type=int, default=None, help="score a random subset of N images")
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser("train", help="train on the labelled pool and evaluate on the test pool")
+    _train_args(p)
+    _common(p)
+    p = sub.add_parser("round", help="run or resume a whole round: train, evaluate, score, queue")
+    _train_args(p)
+    _acq_args(p)
+    _common(p)
+    p = sub.add_parser("score", help="score the unlabelled pool with the current model, queue top k")
+    p.add_argument("project", type=Path)
+    p.add_argument("--preset", choices=("cpu", "gpu", "tiny"), default="cpu")
+    for name in ("epochs", "patience", "lr"):
+        p.set_defaults(**{name: None})
+    _acq_args(p)
+    _common(p)
+    p = sub.add_parser("oracle", help="commit stored ground truth for the queued images")
+    p.add_argument("project", type=Path)
+    p.add_argument("--wait", type=float, default=0.0)
+    p = sub.add_parser("predict", help="segment a folder with a checkpoint, with uncertainty")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("images", type=Path)
+    p.add_argument("out", type=Path)
+    p.add_argument("--uncertainty", choices=("mc", "tta", "softmax"), default="mc")
+    p.add_argument("--passes", type=int, default=20)
+    p.add_argument("--device", default=None)
+    p.add_argument("--quiet", action="store_true")
+
+
+EXTENSIONS.append(add_commands)
