@@ -45,9 +45,10 @@ class _Progress:
 
     def __call__(self, event: Any) -> None:
         name = type(event).__name__
-        if name == "StageEvent" and not self.quiet:
-            self._bar("", None)
-            print(f"[round {event.round_idx}] {event.message}")
+        if name == "StageEvent":
+            self.close()
+            if not self.quiet:
+                print(f"[round {event.round_idx}] {event.message}", flush=True)
         elif name == "EpochEvent":
             bar = self._bar("epochs", event.epochs)
             bar.n = event.epoch
@@ -60,6 +61,7 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+        self.bar, self.kind = None, ""
 
 
 def _run(args: argparse.Namespace, stop_after: str | None) -> int:

@@ -133,7 +133,7 @@ class Project(RoundsMixin):
             db = path / DB_NAME
             if read_only:
                 conn = sqlite3.connect(
-                    f"{db.as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=30.0
+                    f"{db.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=30.0
                 )
             else:
                 conn = sqlite3.connect(db, check_same_thread=False, timeout=30.0)
