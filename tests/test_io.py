@@ -318,6 +318,21 @@ def test_real_spelling_matches(tmp_path):
     np.testing.assert_array_equal(labels, labels_from_binary(icm, te, zp))
 
 
+def test_hand_built_item_and_jpeg_hint(tmp_path):
+    # the importer may build items itself; labels then follow from the masks it gives
+    truth = np.zeros((12, 12), np.uint8)
+    truth[3:9, 3:9] = 3
+    item = io.PoolItem("x", _save(tmp_path / "x.png", _gray(12, 12)),
+                       mask_path=_save(tmp_path / "x_mask.png", PAL[truth]))
+    assert item.labelled
+    np.testing.assert_array_equal(load_item_labels(item, "rgb", DEFAULT_CLASS_COLOURS), truth)
+    stripes = np.zeros((32, 32), np.uint8)
+    stripes[:, ::2] = 2  # class borders everywhere: JPEG mixes the colours
+    _save(tmp_path / "s.jpg", PAL[stripes], quality=75)
+    with pytest.raises(InputError, match="export masks as PNG"):
+        read_colour_mask(tmp_path / "s.jpg")
+
+
 def test_key_normalisation():
     assert image_key("Blast_PCRM_1201754 D5.BMP") == "blast_pcrm_1201754_d5"
     for n in ("Blast_PCRM_1201754 D5 ICM_Mask.bmp", "blast-pcrm-1201754  d5_ICM.png",

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image
 from scipy import ndimage
 
 from napari_alunet.config import DEFAULT_CLASS_COLOURS
@@ -60,7 +60,8 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 _TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
 _PIL_FORMATS = ("BMP", "DIB", "PNG", "JPEG")
 _PIL_LOCK = threading.Lock()
-ImageFile.LOAD_TRUNCATED_IMAGES = False  # a cut file must fail, never decode as half an image
+# PIL.ImageFile.LOAD_TRUNCATED_IMAGES is left at its default, False: a cut file then fails in
+# img.load() instead of decoding as half an image (we never set it, so as not to change others).
 
 
 class InputError(ValueError):
@@ -154,65 +155,27 @@ def _pil_opener(fh: Any, p: Path) -> Iterator[Image.Image]:
 
 def _tiff_page(tif: Any, p: Path) -> Any:
     """The single 2-D page of a TIFF; multi-page and 3-D stacks other than (1, H, W) refused."""
-    pages = len(tif.pages)
     page = tif.pages[0]
-    axes = page.axes.replace("S", "")
-    depth = int(np.prod([n for n, a in zip(page.shape, page.axes, strict=True) if a not in "YXS"], dtype=int))
-    if pages > 1 or depth > 1 or len(axes) < 2:
-        raise InputError(
-            f"{p}: TIFF holds a stack ({pages} page(s), page shape {page.shape}, axes "
-            f"{page.axes}); save one 2-D image per file"
-        )
+    extra = [n for n, a in zip(page.shape, page.axes, strict=True) if a not in "YXS"]
+    if len(tif.pages) > 1 or int(np.prod(extra, dtype=int)) > 1:
+        raise InputError(f"{p}: TIFF holds a stack ({len(tif.pages)} page(s), page shape "
+                         f"{page.shape}, axes {page.axes}); save one 2-D image per file")
     return page
 
 
-def _is_tiff(fh: Any) -> bool:
-    """True if the file is a TIFF (read by tifffile), judged by its magic bytes."""
-    head = fh.read(4)
-    fh.seek(0)
-    return head in _TIFF_MAGIC
-
-
-def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """``(height, width)`` of an image from its header, without decoding pixels.
-
-    Same checks as :func:`read_image` on the path, format and size; a file truncated after its
-    header is only caught by :func:`read_image`.
-
-    Raises
-    ------
-    InputError
-        missing, empty, unreadable, not an image, a stack, or more than :data:`MAX_PIXELS`.
-    """
+def _decode(path: str | os.PathLike[str], expected_shape: tuple[int, int] | None = None, *,
+            header_only: bool = False) -> _Decoded:
+    """Pixels as stored; the size is checked from the header before decoding."""
     p, fh = _open_checked(path)
     with fh:
-        if _is_tiff(fh):
-            import tifffile
-
-            try:
-                with tifffile.TiffFile(fh) as tif:
-                    page = _tiff_page(tif, p)
-                    h, w = page.imagelength, page.imagewidth
-            except InputError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - tifffile raises many types
-                raise InputError(f"{p}: corrupt TIFF ({exc}); export the file again") from None
-        else:
-            with _pil_opener(fh, p) as img:
-                w, h = img.size
-    _check_size(p, h, w)
-    return int(h), int(w)
-
-
-def _decode(path: str | os.PathLike[str],
-            expected_shape: tuple[int, int] | None = None) -> _Decoded:
-    """Pixels as stored; size checked against the header before decoding."""
-    p, fh = _open_checked(path)
-    with fh:
-        if _is_tiff(fh):
-            return _decode_tiff(fh, p, expected_shape)
+        head = fh.read(4)
+        fh.seek(0)
+        if head in _TIFF_MAGIC:
+            return _decode_tiff(fh, p, expected_shape, header_only)
         with _pil_opener(fh, p) as img:
             _check_size(p, img.height, img.width, expected_shape)
+            if header_only:
+                return _Decoded(np.empty((img.height, img.width, 0), np.uint8), "")  # shape only
             try:
                 img.load()
                 return _from_pil(img)
@@ -228,45 +191,57 @@ def _from_pil(img: Image.Image) -> _Decoded:
     if mode == "1":
         return _Decoded(np.asarray(img.convert("L")), "gray")
     if mode == "P":
-        pal = np.asarray(img.getpalette("RGB") or [0, 0, 0], dtype=np.uint8).reshape(-1, 3)
-        pal = np.concatenate([pal, np.zeros((max(0, 256 - len(pal)), 3), np.uint8)])
+        pal = np.zeros((256, 3), np.uint8)
+        colours = np.asarray(img.getpalette("RGB") or [], dtype=np.uint8).reshape(-1, 3)[:256]
+        pal[: len(colours)] = colours
         return _Decoded(np.asarray(img), "palette", pal)
     if mode in ("LA", "La"):
-        return _Decoded(np.asarray(img.convert("LA") if mode == "La" else img), "gray_alpha")
+        return _Decoded(np.asarray(img.convert("LA")), "gray_alpha")
     if mode in ("RGBA", "RGBa", "PA"):
         return _Decoded(np.asarray(img.convert("RGBA")), "rgba")
     return _Decoded(np.asarray(img if mode == "RGB" else img.convert("RGB")), "rgb")
 
 
-def _decode_tiff(fh: Any, p: Path, expected_shape: tuple[int, int] | None) -> _Decoded:
+def _decode_tiff(fh: Any, p: Path, expected_shape: tuple[int, int] | None,
+                 header_only: bool) -> _Decoded:
     import tifffile
 
     try:
         with tifffile.TiffFile(fh) as tif:
             page = _tiff_page(tif, p)
-            _check_size(p, page.imagelength, page.imagewidth, expected_shape)
+            h, w = page.imagelength, page.imagewidth
+            _check_size(p, h, w, expected_shape)
+            if header_only:
+                return _Decoded(np.empty((h, w, 0), np.uint8), "")
             data = page.asarray()
-            photometric = page.photometric
-            colormap = page.colormap
-            axes = page.axes
     except InputError:
         raise
-    except Exception as exc:  # noqa: BLE001 - tifffile/codecs raise many types
+    except Exception as exc:  # noqa: BLE001 - tifffile and its codecs raise many types
         raise InputError(f"{p}: cannot decode the TIFF ({exc}); the file is truncated or "
                          "corrupt: copy or export it again") from None
-    if axes.startswith("S"):
+    if page.axes.startswith("S"):
         data = np.moveaxis(data, 0, -1)
-    data = data.reshape(page.imagelength, page.imagewidth, -1)
+    data = data.reshape(h, w, -1)
     if data.dtype == bool:
         data = data.astype(np.uint8) * 255
-    if photometric == tifffile.PHOTOMETRIC.MINISWHITE and data.dtype.kind in "ui":
+    if page.photometric == tifffile.PHOTOMETRIC.MINISWHITE and data.dtype.kind in "ui":
         data = np.iinfo(data.dtype).max - data
-    if photometric == tifffile.PHOTOMETRIC.PALETTE and colormap is not None:
-        cmap = np.asarray(colormap).T  # (N, 3), 16-bit by the standard, 8-bit in some writers
+    if page.photometric == tifffile.PHOTOMETRIC.PALETTE and page.colormap is not None:
+        cmap = np.asarray(page.colormap).T  # (N, 3): 16-bit by the standard, 8-bit in some files
         cmap = (cmap >> 8) if cmap.max() > 255 else cmap
         return _Decoded(data[..., 0], "palette", cmap.astype(np.uint8))
     kind = {1: "gray", 2: "gray_alpha", 3: "rgb"}.get(data.shape[-1], "rgba")
     return _Decoded(data[..., 0] if kind == "gray" else data[..., :4], kind)
+
+
+def read_image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """``(height, width)`` of an image from its header, without decoding pixels.
+
+    Same checks as :func:`read_image` on the path, format, stacks and :data:`MAX_PIXELS`; a
+    file cut after its header is only caught when its pixels are read.
+    """
+    h, w = _decode(path, header_only=True).data.shape[:2]
+    return int(h), int(w)
 
 
 # -- images ------------------------------------------------------------------------------------
@@ -407,8 +382,8 @@ def labels_from_colour(rgb: np.ndarray, colours: Sequence[Sequence[int]] = PALET
     """
     rgb = np.asarray(rgb)
     pal = np.asarray(colours, dtype=np.float64).reshape(-1, 3)
-    if rgb.ndim != 3 or rgb.shape[-1] != 3:
-        raise ValueError(f"rgb must be (H, W, 3), got shape {rgb.shape}")
+    if rgb.ndim != 3 or rgb.shape[-1] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
     if not 1 <= len(pal) <= 256 or tolerance < 0:
         raise ValueError(f"need 1-256 colours and tolerance >= 0, got {len(pal)} and {tolerance}")
     px = rgb.astype(np.uint32)
@@ -422,12 +397,15 @@ def labels_from_colour(rgb: np.ndarray, colours: Sequence[Sequence[int]] = PALET
         bad = bad[np.argsort(-counts[bad], kind="stable")]
         listed = ", ".join(f"{tuple(int(v) for v in ucol[i])} x {counts[i]:,} px"
                            for i in bad[:5])
-        more = f" and {bad.size - 5} more colour(s)" if bad.size > 5 else ""
+        more = f" and {bad.size - 5:,} more colour(s)" if bad.size > 5 else ""
+        lossy = str(path).lower().endswith((".jpg", ".jpeg"))
+        hint = (" (JPEG compression mixes colours at class borders: export masks as PNG or "
+                "BMP)") if lossy else ""
         raise InputError(
             f"{path if path is not None else 'colour mask'}: {int(counts[bad].sum()):,} pixel(s) "
             f"are farther than {tolerance:g} (RGB distance) from every class colour: "
             f"{listed}{more}. Palette (class: RGB): {_palette_text(pal)}. Recolour the mask, "
-            "give the data set's palette, or raise the tolerance"
+            f"give the data set's palette, or raise the tolerance{hint}"
         )
     return lut[inverse].reshape(rgb.shape[:2])
 
@@ -459,13 +437,17 @@ def read_colour_mask(path: str | os.PathLike[str], colours: Sequence[Sequence[in
         if vals.size and vals.min() >= 0 and vals.max() < n and np.all(vals == np.round(vals)):
             return data.astype(np.uint8)
         if dec.kind != "palette":
-            shown = ", ".join(f"{v:g}" for v in vals[vals >= n][:5])
+            odd = vals[(vals < 0) | (vals >= n) | (vals != np.round(vals))]
+            shown = ", ".join(f"{v:g}" for v in odd[:5])
             raise InputError(
                 f"{path}: one-channel mask with values {shown} (not class indices 0-{n - 1}); "
                 "a grayscale mask must hold class indices. If it is one class's binary mask, "
                 "use the GT_ICM/GT_TE/GT_ZP layout; otherwise export the mask in colour"
             )
         data = dec.palette[data]  # type: ignore[index]
+    if data.dtype != np.uint8 and (data.min() < 0 or data.max() > 255):
+        raise InputError(f"{path}: colour mask with values outside 0-255 ({data.dtype}); "
+                         "export colour masks as 8-bit RGB")
     rgb = np.ascontiguousarray(data[..., :3]).astype(np.uint8)
     if data.shape[-1] == 4:
         rgb[data[..., 3] == 0] = np.asarray(colours[0], dtype=np.uint8)
@@ -496,11 +478,11 @@ def load_item_labels(item: PoolItem, layout: str, colours: Sequence[Sequence[int
     """
     if layout not in ("binary", "rgb", "images"):
         raise ValueError(f"layout must be 'binary', 'rgb' or 'images', got {layout!r}")
-    if layout == "images" or not item.labelled:
+    if layout == "images" or (layout == "rgb" and item.mask_path is None) or (
+            layout == "binary" and not all(c in item.masks for c in ("ICM", "TE", "ZP"))):
         return None
     shape = read_image_size(item.image_path)
     if layout == "rgb":
-        assert item.mask_path is not None
         return read_colour_mask(item.mask_path, colours, tolerance=tolerance,
                                 expected_shape=shape)
     icm, te, zp = (read_binary_mask(item.masks[c], shape) for c in ("ICM", "TE", "ZP"))

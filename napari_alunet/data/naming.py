@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,14 +85,17 @@ class PoolItem:
     image_path : the image file.
     masks : binary layout: ``{'ICM': path, 'TE': path, 'ZP': path}`` (those found).
     mask_path : rgb layout: the colour mask, or None if none was found.
-    labelled : True when every mask the layout needs was found.
     """
 
     name: str
     image_path: Path
     masks: dict[str, Path] = field(default_factory=dict)
     mask_path: Path | None = None
-    labelled: bool = False
+
+    @property
+    def labelled(self) -> bool:
+        """True when the item has a colour mask or all three binary masks."""
+        return self.mask_path is not None or all(c in self.masks for c in BINARY_CLASSES)
 
 
 @dataclass
@@ -103,7 +107,7 @@ class PoolListing:
     src : the scanned folder.
     layout : ``'binary'``, ``'rgb'`` or ``'images'``.
     items : one per image, sorted by key; images without their masks are included
-        (``labelled`` False) and reported in ``unmatched``.
+        (:attr:`PoolItem.labelled` False) and reported in ``unmatched``.
     unmatched : human-readable problems: which image lacks which mask, which mask matches no
         image.
     ignored : files and folders that were skipped, each with the reason.
@@ -161,14 +165,14 @@ def _list_dir(folder: Path, rel: str, ignored: list[str]) -> list[Path]:
     return files
 
 
-def _keyed(files: list[Path], key, what: str) -> dict[str, Path]:
+def _keyed(files: list[Path], key: Callable[[str], str], what: str) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for f in files:
         k = key(f.name)
         if k in out:
             raise InputError(
-                f"{out[k]} and {f}: two {what} with the same name once case, extension and "
-                f"suffixes are ignored ('{k}'); rename or remove one of them"
+                f"{out[k]} and {f}: two {what} with the same name once case, extension, "
+                f"separators and mask suffixes are ignored ('{k}'); rename or remove one"
             )
         out[k] = f
     return out
@@ -253,10 +257,6 @@ def scan_pool(src: str | os.PathLike[str]) -> PoolListing:
                 item.mask_path = masks[k]
         unmatched += [f"{folder.name}/{p.name}: matches no image in {rel or src.name + '/'} "
                       f"(normalised name '{k}')" for k, p in masks.items() if k not in items]
-    for item in items.values():
-        item.labelled = layout != "images" and (
-            len(item.masks) == len(BINARY_CLASSES) if layout == "binary"
-            else item.mask_path is not None)
     return PoolListing(src, layout, list(items.values()), unmatched, ignored,
                        {"images": image_dir, **found})
 
