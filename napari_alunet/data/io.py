@@ -1,21 +1,14 @@
 """Read the images and masks of the public blastocyst data layouts.
 
-Images become one float32 channel at their original intensity scale: 8-bit files give values
-0-255, 16-bit files 0-65535 (no rescaling, so a 16-bit image stays distinguishable from an 8-bit
-one; :func:`napari_alunet.data.dataset.normalise` standardises each image anyway). Colour images
-become luminance (ITU-R 601: 0.299 R + 0.587 G + 0.114 B, alpha ignored).
+Images become one float32 channel at their original intensity scale: 8-bit files give 0-255,
+16-bit files 0-65535 (not rescaled; ``data.dataset.normalise`` standardises each image anyway).
+Colour images become luminance (ITU-R 601: 0.299 R + 0.587 G + 0.114 B, alpha ignored). Masks
+become ``uint8`` class indices (0 background, 1 ICM, 2 TE, 3 ZP, 4 BL), from one binary mask per
+class (blastocoel derived) or from one colour mask (nearest palette colour within a tolerance).
 
-Masks become class-index label images (``uint8``, 0 background, 1 ICM, 2 TE, 3 ZP, 4 BL):
-
-* binary masks, one file per class (:func:`read_binary_mask`, :func:`labels_from_binary`), with
-  the blastocoel derived as the inside of the zona that is no other class;
-* colour masks mapped to the nearest palette colour within a tolerance
-  (:func:`labels_from_colour`, :func:`read_colour_mask`).
-
-Every problem with an input file raises :class:`InputError`, which names the file, says what is
-wrong and what to do. Image dimensions are checked against :data:`MAX_PIXELS` from the file
-header, before any pixel is decoded, so a file whose header claims 50,000 x 50,000 pixels is
-refused at once without allocating memory.
+Every problem with an input file raises :class:`InputError`, naming the file, the problem and
+what to do. Sizes are checked against :data:`MAX_PIXELS` from the header, before any pixel is
+decoded: a file whose header claims 50,000 x 50,000 pixels is refused at once.
 
 Layout detection and name matching (:func:`scan_pool`, :class:`PoolItem`, :class:`PoolListing`)
 live in :mod:`napari_alunet.data.naming` and can be imported from here too.
@@ -130,12 +123,11 @@ def _check_size(p: Path, h: int, w: int, expected_shape: tuple[int, int] | None 
 
 @contextmanager
 def _pil_opener(fh: Any, p: Path) -> Iterator[Image.Image]:
-    """``Image.open`` (lazy: header only) with PIL's bomb check replaced by ours.
+    """``Image.open`` (lazy: header only) with PIL's decompression-bomb check replaced by ours.
 
-    PIL warns above ``Image.MAX_IMAGE_PIXELS`` and refuses above twice that, inside
-    ``Image.open``. :data:`MAX_PIXELS` is the only limit we want (it may be set higher or
-    lower), so PIL's check is off while the header is parsed and ours runs right after. The
-    lock keeps two of our threads from restoring the wrong value.
+    PIL warns above ``Image.MAX_IMAGE_PIXELS`` and refuses above twice that, in ``Image.open``;
+    :data:`MAX_PIXELS` (set higher or lower) must be the only limit, so PIL's is off while the
+    header is parsed, under a lock, and ours runs right after.
     """
     with _PIL_LOCK:
         saved = Image.MAX_IMAGE_PIXELS
@@ -262,9 +254,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     Raises
     ------
     InputError
-        for a missing, empty, unreadable, truncated or corrupt file, a folder, a symbolic link
-        loop, a non-image, a multi-page TIFF, or more than :data:`MAX_PIXELS` pixels (checked
-        from the header, before decoding).
+        missing, empty, unreadable, truncated or corrupt file; a folder; a link loop; not an
+        image; a multi-page TIFF; more than :data:`MAX_PIXELS` pixels (checked from the header).
     """
     dec = _decode(path)
     data = dec.data
@@ -349,18 +340,13 @@ def labels_from_binary(icm: np.ndarray, te: np.ndarray, zp: np.ndarray, *,
     return labels
 
 
-def _palette_text(colours: np.ndarray) -> str:
-    return ", ".join(f"{i}: {tuple(int(v) for v in c)}" for i, c in enumerate(colours))
-
-
 def labels_from_colour(rgb: np.ndarray, colours: Sequence[Sequence[int]] = PALETTE, *,
                        tolerance: float = 40, path: str | os.PathLike[str] | None = None
                        ) -> np.ndarray:
     """Map a colour mask to class indices by the nearest palette colour.
 
-    Each distinct colour is matched once (``np.unique`` with ``return_inverse``) and the
-    result spread through the image with a look-up table, so the cost is one sort of the
-    pixels, whatever the number of colours.
+    Each distinct colour is matched once (``np.unique(return_inverse=True)``) and spread back
+    with a look-up table: one sort of the pixels, whatever the number of colours.
 
     Parameters
     ----------
@@ -377,8 +363,8 @@ def labels_from_colour(rgb: np.ndarray, colours: Sequence[Sequence[int]] = PALET
     Raises
     ------
     InputError
-        when some pixels are farther than ``tolerance`` from every class colour; lists up to
-        five such colours with their pixel counts, and the palette.
+        if pixels lie farther than ``tolerance`` from every class colour; the message lists up
+        to five such colours (most frequent first) with pixel counts, and the palette.
     """
     rgb = np.asarray(rgb)
     pal = np.asarray(colours, dtype=np.float64).reshape(-1, 3)
@@ -401,10 +387,11 @@ def labels_from_colour(rgb: np.ndarray, colours: Sequence[Sequence[int]] = PALET
         lossy = str(path).lower().endswith((".jpg", ".jpeg"))
         hint = (" (JPEG compression mixes colours at class borders: export masks as PNG or "
                 "BMP)") if lossy else ""
+        palette = ", ".join(f"{i}: {tuple(int(v) for v in c)}" for i, c in enumerate(pal))
         raise InputError(
             f"{path if path is not None else 'colour mask'}: {int(counts[bad].sum()):,} pixel(s) "
             f"are farther than {tolerance:g} (RGB distance) from every class colour: "
-            f"{listed}{more}. Palette (class: RGB): {_palette_text(pal)}. Recolour the mask, "
+            f"{listed}{more}. Palette (class: RGB): {palette}. Recolour the mask, "
             f"give the data set's palette, or raise the tolerance{hint}"
         )
     return lut[inverse].reshape(rgb.shape[:2])
@@ -459,22 +446,10 @@ def load_item_labels(item: PoolItem, layout: str, colours: Sequence[Sequence[int
                      tolerance: float = 40) -> np.ndarray | None:
     """Ground-truth labels of one scanned item, checked against its image's size.
 
-    Parameters
-    ----------
-    item : from :func:`scan_pool`.
-    layout : the listing's layout, ``'binary'``, ``'rgb'`` or ``'images'``.
-    colours : class colours for the ``'rgb'`` layout (the binary layout always gives the
-        default classes 0-4).
-
-    Returns
-    -------
-    (H, W) uint8 class indices, or None for the ``'images'`` layout and for an item whose
-    masks are missing (scan_pool listed it in ``unmatched``).
-
-    Raises
-    ------
-    InputError
-        from reading the image header or the masks (size mismatch, off-palette colours ...).
+    ``colours`` are used by the ``'rgb'`` layout; the ``'binary'`` layout always gives the
+    default classes 0-4. Returns (H, W) uint8 class indices, or None for the ``'images'``
+    layout and for an item whose masks are missing (``scan_pool`` listed it in ``unmatched``).
+    Raises :class:`InputError` from the image header or the masks (size mismatch, colours ...).
     """
     if layout not in ("binary", "rgb", "images"):
         raise ValueError(f"layout must be 'binary', 'rgb' or 'images', got {layout!r}")
