@@ -1,0 +1,583 @@
+"""Deterministic synthetic day-5 blastocyst images with exact 5-class ground truth.
+
+No real data can be shipped, so every test, the sample data and the oracle-replay experiments
+draw pools from here. The generator is built to match the measured statistics of real images
+(``REAL_DATA_FACTS.md``; table in ``sample_data/README.md``): classes differ little in mean
+brightness but a lot in texture, the zona is a smooth ring of near-uniform width, the
+trophectoderm a thin layer of flattened cells, the inner cell mass one compact cluster pressed
+against it, and modulation-contrast relief, uneven illumination, blur and noise sit on top.
+Gardner stages and grades are drawn with realistic, unequal frequencies so that a pool holds
+many easy images and a few hard ones.
+
+Label indices: 0 background, 1 ICM, 2 TE, 3 ZP, 4 BL. The blastocoel is exactly what an
+importer derives from the three binary masks of the public layout::
+
+    BL == binary_fill_holes(ZP) & ~ZP & ~ICM & ~TE
+
+(the zona ring is therefore always closed in the mask: where a hatching embryo breaks through,
+a thin thread of zona is kept, and the frame never cuts through the ring).
+
+Lengths in :class:`BlastocystParams` are in *reference pixels* (a full-size, 377-pixel-high
+image); they are multiplied by ``scale = min(h, w) / 377`` so any image size, down to 32 x 32,
+shows the same embryo with all five classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from napari_alunet.data import _synthetic_texture as tx
+
+#: Bump whenever the images or labels produced for a given seed change.
+GENERATOR_VERSION = "1.0.0"
+
+#: Mean and std of real image sizes (h, w) and the reference height lengths are given in.
+REAL_SHAPE_MEAN = (377.0, 447.0)
+REAL_SHAPE_STD = (19.0, 8.0)
+REFERENCE_SIZE = 377.0
+
+BACKGROUND, ICM, TE, ZP, BL = range(5)
+
+#: Gardner expansion stages: name, frequency, outer zona radius, zona / TE thickness,
+#: perivitelline gap and ICM radius (reference pixels).
+STAGES: dict[int, dict[str, Any]] = {
+    1: dict(name="early", p=0.05, R=170.0, zp=40.0, te=36.0, pvs=8.0, icm=90.0),
+    2: dict(name="blastocyst", p=0.12, R=175.0, zp=38.0, te=33.0, pvs=3.0, icm=92.0),
+    3: dict(name="full", p=0.34, R=179.0, zp=36.0, te=32.0, pvs=0.0, icm=93.0),
+    4: dict(name="expanded", p=0.36, R=186.0, zp=30.0, te=30.0, pvs=0.0, icm=93.0),
+    5: dict(name="hatching", p=0.08, R=183.0, zp=26.0, te=30.0, pvs=0.0, icm=90.0),
+    6: dict(name="hatched", p=0.05, R=135.0, zp=16.0, te=0.0, pvs=0.0, icm=70.0),
+}
+#: Grade -> (frequency, ICM cell size, ICM texture contrast, TE cell width, TE contrast).
+GRADES: dict[str, tuple[float, float, float, float, float]] = {
+    "A": (0.30, 17.0, 1.0, 55.0, 1.0),
+    "B": (0.50, 23.0, 0.8, 72.0, 0.9),
+    "C": (0.20, 33.0, 0.5, 105.0, 0.75),
+}
+COLLAPSE_P = 0.07  # of stages 2-4
+
+
+@dataclass
+class BlastocystParams:
+    """The drawn modes of one synthetic image (lengths in reference pixels, angles in radians).
+
+    Attributes
+    ----------
+    shape : image (h, w).
+    stage, stage_name : Gardner expansion stage 1-6 and its name.
+    icm_grade, te_grade : Gardner grades ``"A"``-``"C"``.
+    collapsed : cavity shrunk, TE detached from the zona and folded.
+    centre : (dy, dx) offset of the embryo from the image centre.
+    radii, rotation : outer zona ellipse semi-axes (ry, rx) and its rotation.
+    outline : ``(amplitude, phase)`` of harmonics 2, 3, ... of the outer zona radius.
+    zp_thickness, te_thickness, pvs : zona, TE-layer and perivitelline-gap widths.
+    zp_variation : (relative amplitude, phase) of the first-harmonic zona width change.
+    fold : harmonics 2, ... of the perivitelline gap (folding of a collapsed embryo).
+    te_cell_width, te_contrast : TE cell width along the layer and texture strength.
+    icm_angle, icm_radius, icm_aspect, icm_outline : ICM cluster position, size, tangential /
+        radial axis ratio and outline harmonics.
+    icm_cell, icm_contrast : ICM cell size and texture strength.
+    breach_angle, breach_width, bulge : hatching gap position, half-width and bulge height
+        (``breach_width`` 0: intact zona).
+    neighbour_angle : direction of a neighbouring embryo at the frame edge, or None.
+    n_debris : debris particles in the medium.
+    illumination : (ramp amplitude, ramp angle, vignetting).
+    relief : (modulation-contrast strength, shading angle).
+    blur, noise, gain, offset : focus blur (reference px), noise std, contrast and brightness.
+    """
+
+    shape: tuple[int, int]
+    stage: int
+    stage_name: str
+    icm_grade: str
+    te_grade: str
+    collapsed: bool
+    centre: tuple[float, float]
+    radii: tuple[float, float]
+    rotation: float
+    outline: list[tuple[float, float]]
+    zp_thickness: float
+    zp_variation: tuple[float, float]
+    te_thickness: float
+    pvs: float
+    fold: list[tuple[float, float]]
+    te_cell_width: float
+    te_contrast: float
+    icm_angle: float
+    icm_radius: float
+    icm_aspect: float
+    icm_outline: list[tuple[float, float]]
+    icm_cell: float
+    icm_contrast: float
+    breach_angle: float = 0.0
+    breach_width: float = 0.0
+    bulge: float = 0.0
+    neighbour_angle: float | None = None
+    n_debris: int = 0
+    illumination: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    relief: tuple[float, float] = (1.0, 0.8)
+    blur: float = 1.0
+    noise: float = 3.0
+    gain: float = 1.0
+    offset: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scale(self) -> float:
+        """Image pixels per reference pixel."""
+        return min(self.shape) / REFERENCE_SIZE
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (plain floats, ints, strings and lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=float))
+
+
+def _harmonics(rng: np.random.Generator, n: int, amp: float) -> list[tuple[float, float]]:
+    return [(float(rng.normal(0, amp / k)), float(rng.uniform(0, 2 * np.pi))) for k in range(1, n + 1)]
+
+
+def _grade(rng: np.random.Generator) -> str:
+    return str(rng.choice(list(GRADES), p=[g[0] for g in GRADES.values()]))
+
+
+def draw_params(rng: np.random.Generator, shape: tuple[int, int] | None = None) -> BlastocystParams:
+    """Draw the modes of one image: stage, grades, geometry, optics.
+
+    Parameters
+    ----------
+    rng : random generator (advanced by the draw).
+    shape : image (h, w); None draws it like the real data (377 +- 19 x 447 +- 8).
+
+    Returns
+    -------
+    BlastocystParams
+    """
+    if shape is None:
+        h = int(np.clip(np.rint(rng.normal(REAL_SHAPE_MEAN[0], REAL_SHAPE_STD[0])), 330, 430))
+        w = int(np.clip(np.rint(rng.normal(REAL_SHAPE_MEAN[1], REAL_SHAPE_STD[1])), 425, 470))
+        shape = (h, w)
+    shape = (int(shape[0]), int(shape[1]))
+    if min(shape) < 16:
+        raise ValueError(f"shape {shape} is too small: both sides must be >= 16 pixels")
+    stage = int(rng.choice(list(STAGES), p=[s["p"] for s in STAGES.values()]))
+    st = STAGES[stage]
+    icm_grade, te_grade = _grade(rng), _grade(rng)
+    gi, gt = GRADES[icm_grade], GRADES[te_grade]
+    collapsed = bool(stage in (2, 3, 4) and rng.random() < COLLAPSE_P)
+    R = st["R"] * rng.normal(1.0, 0.03)
+    aspect = rng.uniform(0.86, 1.0)
+    ry, rx = R * np.sqrt(aspect), R / np.sqrt(aspect)
+    pvs = st["pvs"] * rng.uniform(0.5, 1.5)
+    if collapsed:
+        pvs = R * rng.uniform(0.15, 0.28)
+    breach_angle, breach_width, bulge = float(rng.uniform(-np.pi, np.pi)), 0.0, 0.0
+    if stage == 5:
+        breach_width, bulge = rng.uniform(0.25, 0.45), R * rng.uniform(0.12, 0.35)
+    elif stage == 6:
+        breach_width, bulge = rng.uniform(0.5, 0.65), R * rng.uniform(0.65, 0.8)
+    off_centre = rng.random() < 0.2
+    sd = (30.0, 60.0) if off_centre else (10.0, 22.0)
+    centre = (rng.normal(0, sd[0]), rng.normal(0, sd[1]))
+    if stage == 6:  # make room for the hatched embryo beside the empty zona
+        centre = (-0.55 * R * np.sin(breach_angle), -0.55 * R * np.cos(breach_angle))
+    p = BlastocystParams(
+        shape=shape, stage=stage, stage_name=st["name"], icm_grade=icm_grade, te_grade=te_grade,
+        collapsed=collapsed, centre=(float(centre[0]), float(centre[1])),
+        radii=(float(ry), float(rx)), rotation=float(rng.uniform(0, np.pi)),
+        outline=_harmonics(rng, 4, 0.035)[1:],
+        zp_thickness=float(st["zp"] * rng.normal(1.0, 0.06)),
+        zp_variation=(float(rng.uniform(0, 0.12)), float(rng.uniform(0, 2 * np.pi))),
+        te_thickness=float(st["te"] * rng.normal(1.0, 0.08)), pvs=float(pvs),
+        fold=_harmonics(rng, 5, 0.35 if collapsed else 0.3)[1:],
+        te_cell_width=float(gt[3] * rng.normal(1.0, 0.1)),
+        te_contrast=float(gt[4] * rng.normal(1.0, 0.08)),
+        icm_angle=float(rng.uniform(-np.pi, np.pi)),
+        icm_radius=float(st["icm"] * rng.normal(1.0, 0.08) * (0.85 if icm_grade == "C" else 1.0)),
+        icm_aspect=float(rng.uniform(1.2, 1.6)), icm_outline=_harmonics(rng, 4, 0.12)[1:],
+        icm_cell=float(gi[1] * rng.normal(1.0, 0.1)),
+        icm_contrast=float(gi[2] * rng.normal(1.0, 0.08)),
+        breach_angle=breach_angle, breach_width=float(breach_width), bulge=float(bulge),
+        neighbour_angle=float(rng.uniform(-np.pi, np.pi)) if rng.random() < 0.12 else None,
+        n_debris=int(rng.poisson(4)),
+        illumination=(float(rng.uniform(0.03, 0.14)), float(rng.uniform(0, 2 * np.pi)),
+                      float(rng.uniform(0.0, 0.12))),
+        relief=(float(rng.uniform(1.4, 2.4)), float(rng.normal(np.pi / 4, 0.3))),
+        blur=float(np.clip(rng.lognormal(np.log(0.75), 0.3), 0.4, 2.0)),
+        noise=float(rng.uniform(3.5, 5.5)),
+        gain=float(rng.normal(1.0, 0.07)), offset=float(rng.normal(0.0, 4.0)),
+    )
+    _fit_in_frame(p)
+    return p
+
+
+def _fit_in_frame(p: BlastocystParams) -> None:
+    """Pull the embryo towards the centre (then shrink it) until the frame cuts at most into
+    the outer part of the zona ring, so the ring stays closed in the mask."""
+    theta = np.linspace(-np.pi, np.pi, 720, endpoint=False)
+    h, w = p.shape
+    s = p.scale
+    for _ in range(60):
+        ro, tz = _outer_radius(p, theta) * s, _zona_width(p, theta) * s
+        cy, cx = (h - 1) / 2 + p.centre[0] * s, (w - 1) / 2 + p.centre[1] * s
+        sy, sx = np.sin(theta), np.cos(theta)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ty = np.where(sy > 0, (h - 1 - cy) / sy, np.where(sy < 0, -cy / sy, np.inf))
+            tx_ = np.where(sx > 0, (w - 1 - cx) / sx, np.where(sx < 0, -cx / sx, np.inf))
+        cut = ro - np.minimum(ty, tx_)
+        if np.all(cut <= np.maximum(0.55 * tz - 1.5, 0.0)):
+            return
+        if abs(p.centre[0]) + abs(p.centre[1]) > 2.0:
+            p.centre = (p.centre[0] * 0.85, p.centre[1] * 0.85)
+        else:
+            p.radii = (p.radii[0] * 0.97, p.radii[1] * 0.97)
+
+
+def _angle_diff(a: np.ndarray, b: float) -> np.ndarray:
+    return (a - b + np.pi) % (2 * np.pi) - np.pi
+
+
+def _outer_radius(p: BlastocystParams, theta: np.ndarray) -> np.ndarray:
+    c, s = np.cos(theta - p.rotation), np.sin(theta - p.rotation)
+    ellipse = 1.0 / np.sqrt((c / p.radii[1]) ** 2 + (s / p.radii[0]) ** 2)
+    return ellipse * (1.0 + tx.fourier(theta, p.outline))
+
+
+def _breach_window(p: BlastocystParams, theta: np.ndarray) -> np.ndarray:
+    if p.breach_width <= 0:
+        return np.zeros_like(theta)
+    t = np.clip((p.breach_width - np.abs(_angle_diff(theta, p.breach_angle)))
+                / (0.35 * p.breach_width), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def _zona_width(p: BlastocystParams, theta: np.ndarray) -> np.ndarray:
+    """Zona width (reference px); in a breach it narrows to a thread of >= 1.6 image pixels."""
+    amp, phase = p.zp_variation
+    tz = p.zp_thickness * (1.0 + amp * np.cos(theta - phase))
+    thread = max(1.6 / p.scale, 0.12 * p.zp_thickness)
+    win = _breach_window(p, theta)
+    return tz * (1 - win) + thread * win
+
+
+def _layout(p: BlastocystParams, rng: np.random.Generator) -> dict[str, Any]:
+    """Label map and the geometric fields the renderer needs (image pixels)."""
+    h, w = p.shape
+    s = p.scale
+    cy, cx = (h - 1) / 2 + p.centre[0] * s, (w - 1) / 2 + p.centre[1] * s
+    yy, xx = np.arange(h, dtype=float)[:, None] - cy, np.arange(w, dtype=float)[None, :] - cx
+    r, th = np.hypot(yy, xx), np.arctan2(yy, xx)
+    r_mid = (np.mean(p.radii) - p.zp_thickness - p.pvs - p.te_thickness / 2) * s
+    n_te = max(4, int(round(2 * np.pi * r_mid / max(p.te_cell_width * s, 1.0))))
+    warp = _harmonics(rng, 4, 0.6 * np.pi / n_te)
+
+    def rings(theta: np.ndarray) -> dict[str, np.ndarray]:
+        ro, tz = _outer_radius(p, theta) * s, _zona_width(p, theta) * s
+        pv = p.pvs * s * np.clip(1 + tx.fourier(theta, p.fold), 0.15, None)
+        te_out = tz + pv * (1 - _breach_window(p, theta))
+        u0 = n_te * (theta + tx.fourier(theta, warp, first=1)) / (2 * np.pi)
+        tt = p.te_thickness * s * (0.84 + 0.25 * np.sin(np.pi * (u0 % 1.0)))
+        return dict(ro=ro, tz=tz, te_out=te_out, te_in=te_out + tt, u0=u0)
+
+    g = rings(th)
+    d = g["ro"] - r
+    lab = np.zeros((h, w), dtype=np.uint8)
+    lab[d >= 0] = BL
+    lab[(d >= 0) & (d < g["tz"])] = ZP
+    lab[(d >= g["te_out"]) & (d < g["te_in"])] = TE
+    bulge = np.zeros((h, w), dtype=bool)
+    if p.bulge > 0:
+        rel = _angle_diff(th, p.breach_angle) / (0.8 * p.breach_width)
+        bulge = (d < 0) & (-d < p.bulge * s * np.sqrt(np.clip(1 - rel**2, 0, None)))
+        lab[bulge] = TE
+    # the ICM: an irregular ellipse pressed against the TE, cut by the TE's inner boundary
+    phi = p.icm_angle
+    a_r, a_t = p.icm_radius * s / np.sqrt(p.icm_aspect), p.icm_radius * s * np.sqrt(p.icm_aspect)
+    g_phi = rings(np.array([phi]))
+    if p.stage == 6:  # hatched: the cell mass lies outside, in the bulge
+        phi = p.breach_angle
+        a_r, a_t = min(a_r, 0.3 * p.bulge * s), min(a_t, 0.45 * p.bulge * s)
+        dist = float(_outer_radius(p, np.array([phi]))[0] * s + 0.55 * p.bulge * s)
+        allowed = bulge
+    else:
+        dist = float((g_phi["ro"] - g_phi["te_in"])[0] - 0.45 * a_r)
+        allowed = d >= g["te_in"]
+    qy, qx = yy - dist * np.sin(phi), xx - dist * np.cos(phi)
+    q_r, q_t = qy * np.sin(phi) + qx * np.cos(phi), qx * np.sin(phi) - qy * np.cos(phi)
+    rho = np.hypot(q_r / a_r, q_t / a_t) / (1 + tx.fourier(np.arctan2(q_t, q_r), p.icm_outline))
+    icm = (rho < 1) & allowed
+    comp, n_comp = ndi.label(icm)
+    if n_comp > 1:
+        icm = comp == 1 + int(np.argmax(np.bincount(comp.ravel())[1:]))
+    lab[icm] = ICM
+    # the blastocoel is exactly what an importer derives from the binary masks
+    zp = lab == ZP
+    fill = ndi.binary_fill_holes(zp)
+    bl = fill & ~zp & (lab != ICM) & (lab != TE)
+    lab[(lab == BL) & ~bl] = BACKGROUND
+    lab[bl] = BL
+    return dict(labels=lab, d=d, th=th, r=r, centre=(cy, cx), n_te=n_te, bulge=bulge, icm=icm,
+                win=_breach_window(p, th), **g)
+
+
+def _zona_texture(rho: np.ndarray, striae: np.ndarray) -> np.ndarray:
+    """Zona brightness across the ring (``rho`` 0 outside edge, 1 inside edge)."""
+    return (123.0 + 6 * np.exp(-(((rho - 0.3) / 0.22) ** 2)) - 10 * np.exp(-(((rho - 0.94) / 0.07) ** 2))
+            - 14 * np.exp(-(((rho - 0.03) / 0.05) ** 2)) + striae)
+
+
+#: Grey levels of the classes and strengths of their textures (structure before the relief,
+#: grain after it), tuned so the finished images match REAL_DATA_FACTS.md.
+TEXTURE = dict(bg=134.0, bl=112.0, bl_mottle=5.0, te=116.0, te_membrane=90.0, te_cell=24.0,
+               te_nucleus=26.0, icm=123.0, icm_membrane=72.0, icm_cell=18.0, icm_nucleus=20.0)
+#: Grain (fine granular texture) std per class: background, ICM, TE, ZP, BL.
+GRAIN = (1.5, 18.0, 30.0, 12.0, 16.0)
+
+
+def _cells_texture(cells: dict[str, np.ndarray], kind: str, contrast: float) -> np.ndarray:
+    t = TEXTURE
+    return t[kind] + contrast * (-t[kind + "_membrane"] * cells["membrane"]
+                                 + t[kind + "_cell"] * cells["cell_value"]
+                                 - t[kind + "_nucleus"] * cells["nucleus"])
+
+
+def _render(p: BlastocystParams, lay: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """Grey-level image (float) of a layout."""
+    h, w = p.shape
+    s = p.scale
+    lab, d = lay["labels"], lay["d"]
+    mw = max(1.1 * s, 0.5)  # membrane half-width
+    t = TEXTURE
+    img = t["bg"] + 2.0 * tx.smooth_noise(rng, (h, w), 40 * s)
+    # cavity and perivitelline fluid: mid grey with a faint mottle
+    cavity = t["bl"] + t["bl_mottle"] * tx.smooth_noise(rng, (h, w), 10 * s)
+    img = np.where(lab == BL, cavity, img)
+    # zona: smooth, bright-ish, faint concentric structure; faded where it is breached
+    rho = np.clip(d / np.maximum(lay["tz"], 1e-6), 0, 1)
+    zona = _zona_texture(rho, 3.0 * tx.smooth_noise(rng, (h, w), 6 * s))
+    zona = zona * (1 - 0.7 * lay["win"]) + t["bl"] * 0.7 * lay["win"]
+    img = np.where(lab == ZP, zona, img)
+    # trophectoderm: one layer of flattened cells along the ring
+    n, tt = lay["n_te"], np.maximum(lay["te_in"] - lay["te_out"], 1e-6)
+    cellw = 2 * np.pi * np.maximum(lay["r"], 1.0) / n
+    q = (d - lay["te_out"]) / tt
+    u = lay["u0"] + rng.normal(0, 0.3) * (q - 0.5) + 0.05 * tx.smooth_noise(rng, (h, w), 8 * s)
+    du = np.abs(u - np.rint(u))
+    te_cells = dict(
+        membrane=np.maximum.reduce([tx.line_profile(du * cellw, mw),
+                                    tx.line_profile(d - lay["te_out"], mw),
+                                    tx.line_profile(d - lay["te_in"], mw)]),
+        cell_value=rng.standard_normal(n)[np.floor(u).astype(int) % n],
+        nucleus=np.exp(-((((u % 1.0) - 0.5) / 0.18) ** 2) - ((q - 0.5) / 0.25) ** 2),
+    )
+    te_img = _cells_texture(te_cells, "te", p.te_contrast)
+    if lay["bulge"].any():
+        bulge_cells = tx.voronoi_cells(rng, lay["bulge"] & (lab == TE), 0.5 * p.te_cell_width * s,
+                                       membrane=mw)
+        te_img = np.where(lay["bulge"], _cells_texture(bulge_cells, "te", p.te_contrast), te_img)
+    img = np.where(lab == TE, te_img, img)
+    # inner cell mass: packed small cells
+    icm_cells = tx.voronoi_cells(rng, lab == ICM, p.icm_cell * s, membrane=mw)
+    img = np.where(lab == ICM, _cells_texture(icm_cells, "icm", p.icm_contrast), img)
+    grain_amp = np.asarray(GRAIN)[lab] * np.select(
+        [lab == ICM, lab == TE], [p.icm_contrast, p.te_contrast], 1.0)
+    if p.neighbour_angle is not None:
+        img, grain_amp = _neighbour(p, lay, rng, img, grain_amp, mw)
+    img = img + _debris(p, lay, rng)
+    # modulation-contrast relief on the structure, then granular texture, optics and noise
+    img = (img + p.relief[0] * tx.relief(img, max(1.5 * s, 0.5), p.relief[1])
+           + p.relief[0] * 1.5 * tx.relief(img, 6 * s, p.relief[1]))
+    img = img + grain_amp * tx.smooth_noise(rng, (h, w), max(1.8 * s, 0.6))
+    img = img * tx.illumination((h, w), *p.illumination)
+    img = ndi.gaussian_filter(img, max(p.blur * s, 0.3))
+    img = img + rng.normal(0, p.noise, (h, w))
+    return (img - 119.0) * p.gain + 119.0 + p.offset
+
+
+def _neighbour(p: BlastocystParams, lay: dict[str, Any], rng: np.random.Generator,
+               img: np.ndarray, grain: np.ndarray, mw: float) -> tuple[np.ndarray, np.ndarray]:
+    """A second embryo (labelled background) just inside the frame edge."""
+    s = p.scale
+    a = p.neighbour_angle
+    R2 = np.mean(p.radii) * s * rng.uniform(0.85, 1.0)
+    dist = np.mean(p.radii) * s + R2 + rng.uniform(4, 20) * s
+    cy, cx = lay["centre"][0] + dist * np.sin(a), lay["centre"][1] + dist * np.cos(a)
+    h, w = p.shape
+    d2 = R2 - np.hypot(np.arange(h)[:, None] - cy, np.arange(w)[None, :] - cx)
+    free = lay["labels"] == BACKGROUND
+    tz2, te2 = p.zp_thickness * s, 28.0 * s
+    zona = free & (d2 >= 0) & (d2 < tz2)
+    if not zona.any():
+        return img, grain
+    te = free & (d2 >= tz2) & (d2 < tz2 + te2)
+    cavity = free & (d2 >= tz2 + te2)
+    cells = tx.voronoi_cells(rng, te, 50 * s, membrane=mw)
+    img = np.where(zona, _zona_texture(d2 / tz2, 0.0), img)
+    img = np.where(te, _cells_texture(cells, "te", 0.9), img)
+    img = np.where(cavity, TEXTURE["bl"], img)
+    grain = np.select([zona, te, cavity], [GRAIN[ZP], GRAIN[TE], GRAIN[BL]], grain)
+    return img, grain
+
+
+def _debris(p: BlastocystParams, lay: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """Small dark/bright particles in the medium."""
+    h, w = p.shape
+    out = np.zeros((h, w))
+    ys, xs = rng.integers(0, h, p.n_debris), rng.integers(0, w, p.n_debris)
+    keep = lay["d"][ys, xs] < -4 * p.scale
+    out[ys[keep], xs[keep]] = rng.choice([-1.0, 1.0], keep.sum(), p=[0.7, 0.3])
+    sigma = max(2.0 * p.scale, 0.5)
+    return ndi.gaussian_filter(out, sigma) * 2 * np.pi * sigma**2 * 22.0
+
+
+def generate_blastocyst(
+    rng: np.random.Generator, *, shape: tuple[int, int] | None = None,
+    params: BlastocystParams | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Draw one synthetic blastocyst image and its ground truth.
+
+    Parameters
+    ----------
+    rng : random generator; the only source of randomness.
+    shape : (h, w); None draws it like the real data. Must agree with ``params.shape``.
+    params : fixed modes (from :func:`draw_params`, possibly edited); None draws them.
+
+    Returns
+    -------
+    image : (h, w) uint8 grayscale.
+    labels : (h, w) uint8 class indices (0 background, 1 ICM, 2 TE, 3 ZP, 4 BL).
+    params : JSON-ready dict of the drawn modes (:meth:`BlastocystParams.to_dict`) plus
+        ``generator_version``.
+    """
+    if params is None:
+        params = draw_params(rng, shape)
+    elif shape is not None and tuple(shape) != tuple(params.shape):
+        raise ValueError(f"shape {tuple(shape)} disagrees with params.shape {params.shape}")
+    lay = _layout(params, rng)
+    image = np.clip(np.rint(_render(params, lay, rng)), 0, 255).astype(np.uint8)
+    meta = params.to_dict()
+    meta["generator_version"] = GENERATOR_VERSION
+    return image, lay["labels"], meta
+
+
+def pool_name(seed: int, index: int) -> str:
+    """File stem of pool image ``index`` drawn with ``seed`` (like ``Blast_PCRM_1201754 D5``)."""
+    return f"Blast_SYN_{seed:03d}{index:04d} D5"
+
+
+def generate_pool(
+    n: int, seed: int, *, shape: tuple[int, int] | None = None,
+) -> Iterator[tuple[str, np.ndarray, np.ndarray, dict[str, Any]]]:
+    """Yield ``(name, image, labels, params)`` for ``n`` images.
+
+    Image ``i`` depends only on ``(seed, i)`` (its generator is ``default_rng([seed, i])``), so
+    a longer pool starts with the images of a shorter one.
+
+    Parameters
+    ----------
+    n : number of images.
+    seed : pool seed (>= 0).
+    shape : common (h, w); None draws each image's size like the real data.
+    """
+    for i in range(int(n)):
+        image, labels, params = generate_blastocyst(np.random.default_rng([seed, i]), shape=shape)
+        yield pool_name(seed, i), image, labels, params
+
+
+def _bmp_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(buffer, format="BMP")
+    return buffer.getvalue()
+
+
+def colour_mask(labels: np.ndarray, rng: np.random.Generator | None = None,
+                jitter: int = 6) -> np.ndarray:
+    """(H, W, 3) uint8 colour mask in the public palette, with +-``jitter`` per-channel noise
+    (like the data set's lossy masks) when ``rng`` is given."""
+    from napari_alunet.config import DEFAULT_CLASS_COLOURS
+
+    rgb = np.asarray(DEFAULT_CLASS_COLOURS, dtype=np.int16)[labels]
+    if rng is not None and jitter:
+        rgb = rgb + rng.integers(-jitter, jitter + 1, rgb.shape, dtype=np.int16)
+    return np.clip(rgb, 0, 255).astype(np.uint8)
+
+
+def write_sample_pool(
+    out_dir: str | Path, n: int, seed: int = 0, *, layout: str = "binary",
+    shape: tuple[int, int] | None = None,
+) -> Path:
+    """Write a synthetic pool in the public data set's layout(s).
+
+    Parameters
+    ----------
+    out_dir : folder to write into (created).
+    n, seed, shape : as :func:`generate_pool`.
+    layout : ``"binary"``: ``images/<name>.BMP`` and ``GT_ICM/<name> ICM_Mask.bmp``,
+        ``GT_TE/<name> TE_Mask.bmp``, ``GT_ZP/<name> ZP_Mask.bmp`` (0/255; the blastocoel is
+        derived by importers); ``"rgb"``: ``images/<name>.png`` and colour masks
+        ``masks/<name>.png`` (public palette, +-6 jitter); ``"both"``: ``binary/`` and ``rgb/``.
+
+    Returns
+    -------
+    Path
+        ``out_dir``. It also holds ``generator.json`` (version, seed, n, layout, shape) and
+        ``params.json`` (the drawn modes per image name). Same arguments, same bytes.
+    """
+    from napari_alunet.fileio import atomic_write_bytes, png_bytes
+
+    if layout not in ("binary", "rgb", "both"):
+        raise ValueError(f"layout must be 'binary', 'rgb' or 'both', not {layout!r}")
+    out = Path(out_dir)
+    kinds = ["binary", "rgb"] if layout == "both" else [layout]
+    roots = {k: (out / k if layout == "both" else out) for k in kinds}
+    all_params: dict[str, Any] = {}
+    for i, (name, image, labels, params) in enumerate(generate_pool(n, seed, shape=shape)):
+        all_params[name] = params
+        if "binary" in roots:
+            root = roots["binary"]
+            atomic_write_bytes(root / "images" / f"{name}.BMP", _bmp_bytes(image))
+            for cls, tag in ((ICM, "ICM"), (TE, "TE"), (ZP, "ZP")):
+                mask = np.where(labels == cls, 255, 0).astype(np.uint8)
+                atomic_write_bytes(root / f"GT_{tag}" / f"{name} {tag}_Mask.bmp", _bmp_bytes(mask))
+        if "rgb" in roots:
+            root = roots["rgb"]
+            atomic_write_bytes(root / "images" / f"{name}.png", png_bytes(image))
+            colours = colour_mask(labels, np.random.default_rng([seed, i, 1]))
+            atomic_write_bytes(root / "masks" / f"{name}.png", png_bytes(colours))
+    meta = dict(generator_version=GENERATOR_VERSION, seed=int(seed), n=int(n),
+                shape=None if shape is None else [int(v) for v in shape])
+    targets = {**{k: (r, k) for k, r in roots.items()}, **({"both": (out, "both")} if layout == "both" else {})}
+    for root, kind in targets.values():
+        text = json.dumps({**meta, "layout": kind}, indent=2) + "\n"
+        atomic_write_bytes(root / "generator.json", text.encode())
+        if kind != "both":
+            atomic_write_bytes(root / "params.json", (json.dumps(all_params, indent=1) + "\n").encode())
+    return out
+
+
+def napari_sample() -> list[tuple[Any, dict[str, Any], str]]:
+    """npe2 sample data: 8 synthetic blastocysts and their ground truth as layer-data tuples.
+
+    Imports no napari. Returns ``[(images (8, H, W) uint8, {...}, "image"),
+    (labels (8, H, W) uint8, {...}, "labels")]``.
+    """
+    names, images, labels = [], [], []
+    for name, image, lab, _ in generate_pool(8, 0, shape=(377, 447)):
+        names.append(name)
+        images.append(image)
+        labels.append(lab)
+    return [
+        (np.stack(images), {"name": "synthetic blastocysts", "metadata": {"names": names}}, "image"),
+        (np.stack(labels), {"name": "ground truth", "opacity": 0.4}, "labels"),
+    ]
