@@ -1,0 +1,295 @@
+"""The training engine on tiny synthetic data (CPU), device selection and augmentation."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_alunet.config import TrainConfig
+from napari_alunet.model import build_model
+from napari_alunet.training.augment import Augmenter, AugmentSettings
+from napari_alunet.training.checkpoint import load_checkpoint
+from napari_alunet.training.device import resolve_device
+from napari_alunet.training.engine import (
+    EpochEvent,
+    FitResult,
+    StepEvent,
+    evaluate,
+    fit,
+    lr_range_test,
+    predict_labels,
+    predict_probabilities,
+    reset_parameters,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():  # type: ignore[no-untyped-def]
+    # The models here are tiny: a second OpenMP thread gains nothing, and on a shared 2-core
+    # machine spinning OpenMP threads made a 1 s fit take 20 s.
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+N_CLASSES = 3
+
+
+def make_shapes(n: int, size: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A disk of class 1 inside a ring of class 2 at random positions, plus noise.
+
+    Returns (n, 1, size, size) float32 standardised images and (n, size, size) uint8 labels.
+    """
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    cy, cx = rng.uniform(10, size - 10, (2, n, 1, 1))
+    radius = rng.uniform(4, 7, (n, 1, 1))
+    dist = np.hypot(yy - cy, xx - cx)
+    labels = np.where(dist < radius, 1, np.where(dist < radius + 3, 2, 0)).astype(np.uint8)
+    images = np.choose(labels, [0.0, 1.0, -1.0]) + rng.normal(0, 0.3, labels.shape)
+    images = (images - images.mean((1, 2), keepdims=True)) / images.std((1, 2), keepdims=True)
+    return images[:, None].astype(np.float32), labels
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, ...]:
+    xt, yt = make_shapes(24, seed=0)
+    xv, yv = make_shapes(8, seed=1)
+    return xt, yt, xv, yv
+
+
+def _tiny(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model("tiny", n_classes=N_CLASSES)
+
+
+def drain(gen):  # type: ignore[no-untyped-def]
+    """All events and the FitResult of a fit generator."""
+    events = []
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return events, stop.value
+
+
+def test_smoke_fit_improves_validation_dice(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    xt, yt, xv, yv = data
+    model = _tiny()
+    before = evaluate(model, xv, yv, n_classes=N_CLASSES)["mean_dice"]
+    config = TrainConfig(epochs=12, patience=4, batch_size=8, learning_rate=3e-3)
+    path = tmp_path / "best.pt"
+    events, result = drain(
+        fit(model, xt, yt, xv, yv, config, n_classes=N_CLASSES, checkpoint_path=str(path),
+            checkpoint_meta={"class_names": ["bg", "disk", "ring"], "round": 1})
+    )
+    after = evaluate(model, xv, yv, n_classes=N_CLASSES)
+    assert after["mean_dice"] > max(0.7, before + 0.3), (before, after)
+    assert isinstance(result, FitResult) and not result.cancelled
+    assert result.monitor == "val_dice" and result.note == ""
+    assert after["mean_dice"] == pytest.approx(result.best_val_dice)  # best weights restored
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    epochs = [e for e in events if isinstance(e, EpochEvent)]
+    assert len(epochs) == result.epochs_run == len(result.history)
+    assert len(steps) == result.epochs_run * steps[0].steps_per_epoch == result.epochs_run * 3
+    assert all(math.isfinite(s.loss) for s in steps)
+    assert [e.epoch for e in epochs] == list(range(1, result.epochs_run + 1))
+    loaded, meta = load_checkpoint(path, expected_class_names=["bg", "disk", "ring"])
+    assert meta["epoch"] == result.best_epoch and meta["extra"] == {"round": 1}
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+
+
+def test_same_seed_gives_identical_losses(data) -> None:  # type: ignore[no-untyped-def]
+    xt, yt, xv, yv = data
+    config = TrainConfig(epochs=2, batch_size=8, seed=7, border_weight=True, loss="ce+dice")
+    runs = []
+    for _ in range(2):
+        events, _ = drain(fit(_tiny(), xt, yt, xv, yv, config, n_classes=N_CLASSES))
+        runs.append([(type(e).__name__, getattr(e, "loss", None), getattr(e, "val_dice", None))
+                     for e in events])
+    assert runs[0] == runs[1]
+    other, _ = drain(fit(_tiny(), xt, yt, xv, yv, dataclasses.replace(config, seed=8),
+                         n_classes=N_CLASSES))
+    assert [getattr(e, "loss", None) for e in other] != [r[1] for r in runs[0]]
+
+
+def test_cancel_mid_epoch_restores_and_saves_best(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    xt, yt, xv, yv = data
+    model = _tiny()
+    path = tmp_path / "ckpt.pt"
+    config = TrainConfig(epochs=20, batch_size=8, learning_rate=3e-3)
+    gen = fit(model, xt, yt, xv, yv, config, n_classes=N_CLASSES, checkpoint_path=str(path))
+    best_state, best_epoch = None, 0
+    for event in gen:
+        if isinstance(event, EpochEvent) and event.improved:
+            best_state = {k: v.clone() for k, v in model.state_dict().items()}
+            best_epoch = event.epoch
+        if isinstance(event, StepEvent) and event.epoch == 4 and event.step == 2:
+            break  # the model now holds half-epoch weights that are not the best
+    assert best_state is not None
+    changed = any(not torch.equal(v, best_state[k]) for k, v in model.state_dict().items())
+    assert changed
+    gen.close()  # what a GUI Stop does; must not raise
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best_state[key]), key
+    loaded, meta = load_checkpoint(path)
+    assert meta["epoch"] == best_epoch
+    for key, value in loaded.state_dict().items():
+        assert torch.equal(value, best_state[key]), key
+
+
+def test_cancel_in_first_epoch_keeps_incoming_weights(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    xt, yt, xv, yv = data
+    model = _tiny()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    gen = fit(model, xt, yt, xv, yv, TrainConfig(epochs=3, batch_size=8), n_classes=N_CLASSES,
+              checkpoint_path=str(tmp_path / "none.pt"))
+    next(gen)
+    next(gen)
+    gen.close()
+    assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    assert not (tmp_path / "none.pt").exists()
+
+
+def test_early_stopping_and_no_validation_fallback(data) -> None:  # type: ignore[no-untyped-def]
+    xt, yt, xv, yv = data
+    model = _tiny()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 0.0  # running stats frozen: with lr 0 every epoch scores the same
+    config = TrainConfig(epochs=30, patience=2, batch_size=8, learning_rate=0.0, augment=False)
+    _, result = drain(fit(model, xt, yt, xv, yv, config, n_classes=N_CLASSES))
+    assert result.stopped_early and result.best_epoch == 1 and result.epochs_run == 3
+
+    config = TrainConfig(epochs=2, batch_size=8)
+    events, result = drain(fit(_tiny(), xt, yt, None, None, config, n_classes=N_CLASSES))
+    assert result.monitor == "train_loss" and "no validation" in result.note
+    assert math.isnan(result.best_val_dice) and result.best_epoch >= 1
+    assert all(math.isnan(e.val_dice) for e in events if isinstance(e, EpochEvent))
+
+
+def test_cosine_schedule_lowers_learning_rate(data) -> None:  # type: ignore[no-untyped-def]
+    xt, yt, xv, yv = data
+    config = TrainConfig(epochs=3, batch_size=8, learning_rate=1e-2)
+    config.scheduler = "cosine"  # type: ignore[attr-defined]  # not yet a TrainConfig field
+    events, _ = drain(fit(_tiny(), xt, yt, xv, yv, config, n_classes=N_CLASSES))
+    lrs = [e.learning_rate for e in events if isinstance(e, EpochEvent)]
+    assert lrs[0] < 1e-2 and lrs == sorted(lrs, reverse=True) and lrs[-1] < 1e-6
+
+
+def test_fit_rejects_bad_inputs(data) -> None:  # type: ignore[no-untyped-def]
+    xt, yt, xv, yv = data
+    with pytest.raises(ValueError, match="train_labels must have shape"):
+        next(fit(_tiny(), xt, yt[:, :16], xv, yv, TrainConfig(), n_classes=N_CLASSES))
+    with pytest.raises(ValueError, match="outside"):
+        next(fit(_tiny(), xt, yt + 3, xv, yv, TrainConfig(), n_classes=N_CLASSES))
+
+
+def test_predict_and_evaluate_are_deterministic(data) -> None:  # type: ignore[no-untyped-def]
+    xt, yt, xv, yv = data
+    model = _tiny()
+    model.train()
+    probs = predict_probabilities(model, xv, batch_size=3)
+    assert probs.shape == (8, N_CLASSES, 32, 32) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(probs, predict_probabilities(model, torch.from_numpy(xv)))
+    labels = predict_labels(model, xv, batch_size=5)
+    assert labels.dtype == np.uint8
+    np.testing.assert_array_equal(labels, probs.argmax(1))
+    assert all(m.training for m in model.modules())  # modes restored
+    metrics = evaluate(model, xv, yv, n_classes=N_CLASSES, batch_size=3)
+    assert {"mean_dice", "pixel_accuracy", "ece", "dice_1", "iou_2"} <= set(metrics)
+    assert metrics["pixel_accuracy"] == pytest.approx((labels == yv).mean())
+
+
+def test_lr_range_test_restores_weights(data) -> None:  # type: ignore[no-untyped-def]
+    xt, yt, _, _ = data
+    model = _tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    lrs, losses, suggested = lr_range_test(
+        model, xt, yt, TrainConfig(batch_size=8), n_classes=N_CLASSES, steps=20
+    )
+    assert len(lrs) == len(losses) >= 3 and lrs == sorted(lrs)
+    assert 1e-6 <= suggested <= 1.0 and suggested in lrs
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_reset_parameters_is_seeded_and_resets_bn() -> None:
+    model = _tiny()
+    model.train()
+    model(torch.randn(2, 1, 32, 32) + 3)
+    reset_parameters(model, seed=3)
+    a = {k: v.clone() for k, v in model.state_dict().items()}
+    reset_parameters(model, seed=3)
+    assert all(torch.equal(v, a[k]) for k, v in model.state_dict().items())
+    bn = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+    assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    auto = resolve_device("auto")
+    assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
+    if not torch.cuda.is_available():
+        assert auto.type in ("cpu", "mps")
+        with pytest.raises(ValueError, match="no CUDA"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu9")
+
+
+def _dihedral(t: torch.Tensor) -> list[torch.Tensor]:
+    rots = [torch.rot90(t, k, dims=(-2, -1)) for k in range(4)]
+    return rots + [torch.flip(r, dims=(-1,)) for r in rots]
+
+
+def test_flips_and_rot90_are_exact_and_aligned() -> None:
+    _, labels = make_shapes(6, seed=3)
+    masks = torch.from_numpy(labels).long()
+    images = masks[:, None].float() * 1.5 - 0.5
+    settings = AugmentSettings(affine_p=0.0, elastic_p=0.0)
+    out_i, out_m, out_w = Augmenter(settings, seed=0)(images, masks, intensity=False)
+    used = set()
+    for i in range(6):
+        matches = [k for k, t in enumerate(_dihedral(masks[i])) if torch.equal(t, out_m[i])]
+        assert matches, i
+        used.add(matches[0])
+        torch.testing.assert_close(out_i[i, 0], _dihedral(images[i, 0])[matches[0]])
+    assert len(used) > 1 and torch.all(out_w == 1)
+
+
+def test_affine_and_elastic_keep_image_and_mask_aligned() -> None:
+    _, labels = make_shapes(8, seed=4)
+    masks = torch.from_numpy(labels).long()
+    settings = AugmentSettings(affine_p=1.0, elastic_p=1.0, elastic_alpha=0.08)
+    out_i, out_m, out_w = Augmenter(settings, seed=1)(masks[:, None].float(), masks,
+                                                      intensity=False)
+    assert not torch.equal(out_m, masks)
+    agree = out_i[:, 0].round().long() == out_m
+    assert agree.float().mean() > 0.95
+    # Disagreement only where bilinear mixes two classes: next to a class boundary.
+    edge = torch.nn.functional.max_pool2d(out_m[:, None].float(), 3, 1, 1)[:, 0] != (
+        -torch.nn.functional.max_pool2d(-out_m[:, None].float(), 3, 1, 1)[:, 0])
+    assert bool((~agree <= edge).all())
+    # Padding from outside the image carries zero weight and background.
+    assert bool((out_w == 0).any()) and bool((out_m[out_w == 0] == 0).all())
+
+
+def test_augmentation_is_seeded_and_changes_intensity() -> None:
+    images, labels = make_shapes(4, seed=5)
+    x, y = torch.from_numpy(images), torch.from_numpy(labels).long()
+    a = Augmenter(seed=9)(x, y)
+    b = Augmenter(seed=9)(x, y)
+    c = Augmenter(seed=10)(x, y)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert not torch.equal(a[0], c[0])
+    settings = AugmentSettings(flip=False, rot90=False, affine_p=0, elastic_p=0,
+                               intensity_p=1.0, noise_p=1.0)
+    out, out_m, _ = Augmenter(settings, seed=0)(x, y)
+    assert torch.equal(out_m, y) and not torch.allclose(out, x)
