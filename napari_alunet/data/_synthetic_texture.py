@@ -1,4 +1,4 @@
-"""Texture and optics helpers of the synthetic blastocyst generator.
+"""Texture, optics and rendering of the synthetic blastocyst generator.
 
 Everything here is vectorised numpy/scipy and draws its randomness from the ``rng`` it is given,
 so :mod:`napari_alunet.data.synthetic` stays deterministic. Lengths are in pixels of the image
@@ -7,8 +7,12 @@ being drawn (the caller scales them).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from scipy import ndimage as ndi
+
+BACKGROUND, ICM, TE, ZP, BL = range(5)
 
 
 def fourier(theta: np.ndarray | float, coeffs, first: int = 2) -> np.ndarray:
@@ -132,3 +136,115 @@ def illumination(shape: tuple[int, int], amplitude: float, angle: float,
     x = (np.arange(w)[None, :] - (w - 1) / 2) / max(h, w)
     ramp = 2 * (np.cos(angle) * x + np.sin(angle) * y)
     return 1.0 + amplitude * ramp - vignette * 4 * (x**2 + y**2)
+
+
+#: Grey levels of the classes and strengths of their textures (structure before the relief,
+#: grain after it), tuned so the finished images match REAL_DATA_FACTS.md.
+TEXTURE = {"bg": 134.5, "bl": 111.0, "bl_mottle": 5.0, "te": 116.0, "te_membrane": 90.0,
+           "te_cell": 24.0, "te_nucleus": 26.0, "icm": 123.0, "icm_membrane": 72.0,
+           "icm_cell": 18.0, "icm_nucleus": 20.0}
+#: Grain (fine granular texture) std per class: background, ICM, TE, ZP, BL.
+GRAIN = (1.5, 20.0, 35.0, 12.0, 19.0)
+
+
+def _zona_texture(rho: np.ndarray, striae: np.ndarray | float) -> np.ndarray:
+    """Zona brightness across the ring (``rho`` 0 at the outer edge, 1 at the inner edge)."""
+    return (125.0 + 6 * np.exp(-(((rho - 0.3) / 0.22) ** 2))
+            - 10 * np.exp(-(((rho - 0.94) / 0.07) ** 2))
+            - 14 * np.exp(-(((rho - 0.03) / 0.05) ** 2)) + striae)
+
+
+def _cells_texture(cells: dict[str, np.ndarray], kind: str, contrast: float) -> np.ndarray:
+    t = TEXTURE
+    return t[kind] + contrast * (-t[kind + "_membrane"] * cells["membrane"]
+                                 + t[kind + "_cell"] * cells["cell_value"]
+                                 - t[kind + "_nucleus"] * cells["nucleus"])
+
+
+def render(p: Any, lay: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """Grey-level image (float) of a layout."""
+    h, w = p.shape
+    s = p.scale
+    lab, d = lay["labels"], lay["d"]
+    mw = max(1.1 * s, 0.5)  # membrane half-width
+    t = TEXTURE
+    img = t["bg"] + 2.0 * smooth_noise(rng, (h, w), 40 * s)
+    # cavity and perivitelline fluid: mid grey with a faint mottle
+    cavity = t["bl"] + t["bl_mottle"] * smooth_noise(rng, (h, w), 10 * s)
+    img = np.where(lab == BL, cavity, img)
+    # zona: smooth, bright-ish, faint concentric structure; faded where it is breached
+    rho = np.clip(d / np.maximum(lay["tz"], 1e-6), 0, 1)
+    zona = _zona_texture(rho, 3.0 * smooth_noise(rng, (h, w), 6 * s))
+    zona = zona * (1 - 0.7 * lay["win"]) + t["bl"] * 0.7 * lay["win"]
+    img = np.where(lab == ZP, zona, img)
+    # trophectoderm: one layer of flattened cells along the ring
+    n, tt = lay["n_te"], np.maximum(lay["te_in"] - lay["te_out"], 1e-6)
+    cellw = 2 * np.pi * np.maximum(lay["r"], 1.0) / n
+    q = (d - lay["te_out"]) / tt
+    u = lay["u0"] + rng.normal(0, 0.3) * (q - 0.5) + 0.05 * smooth_noise(rng, (h, w), 8 * s)
+    du = np.abs(u - np.rint(u))
+    te_cells = {
+        "membrane": np.maximum.reduce([line_profile(du * cellw, mw),
+                                       line_profile(d - lay["te_out"], mw),
+                                       line_profile(d - lay["te_in"], mw)]),
+        "cell_value": rng.standard_normal(n)[np.floor(u).astype(int) % n],
+        "nucleus": np.exp(-((((u % 1.0) - 0.5) / 0.18) ** 2) - ((q - 0.5) / 0.25) ** 2),
+    }
+    te_img = _cells_texture(te_cells, "te", p.te_contrast)
+    if lay["bulge"].any():
+        bulge_cells = voronoi_cells(rng, lay["bulge"] & (lab == TE), 0.5 * p.te_cell_width * s,
+                                       membrane=mw)
+        te_img = np.where(lay["bulge"], _cells_texture(bulge_cells, "te", p.te_contrast), te_img)
+    img = np.where(lab == TE, te_img, img)
+    # inner cell mass: packed small cells
+    icm_cells = voronoi_cells(rng, lab == ICM, p.icm_cell * s, membrane=mw)
+    img = np.where(lab == ICM, _cells_texture(icm_cells, "icm", p.icm_contrast), img)
+    grain_amp = np.asarray(GRAIN)[lab] * np.select(
+        [lab == ICM, lab == TE], [p.icm_contrast, p.te_contrast], 1.0)
+    if p.neighbour_angle is not None:
+        img, grain_amp = _neighbour(p, lay, rng, img, grain_amp, mw)
+    img = img + _debris(p, lay, rng)
+    # modulation-contrast relief on the structure, then granular texture, optics and noise
+    img = (img + p.relief[0] * relief(img, max(1.5 * s, 0.5), p.relief[1])
+           + p.relief[0] * 1.5 * relief(img, 6 * s, p.relief[1]))
+    img = img + grain_amp * smooth_noise(rng, (h, w), max(1.8 * s, 0.6))
+    img = img * illumination((h, w), *p.illumination)
+    img = ndi.gaussian_filter(img, max(p.blur * s, 0.3))
+    img = img + rng.normal(0, p.noise, (h, w))
+    return (img - 119.0) * p.gain + 119.0 + p.offset
+
+
+def _neighbour(p: Any, lay: dict[str, Any], rng: np.random.Generator,
+               img: np.ndarray, grain: np.ndarray, mw: float) -> tuple[np.ndarray, np.ndarray]:
+    """A second embryo (labelled background) just inside the frame edge."""
+    s = p.scale
+    a = p.neighbour_angle
+    R2 = np.mean(p.radii) * s * rng.uniform(0.85, 1.0)
+    dist = np.mean(p.radii) * s + R2 + rng.uniform(4, 20) * s
+    cy, cx = lay["centre"][0] + dist * np.sin(a), lay["centre"][1] + dist * np.cos(a)
+    h, w = p.shape
+    d2 = R2 - np.hypot(np.arange(h)[:, None] - cy, np.arange(w)[None, :] - cx)
+    free = lay["labels"] == BACKGROUND
+    tz2, te2 = p.zp_thickness * s, 28.0 * s
+    zona = free & (d2 >= 0) & (d2 < tz2)
+    if not zona.any():
+        return img, grain
+    te = free & (d2 >= tz2) & (d2 < tz2 + te2)
+    cavity = free & (d2 >= tz2 + te2)
+    cells = voronoi_cells(rng, te, 50 * s, membrane=mw)
+    img = np.where(zona, _zona_texture(d2 / tz2, 0.0), img)
+    img = np.where(te, _cells_texture(cells, "te", 0.9), img)
+    img = np.where(cavity, TEXTURE["bl"], img)
+    grain = np.select([zona, te, cavity], [GRAIN[ZP], GRAIN[TE], GRAIN[BL]], grain)
+    return img, grain
+
+
+def _debris(p: Any, lay: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
+    """Small dark/bright particles in the medium."""
+    h, w = p.shape
+    out = np.zeros((h, w))
+    ys, xs = rng.integers(0, h, p.n_debris), rng.integers(0, w, p.n_debris)
+    keep = lay["d"][ys, xs] < -4 * p.scale
+    out[ys[keep], xs[keep]] = rng.choice([-1.0, 1.0], keep.sum(), p=[0.7, 0.3])
+    sigma = max(2.0 * p.scale, 0.5)
+    return ndi.gaussian_filter(out, sigma) * 2 * np.pi * sigma**2 * 22.0

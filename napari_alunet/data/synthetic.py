@@ -44,17 +44,17 @@ REAL_SHAPE_MEAN = (377.0, 447.0)
 REAL_SHAPE_STD = (19.0, 8.0)
 REFERENCE_SIZE = 377.0
 
-BACKGROUND, ICM, TE, ZP, BL = range(5)
+BACKGROUND, ICM, TE, ZP, BL = tx.BACKGROUND, tx.ICM, tx.TE, tx.ZP, tx.BL
 
 #: Gardner expansion stages: name, frequency, outer zona radius, zona / TE thickness,
 #: perivitelline gap and ICM radius (reference pixels).
 STAGES: dict[int, dict[str, Any]] = {
-    1: dict(name="early", p=0.05, R=170.0, zp=40.0, te=36.0, pvs=8.0, icm=90.0),
-    2: dict(name="blastocyst", p=0.12, R=175.0, zp=38.0, te=33.0, pvs=3.0, icm=92.0),
-    3: dict(name="full", p=0.34, R=179.0, zp=36.0, te=32.0, pvs=0.0, icm=93.0),
-    4: dict(name="expanded", p=0.36, R=186.0, zp=30.0, te=30.0, pvs=0.0, icm=93.0),
-    5: dict(name="hatching", p=0.08, R=183.0, zp=26.0, te=30.0, pvs=0.0, icm=90.0),
-    6: dict(name="hatched", p=0.05, R=135.0, zp=16.0, te=0.0, pvs=0.0, icm=70.0),
+    1: {"name": "early", "p": 0.05, "r": 170.0, "zp": 40.0, "te": 36.0, "pvs": 8.0, "icm": 90.0},
+    2: {"name": "blastocyst", "p": 0.12, "r": 175.0, "zp": 38.0, "te": 33.0, "pvs": 3.0, "icm": 92.0},
+    3: {"name": "full", "p": 0.34, "r": 179.0, "zp": 36.0, "te": 32.0, "pvs": 0.0, "icm": 93.0},
+    4: {"name": "expanded", "p": 0.36, "r": 186.0, "zp": 30.0, "te": 30.0, "pvs": 0.0, "icm": 93.0},
+    5: {"name": "hatching", "p": 0.08, "r": 183.0, "zp": 26.0, "te": 30.0, "pvs": 0.0, "icm": 90.0},
+    6: {"name": "hatched", "p": 0.05, "r": 135.0, "zp": 16.0, "te": 0.0, "pvs": 0.0, "icm": 70.0},
 }
 #: Grade -> (frequency, ICM cell size, ICM texture contrast, TE cell width, TE contrast).
 GRADES: dict[str, tuple[float, float, float, float, float]] = {
@@ -148,13 +148,18 @@ def _grade(rng: np.random.Generator) -> str:
     return str(rng.choice(list(GRADES), p=[g[0] for g in GRADES.values()]))
 
 
-def draw_params(rng: np.random.Generator, shape: tuple[int, int] | None = None) -> BlastocystParams:
+def draw_params(
+    rng: np.random.Generator, shape: tuple[int, int] | None = None, *, stage: int | None = None,
+    collapsed: bool | None = None,
+) -> BlastocystParams:
     """Draw the modes of one image: stage, grades, geometry, optics.
 
     Parameters
     ----------
     rng : random generator (advanced by the draw).
     shape : image (h, w); None draws it like the real data (377 +- 19 x 447 +- 8).
+    stage, collapsed : force a Gardner stage (1-6) / a collapsed embryo (stages 2-4 only)
+        instead of drawing them; the rest is drawn for that stage.
 
     Returns
     -------
@@ -167,12 +172,16 @@ def draw_params(rng: np.random.Generator, shape: tuple[int, int] | None = None) 
     shape = (int(shape[0]), int(shape[1]))
     if min(shape) < 16:
         raise ValueError(f"shape {shape} is too small: both sides must be >= 16 pixels")
-    stage = int(rng.choice(list(STAGES), p=[s["p"] for s in STAGES.values()]))
+    drawn = int(rng.choice(list(STAGES), p=[s["p"] for s in STAGES.values()]))
+    stage = drawn if stage is None else int(stage)
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {list(STAGES)}, not {stage}")
     st = STAGES[stage]
     icm_grade, te_grade = _grade(rng), _grade(rng)
     gi, gt = GRADES[icm_grade], GRADES[te_grade]
-    collapsed = bool(stage in (2, 3, 4) and rng.random() < COLLAPSE_P)
-    R = st["R"] * rng.normal(1.0, 0.03)
+    drawn_collapse = bool(rng.random() < COLLAPSE_P)
+    collapsed = bool(stage in (2, 3, 4) and (drawn_collapse if collapsed is None else collapsed))
+    R = st["r"] * rng.normal(1.0, 0.03)
     aspect = rng.uniform(0.86, 1.0)
     ry, rx = R * np.sqrt(aspect), R / np.sqrt(aspect)
     pvs = st["pvs"] * rng.uniform(0.5, 1.5)
@@ -275,7 +284,7 @@ def _layout(p: BlastocystParams, rng: np.random.Generator) -> dict[str, Any]:
     yy, xx = np.arange(h, dtype=float)[:, None] - cy, np.arange(w, dtype=float)[None, :] - cx
     r, th = np.hypot(yy, xx), np.arctan2(yy, xx)
     r_mid = (np.mean(p.radii) - p.zp_thickness - p.pvs - p.te_thickness / 2) * s
-    n_te = max(4, int(round(2 * np.pi * r_mid / max(p.te_cell_width * s, 1.0))))
+    n_te = max(4, round(2 * np.pi * r_mid / max(p.te_cell_width * s, 1.0)))
     warp = _harmonics(rng, 4, 0.6 * np.pi / n_te)
 
     def rings(theta: np.ndarray) -> dict[str, np.ndarray]:
@@ -284,7 +293,7 @@ def _layout(p: BlastocystParams, rng: np.random.Generator) -> dict[str, Any]:
         te_out = tz + pv * (1 - _breach_window(p, theta))
         u0 = n_te * (theta + tx.fourier(theta, warp, first=1)) / (2 * np.pi)
         tt = p.te_thickness * s * (0.84 + 0.25 * np.sin(np.pi * (u0 % 1.0)))
-        return dict(ro=ro, tz=tz, te_out=te_out, te_in=te_out + tt, u0=u0)
+        return {"ro": ro, "tz": tz, "te_out": te_out, "te_in": te_out + tt, "u0": u0}
 
     g = rings(th)
     d = g["ro"] - r
@@ -327,116 +336,6 @@ def _layout(p: BlastocystParams, rng: np.random.Generator) -> dict[str, Any]:
                 win=_breach_window(p, th), **g)
 
 
-def _zona_texture(rho: np.ndarray, striae: np.ndarray) -> np.ndarray:
-    """Zona brightness across the ring (``rho`` 0 outside edge, 1 inside edge)."""
-    return (123.0 + 6 * np.exp(-(((rho - 0.3) / 0.22) ** 2)) - 10 * np.exp(-(((rho - 0.94) / 0.07) ** 2))
-            - 14 * np.exp(-(((rho - 0.03) / 0.05) ** 2)) + striae)
-
-
-#: Grey levels of the classes and strengths of their textures (structure before the relief,
-#: grain after it), tuned so the finished images match REAL_DATA_FACTS.md.
-TEXTURE = dict(bg=134.0, bl=112.0, bl_mottle=5.0, te=116.0, te_membrane=90.0, te_cell=24.0,
-               te_nucleus=26.0, icm=123.0, icm_membrane=72.0, icm_cell=18.0, icm_nucleus=20.0)
-#: Grain (fine granular texture) std per class: background, ICM, TE, ZP, BL.
-GRAIN = (1.5, 18.0, 30.0, 12.0, 16.0)
-
-
-def _cells_texture(cells: dict[str, np.ndarray], kind: str, contrast: float) -> np.ndarray:
-    t = TEXTURE
-    return t[kind] + contrast * (-t[kind + "_membrane"] * cells["membrane"]
-                                 + t[kind + "_cell"] * cells["cell_value"]
-                                 - t[kind + "_nucleus"] * cells["nucleus"])
-
-
-def _render(p: BlastocystParams, lay: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
-    """Grey-level image (float) of a layout."""
-    h, w = p.shape
-    s = p.scale
-    lab, d = lay["labels"], lay["d"]
-    mw = max(1.1 * s, 0.5)  # membrane half-width
-    t = TEXTURE
-    img = t["bg"] + 2.0 * tx.smooth_noise(rng, (h, w), 40 * s)
-    # cavity and perivitelline fluid: mid grey with a faint mottle
-    cavity = t["bl"] + t["bl_mottle"] * tx.smooth_noise(rng, (h, w), 10 * s)
-    img = np.where(lab == BL, cavity, img)
-    # zona: smooth, bright-ish, faint concentric structure; faded where it is breached
-    rho = np.clip(d / np.maximum(lay["tz"], 1e-6), 0, 1)
-    zona = _zona_texture(rho, 3.0 * tx.smooth_noise(rng, (h, w), 6 * s))
-    zona = zona * (1 - 0.7 * lay["win"]) + t["bl"] * 0.7 * lay["win"]
-    img = np.where(lab == ZP, zona, img)
-    # trophectoderm: one layer of flattened cells along the ring
-    n, tt = lay["n_te"], np.maximum(lay["te_in"] - lay["te_out"], 1e-6)
-    cellw = 2 * np.pi * np.maximum(lay["r"], 1.0) / n
-    q = (d - lay["te_out"]) / tt
-    u = lay["u0"] + rng.normal(0, 0.3) * (q - 0.5) + 0.05 * tx.smooth_noise(rng, (h, w), 8 * s)
-    du = np.abs(u - np.rint(u))
-    te_cells = dict(
-        membrane=np.maximum.reduce([tx.line_profile(du * cellw, mw),
-                                    tx.line_profile(d - lay["te_out"], mw),
-                                    tx.line_profile(d - lay["te_in"], mw)]),
-        cell_value=rng.standard_normal(n)[np.floor(u).astype(int) % n],
-        nucleus=np.exp(-((((u % 1.0) - 0.5) / 0.18) ** 2) - ((q - 0.5) / 0.25) ** 2),
-    )
-    te_img = _cells_texture(te_cells, "te", p.te_contrast)
-    if lay["bulge"].any():
-        bulge_cells = tx.voronoi_cells(rng, lay["bulge"] & (lab == TE), 0.5 * p.te_cell_width * s,
-                                       membrane=mw)
-        te_img = np.where(lay["bulge"], _cells_texture(bulge_cells, "te", p.te_contrast), te_img)
-    img = np.where(lab == TE, te_img, img)
-    # inner cell mass: packed small cells
-    icm_cells = tx.voronoi_cells(rng, lab == ICM, p.icm_cell * s, membrane=mw)
-    img = np.where(lab == ICM, _cells_texture(icm_cells, "icm", p.icm_contrast), img)
-    grain_amp = np.asarray(GRAIN)[lab] * np.select(
-        [lab == ICM, lab == TE], [p.icm_contrast, p.te_contrast], 1.0)
-    if p.neighbour_angle is not None:
-        img, grain_amp = _neighbour(p, lay, rng, img, grain_amp, mw)
-    img = img + _debris(p, lay, rng)
-    # modulation-contrast relief on the structure, then granular texture, optics and noise
-    img = (img + p.relief[0] * tx.relief(img, max(1.5 * s, 0.5), p.relief[1])
-           + p.relief[0] * 1.5 * tx.relief(img, 6 * s, p.relief[1]))
-    img = img + grain_amp * tx.smooth_noise(rng, (h, w), max(1.8 * s, 0.6))
-    img = img * tx.illumination((h, w), *p.illumination)
-    img = ndi.gaussian_filter(img, max(p.blur * s, 0.3))
-    img = img + rng.normal(0, p.noise, (h, w))
-    return (img - 119.0) * p.gain + 119.0 + p.offset
-
-
-def _neighbour(p: BlastocystParams, lay: dict[str, Any], rng: np.random.Generator,
-               img: np.ndarray, grain: np.ndarray, mw: float) -> tuple[np.ndarray, np.ndarray]:
-    """A second embryo (labelled background) just inside the frame edge."""
-    s = p.scale
-    a = p.neighbour_angle
-    R2 = np.mean(p.radii) * s * rng.uniform(0.85, 1.0)
-    dist = np.mean(p.radii) * s + R2 + rng.uniform(4, 20) * s
-    cy, cx = lay["centre"][0] + dist * np.sin(a), lay["centre"][1] + dist * np.cos(a)
-    h, w = p.shape
-    d2 = R2 - np.hypot(np.arange(h)[:, None] - cy, np.arange(w)[None, :] - cx)
-    free = lay["labels"] == BACKGROUND
-    tz2, te2 = p.zp_thickness * s, 28.0 * s
-    zona = free & (d2 >= 0) & (d2 < tz2)
-    if not zona.any():
-        return img, grain
-    te = free & (d2 >= tz2) & (d2 < tz2 + te2)
-    cavity = free & (d2 >= tz2 + te2)
-    cells = tx.voronoi_cells(rng, te, 50 * s, membrane=mw)
-    img = np.where(zona, _zona_texture(d2 / tz2, 0.0), img)
-    img = np.where(te, _cells_texture(cells, "te", 0.9), img)
-    img = np.where(cavity, TEXTURE["bl"], img)
-    grain = np.select([zona, te, cavity], [GRAIN[ZP], GRAIN[TE], GRAIN[BL]], grain)
-    return img, grain
-
-
-def _debris(p: BlastocystParams, lay: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
-    """Small dark/bright particles in the medium."""
-    h, w = p.shape
-    out = np.zeros((h, w))
-    ys, xs = rng.integers(0, h, p.n_debris), rng.integers(0, w, p.n_debris)
-    keep = lay["d"][ys, xs] < -4 * p.scale
-    out[ys[keep], xs[keep]] = rng.choice([-1.0, 1.0], keep.sum(), p=[0.7, 0.3])
-    sigma = max(2.0 * p.scale, 0.5)
-    return ndi.gaussian_filter(out, sigma) * 2 * np.pi * sigma**2 * 22.0
-
-
 def generate_blastocyst(
     rng: np.random.Generator, *, shape: tuple[int, int] | None = None,
     params: BlastocystParams | None = None,
@@ -461,7 +360,7 @@ def generate_blastocyst(
     elif shape is not None and tuple(shape) != tuple(params.shape):
         raise ValueError(f"shape {tuple(shape)} disagrees with params.shape {params.shape}")
     lay = _layout(params, rng)
-    image = np.clip(np.rint(_render(params, lay, rng)), 0, 255).astype(np.uint8)
+    image = np.clip(np.rint(tx.render(params, lay, rng)), 0, 255).astype(np.uint8)
     meta = params.to_dict()
     meta["generator_version"] = GENERATOR_VERSION
     return image, lay["labels"], meta
@@ -555,10 +454,12 @@ def write_sample_pool(
             atomic_write_bytes(root / "images" / f"{name}.png", png_bytes(image))
             colours = colour_mask(labels, np.random.default_rng([seed, i, 1]))
             atomic_write_bytes(root / "masks" / f"{name}.png", png_bytes(colours))
-    meta = dict(generator_version=GENERATOR_VERSION, seed=int(seed), n=int(n),
-                shape=None if shape is None else [int(v) for v in shape])
-    targets = {**{k: (r, k) for k, r in roots.items()}, **({"both": (out, "both")} if layout == "both" else {})}
-    for root, kind in targets.values():
+    meta = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "n": int(n),
+            "shape": None if shape is None else [int(v) for v in shape]}
+    targets = [(root, kind) for kind, root in roots.items()]
+    if layout == "both":
+        targets.append((out, "both"))
+    for root, kind in targets:
         text = json.dumps({**meta, "layout": kind}, indent=2) + "\n"
         atomic_write_bytes(root / "generator.json", text.encode())
         if kind != "both":
