@@ -52,7 +52,7 @@ def test_pool_is_prefix_stable_and_named_like_the_real_data():
 def test_params_can_be_fixed():
     params = syn.draw_params(np.random.default_rng(1), (64, 64))
     params.stage, params.collapsed = 4, False
-    image, labels, meta = syn.generate_blastocyst(np.random.default_rng(2), params=params)
+    image, _, meta = syn.generate_blastocyst(np.random.default_rng(2), params=params)
     assert meta["stage"] == 4 and image.shape == (64, 64)
     with pytest.raises(ValueError):
         syn.generate_blastocyst(np.random.default_rng(2), shape=(32, 32), params=params)

@@ -1,4 +1,4 @@
-"""Texture, optics and rendering of the synthetic blastocyst generator.
+"""Geometry, texture, optics and rendering helpers of the synthetic blastocyst generator.
 
 Everything here is vectorised numpy/scipy and draws its randomness from the ``rng`` it is given,
 so :mod:`napari_alunet.data.synthetic` stays deterministic. Lengths are in pixels of the image
@@ -138,6 +138,58 @@ def illumination(shape: tuple[int, int], amplitude: float, angle: float,
     return 1.0 + amplitude * ramp - vignette * 4 * (x**2 + y**2)
 
 
+# -- geometry --------------------------------------------------------------------------------------
+def fit_in_frame(p: Any) -> None:
+    """Pull the embryo towards the centre (then shrink it) until the frame cuts at most into
+    the outer part of the zona ring, so the ring stays closed in the mask."""
+    theta = np.linspace(-np.pi, np.pi, 720, endpoint=False)
+    h, w = p.shape
+    s = p.scale
+    for _ in range(60):
+        ro, tz = outer_radius(p, theta) * s, zona_width(p, theta) * s
+        cy, cx = (h - 1) / 2 + p.centre[0] * s, (w - 1) / 2 + p.centre[1] * s
+        sy, sx = np.sin(theta), np.cos(theta)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ty = np.where(sy > 0, (h - 1 - cy) / sy, np.where(sy < 0, -cy / sy, np.inf))
+            tx_ = np.where(sx > 0, (w - 1 - cx) / sx, np.where(sx < 0, -cx / sx, np.inf))
+        cut = ro - np.minimum(ty, tx_)
+        if np.all(cut <= np.maximum(0.55 * tz - 1.5, 0.0)):
+            return
+        if abs(p.centre[0]) + abs(p.centre[1]) > 2.0:
+            p.centre = (p.centre[0] * 0.85, p.centre[1] * 0.85)
+        else:
+            p.radii = (p.radii[0] * 0.97, p.radii[1] * 0.97)
+
+
+def angle_diff(a: np.ndarray, b: float) -> np.ndarray:
+    return (a - b + np.pi) % (2 * np.pi) - np.pi
+
+
+def outer_radius(p: Any, theta: np.ndarray) -> np.ndarray:
+    c, s = np.cos(theta - p.rotation), np.sin(theta - p.rotation)
+    ellipse = 1.0 / np.sqrt((c / p.radii[1]) ** 2 + (s / p.radii[0]) ** 2)
+    return ellipse * (1.0 + fourier(theta, p.outline))
+
+
+def breach_window(p: Any, theta: np.ndarray) -> np.ndarray:
+    if p.breach_width <= 0:
+        return np.zeros_like(theta)
+    t = np.clip((p.breach_width - np.abs(angle_diff(theta, p.breach_angle)))
+                / (0.35 * p.breach_width), 0.0, 1.0)
+    return t * t * (3 - 2 * t)
+
+
+def zona_width(p: Any, theta: np.ndarray) -> np.ndarray:
+    """Zona width (reference px); in a breach it narrows to a thread of >= 1.6 image pixels."""
+    amp, phase = p.zp_variation
+    tz = p.zp_thickness * (1.0 + amp * np.cos(theta - phase))
+    thread = max(1.6 / p.scale, 0.12 * p.zp_thickness)
+    win = breach_window(p, theta)
+    return tz * (1 - win) + thread * win
+
+
+
+# -- rendering -------------------------------------------------------------------------------------
 #: Grey levels of the classes and strengths of their textures (structure before the relief,
 #: grain after it), tuned so the finished images match REAL_DATA_FACTS.md.
 TEXTURE = {"bg": 134.5, "bl": 111.0, "bl_mottle": 5.0, "te": 116.0, "te_membrane": 90.0,

@@ -223,57 +223,8 @@ def draw_params(
         noise=float(rng.uniform(3.5, 5.5)),
         gain=float(rng.normal(1.0, 0.07)), offset=float(rng.normal(0.0, 4.0)),
     )
-    _fit_in_frame(p)
+    tx.fit_in_frame(p)
     return p
-
-
-def _fit_in_frame(p: BlastocystParams) -> None:
-    """Pull the embryo towards the centre (then shrink it) until the frame cuts at most into
-    the outer part of the zona ring, so the ring stays closed in the mask."""
-    theta = np.linspace(-np.pi, np.pi, 720, endpoint=False)
-    h, w = p.shape
-    s = p.scale
-    for _ in range(60):
-        ro, tz = _outer_radius(p, theta) * s, _zona_width(p, theta) * s
-        cy, cx = (h - 1) / 2 + p.centre[0] * s, (w - 1) / 2 + p.centre[1] * s
-        sy, sx = np.sin(theta), np.cos(theta)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ty = np.where(sy > 0, (h - 1 - cy) / sy, np.where(sy < 0, -cy / sy, np.inf))
-            tx_ = np.where(sx > 0, (w - 1 - cx) / sx, np.where(sx < 0, -cx / sx, np.inf))
-        cut = ro - np.minimum(ty, tx_)
-        if np.all(cut <= np.maximum(0.55 * tz - 1.5, 0.0)):
-            return
-        if abs(p.centre[0]) + abs(p.centre[1]) > 2.0:
-            p.centre = (p.centre[0] * 0.85, p.centre[1] * 0.85)
-        else:
-            p.radii = (p.radii[0] * 0.97, p.radii[1] * 0.97)
-
-
-def _angle_diff(a: np.ndarray, b: float) -> np.ndarray:
-    return (a - b + np.pi) % (2 * np.pi) - np.pi
-
-
-def _outer_radius(p: BlastocystParams, theta: np.ndarray) -> np.ndarray:
-    c, s = np.cos(theta - p.rotation), np.sin(theta - p.rotation)
-    ellipse = 1.0 / np.sqrt((c / p.radii[1]) ** 2 + (s / p.radii[0]) ** 2)
-    return ellipse * (1.0 + tx.fourier(theta, p.outline))
-
-
-def _breach_window(p: BlastocystParams, theta: np.ndarray) -> np.ndarray:
-    if p.breach_width <= 0:
-        return np.zeros_like(theta)
-    t = np.clip((p.breach_width - np.abs(_angle_diff(theta, p.breach_angle)))
-                / (0.35 * p.breach_width), 0.0, 1.0)
-    return t * t * (3 - 2 * t)
-
-
-def _zona_width(p: BlastocystParams, theta: np.ndarray) -> np.ndarray:
-    """Zona width (reference px); in a breach it narrows to a thread of >= 1.6 image pixels."""
-    amp, phase = p.zp_variation
-    tz = p.zp_thickness * (1.0 + amp * np.cos(theta - phase))
-    thread = max(1.6 / p.scale, 0.12 * p.zp_thickness)
-    win = _breach_window(p, theta)
-    return tz * (1 - win) + thread * win
 
 
 def _layout(p: BlastocystParams, rng: np.random.Generator) -> dict[str, Any]:
@@ -288,9 +239,9 @@ def _layout(p: BlastocystParams, rng: np.random.Generator) -> dict[str, Any]:
     warp = _harmonics(rng, 4, 0.6 * np.pi / n_te)
 
     def rings(theta: np.ndarray) -> dict[str, np.ndarray]:
-        ro, tz = _outer_radius(p, theta) * s, _zona_width(p, theta) * s
+        ro, tz = tx.outer_radius(p, theta) * s, tx.zona_width(p, theta) * s
         pv = p.pvs * s * np.clip(1 + tx.fourier(theta, p.fold), 0.15, None)
-        te_out = tz + pv * (1 - _breach_window(p, theta))
+        te_out = tz + pv * (1 - tx.breach_window(p, theta))
         u0 = n_te * (theta + tx.fourier(theta, warp, first=1)) / (2 * np.pi)
         tt = p.te_thickness * s * (0.84 + 0.25 * np.sin(np.pi * (u0 % 1.0)))
         return {"ro": ro, "tz": tz, "te_out": te_out, "te_in": te_out + tt, "u0": u0}
@@ -303,7 +254,7 @@ def _layout(p: BlastocystParams, rng: np.random.Generator) -> dict[str, Any]:
     lab[(d >= g["te_out"]) & (d < g["te_in"])] = TE
     bulge = np.zeros((h, w), dtype=bool)
     if p.bulge > 0:
-        rel = _angle_diff(th, p.breach_angle) / (0.8 * p.breach_width)
+        rel = tx.angle_diff(th, p.breach_angle) / (0.8 * p.breach_width)
         bulge = (d < 0) & (-d < p.bulge * s * np.sqrt(np.clip(1 - rel**2, 0, None)))
         lab[bulge] = TE
     # the ICM: an irregular ellipse pressed against the TE, cut by the TE's inner boundary
@@ -313,7 +264,7 @@ def _layout(p: BlastocystParams, rng: np.random.Generator) -> dict[str, Any]:
     if p.stage == 6:  # hatched: the cell mass lies outside, in the bulge
         phi = p.breach_angle
         a_r, a_t = min(a_r, 0.3 * p.bulge * s), min(a_t, 0.45 * p.bulge * s)
-        dist = float(_outer_radius(p, np.array([phi]))[0] * s + 0.55 * p.bulge * s)
+        dist = float(tx.outer_radius(p, np.array([phi]))[0] * s + 0.55 * p.bulge * s)
         allowed = bulge
     else:
         dist = float((g_phi["ro"] - g_phi["te_in"])[0] - 0.45 * a_r)
@@ -333,7 +284,7 @@ def _layout(p: BlastocystParams, rng: np.random.Generator) -> dict[str, Any]:
     lab[(lab == BL) & ~bl] = BACKGROUND
     lab[bl] = BL
     return dict(labels=lab, d=d, th=th, r=r, centre=(cy, cx), n_te=n_te, bulge=bulge, icm=icm,
-                win=_breach_window(p, th), **g)
+                win=tx.breach_window(p, th), **g)
 
 
 def generate_blastocyst(
