@@ -122,7 +122,7 @@ def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> list[torch
     parts = list(order.split(batch_size))
     if len(parts) > 1 and len(parts[-1]) == 1:
         # A lone last image would make BatchNorm statistics of one sample; merge it instead.
-        parts[-2] = torch.cat([parts[-2], parts.pop()])
+        parts[-2:] = [torch.cat(parts[-2:])]
     return parts
 
 
