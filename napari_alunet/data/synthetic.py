@@ -27,7 +27,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +128,6 @@ class BlastocystParams:
     noise: float = 3.0
     gain: float = 1.0
     offset: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def scale(self) -> float:
