@@ -38,7 +38,8 @@ def progress_bar(total: int | None, desc: str, *, quiet: bool = False) -> Any:
 def cmd_sample(args: argparse.Namespace) -> int:
     from napari_alunet.data.synthetic import write_sample_pool
 
-    out = write_sample_pool(args.out, args.n, args.seed, layout=args.layout)
+    shape = tuple(args.shape) if args.shape else None
+    out = write_sample_pool(args.out, args.n, args.seed, layout=args.layout, shape=shape)
     print(f"wrote {args.n} synthetic blastocysts ({args.layout} layout) to {out}")
     return 0
 
@@ -144,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=40, help="number of images (default 40)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layout", choices=("binary", "rgb", "both"), default="binary")
+    p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="image size (default: drawn like real data, about 377 x 447)")
 
     p = sub.add_parser("import", help="create a project from a pool folder")
     p.add_argument("src", type=Path, help="folder: images/ + GT_ICM/GT_TE/GT_ZP/, images/ + "
@@ -195,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _load_extensions() -> None:
     import importlib
 
-    for module in ("napari_alunet.cli_ml",):
+    for module in ("napari_alunet.cli_ml", "napari_alunet.cli_experiment"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

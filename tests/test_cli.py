@@ -1,0 +1,69 @@
+"""The `alunet` command line: sample -> import -> status -> export, and clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from napari_alunet.cli import main
+from napari_alunet.store import Project
+
+
+@pytest.fixture
+def sample_project(tmp_path):
+    assert main(["sample", str(tmp_path / "pool"), "--n", "10", "--seed", "1",
+                 "--shape", "48", "56"]) == 0
+    assert main(["import", str(tmp_path / "pool"), str(tmp_path / "proj"), "--seed", "2",
+                 "--input-size", "32", "--quiet"]) == 0
+    return tmp_path / "proj"
+
+
+def test_sample_writes_public_layout(tmp_path):
+    assert main(["sample", str(tmp_path / "s"), "--n", "3", "--layout", "both",
+                 "--shape", "40", "40"]) == 0
+    images = sorted(p.name for p in (tmp_path / "s" / "binary" / "images").iterdir())
+    assert len(images) == 3 and images[0].endswith(" D5.BMP")
+    assert len(list((tmp_path / "s" / "binary" / "GT_ICM").iterdir())) == 3
+    assert len(list((tmp_path / "s" / "rgb" / "masks").iterdir())) == 3
+
+
+def test_sample_import_status_export(tmp_path, sample_project, capsys):
+    capsys.readouterr()
+    assert main(["status", str(sample_project), "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["images"] == 10
+    assert status["pools"] == {"labelled": 1, "unlabelled": 7, "test": 2}
+    assert status["classes"] == ["background", "ICM", "TE", "ZP", "BL"]
+    assert status["layout"] == "binary" and status["rounds"] == []
+    assert main(["status", str(sample_project)]) == 0
+    assert "labelled 1" in capsys.readouterr().out
+
+    assert main(["export", str(sample_project), str(tmp_path / "out"), "--ground-truth"]) == 0
+    exported = sorted((tmp_path / "out").glob("*.png"))
+    assert len(exported) == 10
+    with Project.open(sample_project, read_only=True) as project:
+        for record in project.images():
+            png = np.asarray(Image.open(tmp_path / "out" / f"{record.name}.png"))
+            assert png.shape == (record.height, record.width) == (48, 56)
+            np.testing.assert_array_equal(png, project.read_ground_truth(record.id))
+
+
+def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["status", str(tmp_path / "nothing")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "not a napari-alunet project" in err
+    (tmp_path / "empty").mkdir()
+    assert main(["import", str(tmp_path / "empty"), str(tmp_path / "p")]) == 2
+    assert "error:" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+
+
+def test_console_script_entry_point(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "napari_alunet.cli", "--version"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("alunet ")
