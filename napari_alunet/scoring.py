@@ -222,10 +222,6 @@ def _prepared(model: nn.Module, device: torch.device) -> Iterator[None]:
             model.to(memory_format=torch.contiguous_format)
 
 
-def _rows(device: torch.device, batch: int, passes: int) -> int:
-    return _CPU_ROWS if device.type == "cpu" else batch * passes
-
-
 def _to_device(images: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
     x = torch.as_tensor(images, dtype=torch.float32)
     if x.dim() != 4:
@@ -234,17 +230,20 @@ def _to_device(images: np.ndarray | torch.Tensor, device: torch.device) -> torch
 
 
 def _probabilities(
-    model: nn.Module, x: torch.Tensor, ids: Sequence[int], passes: int,
-    seeded: SeededDropout | None, *, det: bool, rows: int,
+    model: nn.Module, x: torch.Tensor, ids: Sequence[int], passes: int, seed: int, *,
+    det: bool, rows: int,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """MC probabilities (T, B, C, H, W) and, if asked, deterministic ones (B, C, H, W)."""
+    """MC probabilities (T, B, C, H, W) and, if asked, deterministic ones (B, C, H, W).
+
+    Forward calls hold about ``rows`` images x passes; ``ids`` key the dropout masks.
+    """
     per_call = max(1, rows // passes)
     samples = []
-    for s in range(0, x.shape[0], per_call):
-        if seeded is not None:
+    with SeededDropout(model, seed) as seeded:
+        for s in range(0, x.shape[0], per_call):
             seeded.begin(ids[s : s + per_call])
-        chunk = max(1, rows // min(per_call, x.shape[0] - s))
-        samples.append(mc_predict(model, x[s : s + per_call], passes, chunk=chunk))
+            chunk = max(1, rows // min(per_call, x.shape[0] - s))
+            samples.append(mc_predict(model, x[s : s + per_call], passes, chunk=chunk))
     det_probs = None
     if det:
         with _eval_mode(model):
@@ -311,21 +310,27 @@ def score_pool(
     features: dict[int, np.ndarray] = {}
     bs = config.batch_size
 
+    rows = _CPU_ROWS if dev.type == "cpu" else bs * config.passes
+
+    def probabilities(batch_ids: list[int], det: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        images = load_batch(batch_ids)
+        if len(images) != len(batch_ids):
+            raise ValueError(f"load_batch returned {len(images)} images for {len(batch_ids)} ids")
+        return _probabilities(model, _to_device(images, dev), batch_ids, config.passes,
+                              config.seed, det=det, rows=rows)
+
     with _prepared(model, dev):
         if map_name is not None:  # random scores nothing: the model does not run on the pool
             for begin in range(0, len(ids), bs):
                 batch_ids = ids[begin : begin + bs]
-                x = _to_device(load_batch(batch_ids), dev)
-                with _compute(dev), SeededDropout(model, config.seed) as seeded:
-                    mc, det = _probabilities(model, x, batch_ids, config.passes, seeded,
-                                             det=map_name in ("kl", "js"),
-                                             rows=_rows(dev, bs, config.passes))
+                with _compute(dev):
+                    mc, det = probabilities(batch_ids, det=map_name in ("kl", "js"))
                     mean = mc.mean(0)
                     values = image_scores(compute_maps(mc, det, [map_name])[map_name],
                                           config.reduction, probs=mean)
                     if config.diversity == "feature":
                         pooled = F.adaptive_avg_pool2d(mean, _FEATURE_SIDE).flatten(1)
-                        features.update(zip(batch_ids, pooled.cpu().numpy()))
+                        features.update(zip(batch_ids, pooled.float().cpu().numpy()))
                     scores.update(zip(batch_ids, values.double().cpu().tolist()))
                 done = begin + len(batch_ids)
                 seconds = time.perf_counter() - start
@@ -340,11 +345,8 @@ def score_pool(
         review_start = time.perf_counter()
         for begin in range(0, len(ranked), bs):
             batch_ids = ranked[begin : begin + bs]
-            x = _to_device(load_batch(batch_ids), dev)
-            with _compute(dev), SeededDropout(model, config.seed) as seeded:
-                mc, det = _probabilities(model, x, batch_ids, config.passes, seeded,
-                                         det=bool({"kl", "js"}.intersection(names)),
-                                         rows=_rows(dev, bs, config.passes))
+            with _compute(dev):
+                mc, det = probabilities(batch_ids, det=bool({"kl", "js"}.intersection(names)))
                 batch_maps = {k: v.float().cpu().numpy() for k, v in
                               compute_maps(mc, det, names).items()}
                 labels = mc.mean(0).argmax(1).to(torch.uint8).cpu().numpy()
@@ -382,7 +384,7 @@ def predict_with_uncertainty(
     passes: int = 20,
     device: str | torch.device | None = None,
     batch_size: int = 8,
-    seed: int | None = 0,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labels, an uncertainty map and the mean probabilities of a batch of images.
 
@@ -396,7 +398,7 @@ def predict_with_uncertainty(
     passes : MC passes (``"mc"`` only).
     device : where to run (default: the model's device).
     batch_size : images per step.
-    seed : seeds the MC dropout masks per image position (``None``: torch's global RNG).
+    seed : seeds the MC dropout masks, per image position in ``images``.
 
     Returns
     -------
@@ -414,12 +416,9 @@ def predict_with_uncertainty(
             x = _to_device(x_all[s : s + batch_size], dev)
             with _compute(dev):
                 if method == "mc":
-                    with contextlib.ExitStack() as stack:
-                        seeded = None if seed is None else stack.enter_context(
-                            SeededDropout(model, seed))
-                        ids = list(range(s, s + x.shape[0]))
-                        mc, _ = _probabilities(model, x, ids, passes, seeded, det=False,
-                                               rows=_rows(dev, batch_size, passes))
+                    rows = _CPU_ROWS if dev.type == "cpu" else batch_size * passes
+                    mc, _ = _probabilities(model, x, list(range(s, s + len(x))), passes, seed,
+                                           det=False, rows=rows)
                     mean = mc.mean(0)
                 else:
                     with _eval_mode(model):
