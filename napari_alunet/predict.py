@@ -67,8 +67,9 @@ def predict_folder(
     start = time.perf_counter()
     torch_device = resolve_device(device or "auto")
     model, meta = load_checkpoint(checkpoint)
-    size = int(meta["model_config"]["input_size"])
-    class_names = meta.get("class_names") or [str(i) for i in range(model_classes(meta))]
+    model_config = meta["model_config"]
+    size = model_config.input_size
+    class_names = meta.get("class_names") or [str(i) for i in range(model_config.n_classes)]
     items = scan_pool(images_dir).items
     out = Path(out)
     rows: list[list[Any]] = [["image", "mask", "uncertainty", "mean_uncertainty"]
@@ -97,7 +98,3 @@ def predict_folder(
     csv.writer(text).writerows(rows)
     atomic_write_bytes(out / "scores.csv", text.getvalue().encode())
     return PredictSummary(out, len(items), method, time.perf_counter() - start)
-
-
-def model_classes(meta: dict[str, Any]) -> int:
-    return int(meta["model_config"]["n_classes"])

@@ -1,0 +1,153 @@
+"""Active-learning rounds on a project: stages, resume, review, oracle, and the CLI around them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_alunet.cli import main
+from napari_alunet.config import AcquisitionConfig, DataConfig, TrainConfig, model_preset
+from napari_alunet.data.synthetic import write_sample_pool
+from napari_alunet.events import drain
+from napari_alunet.importer import import_pool
+from napari_alunet.loop import (
+    RoundSettings,
+    StageEvent,
+    commit_review,
+    oracle_commit,
+    review_item,
+    run_round,
+)
+from napari_alunet.store import Project
+
+
+def tiny_settings(strategy: str = "bald", epochs: int = 2) -> RoundSettings:
+    return RoundSettings(
+        model=model_preset("tiny"),
+        train=TrainConfig(epochs=epochs, patience=5, batch_size=4, augment=False, seed=0),
+        acquisition=AcquisitionConfig(strategy=strategy, passes=3, k=2, batch_size=8),
+    )
+
+
+@pytest.fixture(scope="module")
+def pool_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pool")
+    write_sample_pool(root, 12, seed=4, layout="binary", shape=(40, 48))
+    return root
+
+
+@pytest.fixture
+def project(tmp_path, pool_dir):
+    drain(import_pool(pool_dir, tmp_path / "proj",
+                      data=DataConfig(test_fraction=0.25, initial_fraction=0.25, seed=0,
+                                      input_size=32)))
+    proj = Project.open(tmp_path / "proj")
+    yield proj
+    proj.close()
+
+
+def test_round_runs_every_stage_and_queues(project):
+    events = []
+    report = drain(run_round(project, tiny_settings()), events.append)
+    stages = [e.stage for e in events if isinstance(e, StageEvent)]
+    assert stages == ["train", "evaluate", "score", "done"]
+    assert any(type(e).__name__ == "EpochEvent" for e in events)
+    assert report.status == "queued" and len(report.queue) == 2
+    assert set(report.queue) <= {r.id for r in project.images("unlabelled")}
+    assert 0.0 <= report.test_metrics["mean_dice"] <= 1.0
+    assert project.checkpoint_path(0).is_file()
+    current = project.current_round()
+    assert current.model_version and current.config["acquisition"]["strategy"] == "bald"
+    scores = project.load_scores(0, current.model_version, "bald")
+    assert set(scores) == {r.id for r in project.images("unlabelled")}
+    # The reviewer's data is at the original image size.
+    item = review_item(project, report.queue[0])
+    record = project.image(report.queue[0])
+    assert item.prediction.shape == (record.height, record.width)
+    assert set(item.maps) >= {"entropy", "bald"}
+    assert item.maps["bald"].shape == (record.height, record.width)
+    assert item.score == pytest.approx(scores[report.queue[0]])
+
+
+def test_commit_undo_oracle_and_next_round(project):
+    first = drain(run_round(project, tiny_settings()))
+    top = first.queue[0]
+    item = review_item(project, top)
+    corrected = item.prediction.copy()
+    corrected[:4, :4] = 3
+    version = commit_review(project, top, corrected, seconds_spent=12.0)
+    assert version.round_index == 1 and version.source == "human"
+    assert version.pixels_changed == int(np.count_nonzero(corrected != item.prediction))
+    assert project.image(top).pool == "labelled"
+    project.undo_last_commit()
+    assert project.image(top).pool == "unlabelled" and project.queue() == first.queue
+    oracle = oracle_commit(project)
+    assert [v.source for v in oracle] == ["oracle", "oracle"]
+    n_labelled = len(project.images("labelled"))
+    second = drain(run_round(project, tiny_settings()))
+    assert second.round_idx == 1 and second.n_labelled == n_labelled
+    assert project.round(0).status == "complete"
+    assert not set(second.queue) & set(first.queue)
+
+
+def test_interrupted_training_resumes(project):
+    gen = run_round(project, tiny_settings(epochs=3))
+    for event in gen:
+        if type(event).__name__ == "StepEvent":
+            break
+    gen.close()  # the user pressed Stop mid-epoch
+    assert project.current_round().status == "started"
+    report = drain(run_round(project))  # resumes with the settings the round started with
+    assert report.round_idx == 0 and report.status == "queued"
+    assert project.current_round().config["train"]["epochs"] == 3
+
+
+def test_stop_after_evaluation(project):
+    report = drain(run_round(project, tiny_settings(), stop_after="evaluated"))
+    assert report.status == "evaluated" and report.queue == []
+    assert drain(run_round(project)).status == "queued"  # continues at scoring
+
+
+def test_cold_start_without_labels(tmp_path):
+    (tmp_path / "only" / "images").mkdir(parents=True)
+    from PIL import Image
+
+    for i in range(5):
+        Image.fromarray(np.full((20, 24), 40 * i, np.uint8)).save(
+            tmp_path / "only" / "images" / f"e{i}.png")
+    drain(import_pool(tmp_path / "only", tmp_path / "p", data=DataConfig(input_size=32)))
+    with Project.open(tmp_path / "p") as project:
+        report = drain(run_round(project, tiny_settings()))
+        assert report.status == "queued" and len(report.queue) == 2
+        assert review_item(project, report.queue[0]).prediction is None
+        with pytest.raises(ValueError, match="no stored ground truth"):
+            oracle_commit(project)
+
+
+def test_cli_round_score_oracle_predict(tmp_path, pool_dir, capsys):
+    proj = tmp_path / "cli_proj"
+    assert main(["import", str(pool_dir), str(proj), "--input-size", "32", "--quiet",
+                 "--initial-fraction", "0.25"]) == 0
+    capsys.readouterr()
+    assert main(["train", str(proj), "--preset", "tiny", "--epochs", "1", "--json"]) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["status"] == "evaluated" and "mean_dice" in trained["test"]
+    assert main(["score", str(proj), "--strategy", "entropy", "--top", "3", "--passes", "2",
+                 "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert len(scored["queue"]) == 3
+    ranked = sorted(scored["scores"].values(), reverse=True)
+    assert [scored["scores"][n] for n in scored["queue"]] == ranked[:3]
+    assert main(["oracle", str(proj)]) == 0
+    assert main(["predict", str(proj / "models" / "round_000.pt"), str(pool_dir),
+                 str(tmp_path / "pred"), "--uncertainty", "tta", "--quiet"]) == 0
+    masks = sorted((tmp_path / "pred" / "masks").glob("*.png"))
+    assert len(masks) == 12
+    rows = (tmp_path / "pred" / "scores.csv").read_text().splitlines()
+    assert len(rows) == 13 and rows[0].startswith("image,mask,uncertainty,mean_uncertainty")
+    import tifffile
+
+    umap = tifffile.imread(next((tmp_path / "pred" / "uncertainty").glob("*.tif")))
+    assert umap.dtype == np.float32 and umap.shape == (40, 48)
