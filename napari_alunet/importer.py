@@ -127,6 +127,7 @@ def import_pool(
     staging = project_dir.parent / f"{TEMP_PREFIX}import-{project_dir.name}-{os.getpid()}"
     if staging.exists():
         shutil.rmtree(staging)
+    _remove_stale_staging(project_dir)
     project = None
     try:
         project = Project.create(staging, classes=classes, data=data,
@@ -184,6 +185,26 @@ def import_pool(
         raise
     return ImportSummary(project_dir, listing.layout, counts, len(with_gt),
                          [str(p) for p in listing.ignored], missing)
+
+
+def _remove_stale_staging(project_dir: Path) -> None:
+    """Delete staging folders of earlier imports into ``project_dir`` whose process is gone.
+
+    An import killed (kill -9, power loss) before its rename leaves its staging folder, a full
+    copy of the pool, next to the project; nothing else would ever remove it. A folder whose
+    process still runs (another import under way) is left alone.
+    """
+    prefix = f"{TEMP_PREFIX}import-{project_dir.name}-"
+    for old in project_dir.parent.iterdir():
+        pid = old.name[len(prefix):]
+        if not old.name.startswith(prefix) or not pid.isdigit() or not old.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass  # PermissionError: alive, another user's process
 
 
 def _sha256(payload: bytes) -> str:
