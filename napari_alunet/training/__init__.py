@@ -1,0 +1,35 @@
+"""Training: the one engine (:mod:`.engine`), losses, metrics, augmentation, checkpoints.
+
+``fit`` is a generator of :class:`StepEvent` / :class:`EpochEvent` returning a
+:class:`FitResult`; see ``docs/ARCHITECTURE.md`` for the contract.
+"""
+
+from napari_alunet.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from napari_alunet.training.device import resolve_device
+from napari_alunet.training.engine import (
+    EpochEvent,
+    FitResult,
+    StepEvent,
+    evaluate,
+    fit,
+    lr_range_test,
+    predict_labels,
+    predict_probabilities,
+    reset_parameters,
+)
+
+__all__ = [
+    "CheckpointError",
+    "EpochEvent",
+    "FitResult",
+    "StepEvent",
+    "evaluate",
+    "fit",
+    "load_checkpoint",
+    "lr_range_test",
+    "predict_labels",
+    "predict_probabilities",
+    "reset_parameters",
+    "resolve_device",
+    "save_checkpoint",
+]

@@ -41,17 +41,22 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device) -> ContextManager[object]:
-    """bf16 autocast on CUDA (no loss scaling needed, unlike fp16); full precision elsewhere.
+def autocast(device: torch.device, precision: str = "auto") -> ContextManager[object]:
+    """Mixed-precision context for the forward pass.
 
-    CPU bf16 autocast is not used: on CPUs without native bf16 matmuls it is slower, and its
-    numerics would make CPU runs differ from the reference float32 results.
+    ``precision``: ``"auto"`` is bf16 on CUDA (no loss scaling needed, unlike fp16) and float32
+    elsewhere; ``"bf16"`` forces bf16 autocast (also on the CPU, where CPUs with native bf16,
+    e.g. AVX512-BF16 / AMX, train ~1.7x faster; on CPUs without it this is slower); ``"fp32"``
+    disables autocast. CPU float32 stays the default so results do not depend on the CPU model.
     """
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', not {precision!r}")
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def memory_format(device: torch.device) -> torch.memory_format:
-    """channels_last on CUDA (tensor-core convolutions want NHWC); contiguous elsewhere."""
-    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    """channels_last (NHWC) on CUDA and the CPU: tensor-core and oneDNN convolutions want it
+    (measured ~1.25x faster per CPU-second for the cpu preset at 128x128). MPS: contiguous."""
+    return torch.contiguous_format if device.type == "mps" else torch.channels_last

@@ -162,7 +162,8 @@ def fit(
     val_images, val_labels : the same for validation, or None / empty: model selection and
         early stopping then use the training loss (reported in ``FitResult.monitor``/``note``).
     config : epochs, patience, batch size, optimiser, loss, augmentation, seed, device.
-        ``getattr(config, "scheduler", "none")`` picks ``"cosine"`` or ``"plateau"``.
+        ``getattr(config, "scheduler", "none")`` picks ``"cosine"`` or ``"plateau"``;
+        ``getattr(config, "precision", "auto")`` is passed to :func:`.device.autocast`.
     n_classes : number of classes C.
     checkpoint_path : where to save the best weights at the end (also when cancelled).
     checkpoint_meta : ``class_names``, ``model_config`` (needed if the model has no
@@ -222,7 +223,9 @@ def fit(
     augmenter = Augmenter(seed=config.seed, device=dev) if config.augment else None
     n_train = x_train.shape[0]
     steps_per_epoch = len(_batches(n_train, config.batch_size, None))
+    # Not (yet) TrainConfig fields: read with defaults so a config that gains them just works.
     scheduler_name = getattr(config, "scheduler", "none")
+    precision = getattr(config, "precision", "auto")
     scheduler: Any = None
     if scheduler_name == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -256,7 +259,7 @@ def fit(
                 wb = pixel_w[idx] if pixel_w is not None else None
                 if augmenter is not None:
                     xb, yb, wb = augmenter(xb, yb, wb)
-                with autocast(dev):
+                with autocast(dev, precision):
                     logits = model(xb.contiguous(memory_format=fmt))
                 loss = loss_fn(logits, yb, wb)
                 optimizer.zero_grad(set_to_none=True)
@@ -270,7 +273,9 @@ def fit(
                 yield StepEvent(epoch, step, steps_per_epoch, last_loss, _since(start))
             train_loss = float(loss_sum) / len(batches)
             if has_val:
-                val_loss, val_dice = _validate(model, x_val, y_val, loss_fn, n_classes, config, dev)
+                val_loss, val_dice = _validate(
+                    model, x_val, y_val, loss_fn, n_classes, config.batch_size, dev, precision
+                )
                 score = val_dice if not math.isnan(val_dice) else -math.inf
             else:
                 val_loss, val_dice = math.nan, math.nan
@@ -350,17 +355,18 @@ def _validate(
     labels: torch.Tensor,
     loss_fn: Any,
     n_classes: int,
-    config: TrainConfig,
+    batch_size: int,
     dev: torch.device,
+    precision: str,
 ) -> tuple[float, float]:
     """(mean loss over batches, pooled mean foreground Dice), one device sync at the end."""
     model.eval()
     fmt = memory_format(dev)
     loss_sum = torch.zeros((), device=dev)
     cm = torch.zeros(n_classes, n_classes, dtype=torch.long, device=dev)
-    batches = _batches(images.shape[0], config.batch_size, None)
+    batches = _batches(images.shape[0], batch_size, None)
     for idx in batches:
-        with autocast(dev):
+        with autocast(dev, precision):
             logits = model(images[idx].contiguous(memory_format=fmt))
         loss_sum += loss_fn(logits, labels[idx], None)
         cm += confusion_matrix(logits.argmax(1), labels[idx], n_classes)
@@ -495,8 +501,8 @@ def lr_range_test(
             lr = start * factor**i
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            with autocast(dev):
-                logits = model(x[idx])
+            with autocast(dev, getattr(config, "precision", "auto")):
+                logits = model(x[idx].contiguous(memory_format=memory_format(dev)))
             loss = loss_fn(logits, y[idx], None)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
