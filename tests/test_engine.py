@@ -100,7 +100,9 @@ def test_smoke_fit_improves_validation_dice(data, tmp_path) -> None:  # type: ig
     assert all(math.isfinite(s.loss) for s in steps)
     assert [e.epoch for e in epochs] == list(range(1, result.epochs_run + 1))
     loaded, meta = load_checkpoint(path, expected_class_names=["bg", "disk", "ring"])
-    assert meta["epoch"] == result.best_epoch and meta["extra"] == {"round": 1}
+    assert meta["epoch"] == result.best_epoch
+    assert meta["extra"] == {"round": 1, "monitor": "val_dice"}
+    assert meta["best_metric"] == pytest.approx(result.best_val_dice)
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
 

@@ -179,6 +179,10 @@ def fit(
     FitResult (``StopIteration.value``; ``gen.close()`` discards it, the checkpoint remains).
     """
     start = time.perf_counter()
+
+    def since() -> float:
+        return time.perf_counter() - start
+
     dev = resolve_device(device if device is not None else config.device)
     x_train = _images(train_images, "train_images")
     y_train = _labels(train_labels, x_train, "train_labels", n_classes)
@@ -197,24 +201,12 @@ def fit(
     torch.manual_seed(config.seed)  # dropout masks and anything else drawn from the global RNG
     shuffle_gen = torch.Generator().manual_seed(config.seed)
 
-    class_weights = (
-        torch.from_numpy(median_frequency_weights(y_train.numpy(), n_classes))
-        if config.class_weighting == "median_frequency"
-        else None
-    )
-    pixel_w = (
-        torch.from_numpy(
+    loss_fn = _criterion(config, y_train, n_classes, dev)
+    pixel_w = None
+    if config.border_weight:  # computed once: the labels do not change during a fit
+        pixel_w = torch.from_numpy(
             border_weight_map(y_train.numpy(), w0=config.border_w0, sigma=config.border_sigma)
         ).to(dev)
-        if config.border_weight
-        else None
-    )
-    loss_fn = make_loss(
-        config.loss,
-        class_weights=None if class_weights is None else class_weights.to(dev),
-        tversky_alpha=config.tversky_alpha,
-        tversky_beta=config.tversky_beta,
-    )
     x_train, y_train = x_train.to(dev), y_train.to(dev)
     model.to(dev, memory_format=fmt)
     optimizer = torch.optim.AdamW(
@@ -242,11 +234,8 @@ def fit(
     best_state: dict[str, torch.Tensor] | None = None
     best_score, best_epoch, best_val_dice = -math.inf, 0, math.nan
     history: list[dict[str, Any]] = []
-    stale = 0
-    epoch = 0
-    epochs_run = 0
+    stale = epochs_run = 0
     cancelled = stopped_early = False
-    finished_ok = False
     try:
         for epoch in range(1, config.epochs + 1):
             model.train()
@@ -270,7 +259,7 @@ def fit(
                 loss_sum += loss.detach()
                 if dev.type == "cpu" or step == 1 or step % SYNC_EVERY == 0:
                     last_loss = float(loss_sum) / step
-                yield StepEvent(epoch, step, steps_per_epoch, last_loss, _since(start))
+                yield StepEvent(epoch, step, steps_per_epoch, last_loss, since())
             train_loss = float(loss_sum) / len(batches)
             if has_val:
                 val_loss, val_dice = _validate(
@@ -292,60 +281,63 @@ def fit(
             epochs_run = epoch
             event = EpochEvent(
                 epoch, config.epochs, train_loss, val_loss, val_dice, best_val_dice, best_epoch,
-                improved, _since(start), float(optimizer.param_groups[0]["lr"]),
+                improved, since(), float(optimizer.param_groups[0]["lr"]),
             )
             history.append(asdict(event))
             yield event
             if config.patience > 0 and stale >= config.patience:
                 stopped_early = epoch < config.epochs
                 break
-        finished_ok = True
     except GeneratorExit:
         # The consumer stopped us (GUI Stop): fall through to restore and save, then return
         # without yielding again, which is what generator.close() requires.
         cancelled = True
-        finished_ok = True
     finally:
         if config.num_threads > 0:
             torch.set_num_threads(saved_threads)
         # Also on an error (e.g. out of memory): never leave half-trained weights in the model.
         model.load_state_dict(best_state if best_state is not None else initial_state)
+    monitor = "val_dice" if has_val else "train_loss"
     saved_path = None
-    if finished_ok and checkpoint_path is not None and best_state is not None:
-        saved_path = str(_save(checkpoint_path, model, checkpoint_meta, best_epoch, best_score))
+    if checkpoint_path is not None and best_state is not None:
+        metric = best_val_dice if has_val else -best_score  # the training loss
+        saved_path = _save(checkpoint_path, model, checkpoint_meta, best_epoch, metric, monitor)
     note = "" if has_val else (
         "no validation images: the best epoch and early stopping used the training loss"
     )
-    return FitResult(
-        best_epoch=best_epoch,
-        best_val_dice=best_val_dice,
-        epochs_run=epochs_run,
-        stopped_early=stopped_early,
-        cancelled=cancelled,
-        seconds=_since(start),
-        checkpoint_path=saved_path,
-        history=history,
-        monitor="val_dice" if has_val else "train_loss",
-        note=note,
+    return FitResult(best_epoch, best_val_dice, epochs_run, stopped_early, cancelled, since(),
+                     saved_path, history, monitor, note)
+
+
+def _criterion(config: TrainConfig, labels: torch.Tensor, n_classes: int, dev: torch.device) -> Any:
+    """The configured loss, class weights taken from the labelled (training) pool."""
+    weights = None
+    if config.class_weighting == "median_frequency":
+        weights = torch.from_numpy(median_frequency_weights(labels.cpu().numpy(), n_classes))
+    elif config.class_weighting != "none":
+        raise ValueError(
+            f"class_weighting must be 'median_frequency' or 'none', not {config.class_weighting!r}"
+        )
+    return make_loss(
+        config.loss, class_weights=None if weights is None else weights.to(dev),
+        tversky_alpha=config.tversky_alpha, tversky_beta=config.tversky_beta,
     )
-
-
-def _since(start: float) -> float:
-    return time.perf_counter() - start
 
 
 def _save(
-    path: str, model: nn.Module, meta: dict[str, Any] | None, epoch: int, score: float
-) -> Any:
-    meta = dict(meta or {})
-    model_config = meta.pop("model_config", getattr(model, "config", None))
+    path: str, model: nn.Module, meta: dict[str, Any] | None, epoch: int, metric: float,
+    monitor: str,
+) -> str:
+    extra = dict(meta or {})
+    model_config = extra.pop("model_config", getattr(model, "config", None))
     if model_config is None:
         raise ValueError("checkpoint_meta needs 'model_config' for a model without .config")
-    class_names = meta.pop("class_names", None)
-    return save_checkpoint(
-        path, model, model_config=model_config, epoch=epoch, best_metric=score,
-        class_names=class_names, extra=meta,
-    )
+    class_names = extra.pop("class_names", None)
+    extra.setdefault("monitor", monitor)
+    return str(save_checkpoint(
+        path, model, model_config=model_config, epoch=epoch, best_metric=metric,
+        class_names=class_names, extra=extra,
+    ))
 
 
 @torch.no_grad()
@@ -474,14 +466,8 @@ def lr_range_test(
     dev = resolve_device(device if device is not None else config.device)
     x = _images(images, "images").to(dev)
     y = _labels(labels, x.cpu(), "labels", n_classes)
-    weights = (
-        torch.from_numpy(median_frequency_weights(y.numpy(), n_classes)).to(dev)
-        if config.class_weighting == "median_frequency"
-        else None
-    )
+    loss_fn = _criterion(config, y, n_classes, dev)
     y = y.to(dev)
-    loss_fn = make_loss(config.loss, class_weights=weights, tversky_alpha=config.tversky_alpha,
-                        tversky_beta=config.tversky_beta)
     model.to(dev)
     saved_state = _clone_state(model)
     saved_modes = {m: m.training for m in model.modules()}
