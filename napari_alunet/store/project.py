@@ -329,33 +329,35 @@ class Project(RoundsMixin):
                 f"(found {int(labels.min())}..{int(labels.max())})"
             )
         labels = labels.astype(np.uint8)
-        if reference is None:
-            reference = self.read_label(image_id)
-        pixels_changed = int(
-            np.count_nonzero(labels) if reference is None else np.count_nonzero(labels != reference)
-        )
-        version_no = len(self.label_history(image_id)) + 1
-        rel = f"masks/labels/{image_id:06d}_v{version_no:03d}.png"
-        digest = atomic_write_png(self.path / rel, labels)
-        with self.transaction() as cur:
-            cur.execute(
-                "INSERT INTO label_versions (image_id, rel_path, sha256, source, author, "
-                "round_index, created_at, pixels_changed, pixels_foreground, seconds_spent) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (image_id, rel, digest, source, author, round_index, now_iso(), pixels_changed,
-                 int(np.count_nonzero(labels)), seconds_spent),
-            )
-            version_id = cur.lastrowid
-            if record.pool != "labelled":
+        # One thread at a time from choosing the version file name to recording it: two threads
+        # committing the same image would otherwise pick one name and overwrite each other's file.
+        with self._mutex:
+            if reference is None:
+                reference = self.read_label(image_id)
+            pixels_changed = int(np.count_nonzero(
+                labels if reference is None else labels != reference))
+            version_no = len(self.label_history(image_id)) + 1
+            rel = f"masks/labels/{image_id:06d}_v{version_no:03d}.png"
+            digest = atomic_write_png(self.path / rel, labels)
+            with self.transaction() as cur:
                 cur.execute(
-                    "UPDATE images SET pool = 'labelled', labelled_round = ? WHERE id = ?",
-                    (round_index, image_id),
+                    "INSERT INTO label_versions (image_id, rel_path, sha256, source, author, "
+                    "round_index, created_at, pixels_changed, pixels_foreground, seconds_spent) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (image_id, rel, digest, source, author, round_index, now_iso(), pixels_changed,
+                     int(np.count_nonzero(labels)), seconds_spent),
                 )
-            cur.execute(
-                "UPDATE queue SET status = 'committed' WHERE image_id = ? AND status != "
-                "'committed'",
-                (image_id,),
-            )
+                version_id = cur.lastrowid
+                if record.pool != "labelled":
+                    cur.execute(
+                        "UPDATE images SET pool = 'labelled', labelled_round = ? WHERE id = ?",
+                        (round_index, image_id),
+                    )
+                cur.execute(
+                    "UPDATE queue SET status = 'committed' WHERE image_id = ? AND status != "
+                    "'committed'",
+                    (image_id,),
+                )
         return _label(self._query("SELECT * FROM label_versions WHERE id = ?", (version_id,))[0])
 
     def undo_last_commit(self) -> LabelVersion | None:
@@ -365,29 +367,30 @@ class Project(RoundsMixin):
         version it returns to the unlabelled pool and, if it was queued, back to 'pending'.
         Returns the withdrawn version, or None when there is nothing to undo.
         """
-        rows = self._query(
-            "SELECT * FROM label_versions WHERE active = 1 AND source IN ('human', 'oracle', "
-            "'model') ORDER BY id DESC LIMIT 1"
-        )
-        if not rows:
-            return None
-        version = _label(rows[0])
-        with self.transaction() as cur:
-            cur.execute("UPDATE label_versions SET active = 0 WHERE id = ?", (version.id,))
-            remaining = cur.execute(
-                "SELECT COUNT(*) FROM label_versions WHERE image_id = ? AND active = 1",
-                (version.image_id,),
-            ).fetchone()[0]
-            if remaining == 0:
-                cur.execute(
-                    "UPDATE images SET pool = 'unlabelled', labelled_round = NULL WHERE id = ?",
+        with self._mutex:  # pick and withdraw atomically: two undos withdraw two versions
+            rows = self._query(
+                "SELECT * FROM label_versions WHERE active = 1 AND source IN ('human', 'oracle', "
+                "'model') ORDER BY id DESC LIMIT 1"
+            )
+            if not rows:
+                return None
+            version = _label(rows[0])
+            with self.transaction() as cur:
+                cur.execute("UPDATE label_versions SET active = 0 WHERE id = ?", (version.id,))
+                remaining = cur.execute(
+                    "SELECT COUNT(*) FROM label_versions WHERE image_id = ? AND active = 1",
                     (version.image_id,),
-                )
-                cur.execute(
-                    "UPDATE queue SET status = 'pending' WHERE image_id = ? AND status = "
-                    "'committed'",
-                    (version.image_id,),
-                )
+                ).fetchone()[0]
+                if remaining == 0:
+                    cur.execute(
+                        "UPDATE images SET pool = 'unlabelled', labelled_round = NULL WHERE id = ?",
+                        (version.image_id,),
+                    )
+                    cur.execute(
+                        "UPDATE queue SET status = 'pending' WHERE image_id = ? AND status = "
+                        "'committed'",
+                        (version.image_id,),
+                    )
         return version
 
     # -- files, checks --------------------------------------------------------------------------
