@@ -1,0 +1,184 @@
+"""``alunet experiment``: oracle-replay comparison of acquisition strategies over seeds.
+
+Drains :func:`napari_alunet.experiment.run_experiment` with two tqdm bars on stderr: the
+whole experiment (rounds) and the current round (epochs, then scoring). Running the same
+command again resumes an interrupted experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from napari_alunet.cli import EXTENSIONS, command, progress_bar
+
+STRATEGY_CHOICES = ("random", "entropy", "bald", "kl", "js", "margin", "variation_ratio")
+
+
+def config_from_args(args: argparse.Namespace) -> Any:
+    """The resolved ExperimentConfig of the command-line arguments."""
+    from napari_alunet.experiment import make_config
+
+    if args.rounds is None and args.until_fraction is None:
+        args.until_fraction = 0.5  # resolved here so config.json and the command agree
+    rounds, until = args.rounds, args.until_fraction
+    return make_config(
+        preset=args.preset, epochs=args.epochs, patience=args.patience, device=args.device,
+        subset=args.subset, warm_start=not args.from_scratch, threads=args.threads,
+        data=str(args.data), strategies=tuple(args.strategies), seeds=args.seeds, k=args.k,
+        initial_fraction=args.initial_fraction, test_fraction=args.test_fraction,
+        rounds=rounds, until_fraction=until, passes=args.passes, sample_n=args.sample_n,
+        sample_seed=args.sample_seed,
+    )
+
+
+class _Bars:
+    """Feeds experiment events to an overall bar (rounds) and a per-round bar (epochs/scoring)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.overall: Any = None
+        self.round: Any = None
+        self.kind = ""
+        self.label = ""
+
+    def _round_bar(self, kind: str, total: int | None) -> Any:
+        if self.kind != kind or self.round is None:
+            if self.round is not None:
+                self.round.close()
+            self.round = progress_bar(total, f"{self.label} {kind}", quiet=self.quiet)
+            self.kind = kind
+        return self.round
+
+    def __call__(self, event: Any) -> None:
+        name = type(event).__name__
+        if name == "ExperimentPlan":
+            self.overall = progress_bar(event.total_rows, "experiment", quiet=self.quiet)
+            self.overall.update(event.done_rows)
+            if not self.quiet:
+                resumed = f", resuming after {event.done_rows} recorded round(s)" \
+                    if event.done_rows else ""
+                print(f"{event.n_images} images ({event.n_train_pool} training pool, "
+                      f"{event.n_test} test) on {event.device}; labelled sizes per round "
+                      f"{event.sizes}; {event.total_rows} rounds in all{resumed}",
+                      file=sys.stderr, flush=True)
+                if event.skipped_images:
+                    print(f"left out {len(event.skipped_images)} image(s) without ground "
+                          "truth: " + ", ".join(event.skipped_images[:10]), file=sys.stderr)
+        elif name == "RoundStarted":
+            self.label = f"{event.strategy} s{event.seed} r{event.round}"
+            if event.stage == "train":
+                self._round_bar("epochs", event.epochs)
+        elif name == "EpochEvent":
+            bar = self._round_bar("epochs", event.epochs)
+            bar.n = event.epoch
+            bar.set_postfix(loss=f"{event.train_loss:.3f}", val_dice=f"{event.val_dice:.3f}")
+        elif name == "ScoreProgress":
+            bar = self._round_bar(event.stage, event.total)
+            bar.n = event.done
+            bar.refresh()
+        elif name == "RoundRecorded" and self.overall is not None:
+            self.overall.update(1)
+            self.overall.set_postfix(last=f"{event.strategy} s{event.seed} r{event.round} "
+                                     f"Dice {event.row['mean_dice']:.3f}")
+
+    def close(self) -> None:
+        for bar in (self.round, self.overall):
+            if bar is not None:
+                bar.close()
+        self.round = self.overall = None
+
+
+@command("experiment")
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from napari_alunet.events import drain
+    from napari_alunet.experiment import markdown_table, run_experiment, write_report
+
+    if args.report_only:
+        paths = write_report(args.out)
+        print("wrote " + ", ".join(str(p) for p in paths))
+        return 0
+    config = config_from_args(args)
+    shape = tuple(args.sample_shape) if args.sample_shape else None
+    bars = _Bars(args.quiet)
+    try:
+        result = drain(run_experiment(config, args.out, sample_shape=shape,
+                                      command=command_line(args)), bars)
+    finally:
+        bars.close()
+    print(markdown_table(result.summary))
+    print(f"\nwrote {result.rows_written} new round(s) to {args.out}: rounds.csv, summary.csv, "
+          + ", ".join(p.name for p in result.figures if p.suffix == ".png"))
+    return 0
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The experiment as one explicit ``alunet experiment`` command (every option spelled out,
+    so it reruns the same experiment even if defaults change later)."""
+    parts = ["alunet", "experiment", "--data", str(args.data),
+             "--strategies", *args.strategies]
+    for flag in ("seeds", "k", "initial_fraction", "test_fraction", "rounds", "until_fraction",
+                 "passes", "preset", "epochs", "patience", "sample_n", "sample_seed", "subset",
+                 "device", "threads"):
+        value = getattr(args, flag)
+        if value is not None:
+            parts += [f"--{flag.replace('_', '-')}", str(value)]
+    if args.sample_shape:
+        parts += ["--sample-shape", *map(str, args.sample_shape)]
+    if args.from_scratch:
+        parts.append("--from-scratch")
+    parts += ["--out", str(args.out)]
+    return shlex.join(parts)
+
+
+def add_commands(sub: Any) -> None:
+    p = sub.add_parser(
+        "experiment", help="oracle-replay comparison of acquisition strategies over seeds",
+        description="Replay active learning with the ground truth as oracle: for every seed "
+        "and strategy train, evaluate on a fixed test pool, score, acquire the top k, repeat. "
+        "Writes OUT/rounds.csv (every round), summary.csv, learning_curves.png/.svg, "
+        "dice_vs_effort.png/.svg and config.json. The same command resumes an interrupted run.")
+    p.add_argument("--data", default="sample",
+                   help="'sample' (synthetic pool) or a folder with images and masks")
+    p.add_argument("--strategies", nargs="+", default=["random", "entropy", "bald", "kl", "js"],
+                   choices=STRATEGY_CHOICES, metavar="STRATEGY",
+                   help="strategies to compare (default: random entropy bald kl js)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    p.add_argument("--k", type=int, default=2, help="images acquired per round (default 2)")
+    p.add_argument("--initial-fraction", type=float, default=0.1,
+                   help="initial labelled fraction of the training pool (default 0.1)")
+    p.add_argument("--test-fraction", type=float, default=0.2,
+                   help="fraction of the pool held out as the fixed test pool (default 0.2)")
+    stop = p.add_mutually_exclusive_group()
+    stop.add_argument("--rounds", type=int, default=None, help="acquisition rounds per run")
+    stop.add_argument("--until-fraction", type=float, default=None,
+                      help="stop at this labelled fraction (default 0.5)")
+    p.add_argument("--passes", type=int, default=8, help="MC-dropout passes (default 8)")
+    p.add_argument("--preset", choices=("cpu", "gpu", "tiny"), default="cpu",
+                   help="model size (default cpu: 128x128 input)")
+    p.add_argument("--epochs", type=int, default=None, help="max epochs per round")
+    p.add_argument("--patience", type=int, default=None, help="early-stopping patience")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="reset the weights every round instead of warm-starting")
+    p.add_argument("--sample-n", type=int, default=60, help="sample pool size (default 60)")
+    p.add_argument("--sample-seed", type=int, default=0,
+                   help="seed of the sample pool and of the test split (default 0)")
+    p.add_argument("--sample-shape", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="shape of every sample image (default: realistic sizes)")
+    p.add_argument("--subset", type=int, default=None,
+                   help="score a random subset of N pool images per round")
+    p.add_argument("--device", default=None, help="auto, cpu, cuda, mps (default auto)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest on a busy "
+                   "2-core machine)")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--report-only", action="store_true",
+                   help="only rewrite summary.csv and the figures from OUT/rounds.csv")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+EXTENSIONS.append(add_commands)

@@ -1,0 +1,966 @@
+"""Oracle-replay active-learning experiments: several strategies, several seeds, one table.
+
+The pool (images and ground truth) is loaded once into memory. For every seed and strategy the
+loop reads like the algorithm (BaaL's ``active_loop``)::
+
+    labelled = initial set of the seed
+    repeat:
+        reset the model (or keep it: warm start) -> train on labelled, early stopping on a
+        validation split of labelled -> evaluate on the fixed test pool -> score the unlabelled
+        pool -> acquire the top k -> the oracle labels them -> record the round
+    until the labelled fraction (or the number of rounds) is reached
+
+plus one full-data baseline per seed (train on the whole training pool), whose Dice defines
+"95 % of full".
+
+Pairing, so that strategies are compared on the same footing:
+
+* one test split for the whole experiment (drawn from ``sample_seed``);
+* per seed, one initial labelled set, one set of initial weights and one round-0 model shared by
+  all strategies (round 0 is trained once per seed and reused);
+* training and acquisition seeds depend on (seed, round), not on the strategy.
+
+Records (all in ``OUT``):
+
+``rounds.csv``
+    long format, one row per (strategy, seed, round), appended, flushed and fsynced after every
+    round, so an interrupted run keeps every finished round. Columns: see :func:`round_columns`.
+    ``acquired_ids`` are the images acquired *after* evaluating that round (they join the
+    labelled set of the next round); ``correction_pixels`` / ``scratch_pixels`` are the oracle's
+    cost of labelling them (pixels where the model's proposal differs from the ground truth at
+    the image's original size / foreground pixels drawn from an empty mask).
+    ``cumulative_correction_pixels`` / ``cumulative_scratch_pixels`` are the total cost of the
+    labelled set the round was *trained on* (the initial set counts as drawn from scratch in
+    both), i.e. the effort that bought the round's Dice.
+``summary.csv``
+    per strategy, statistics over seeds (:func:`napari_alunet.experiment.report.summarise`).
+``learning_curves.png/.svg``, ``dice_vs_effort.png/.svg``
+    :mod:`napari_alunet.experiment.plots`.
+``config.json``
+    the resolved configuration, versions, device, command line and the splits. Running the same
+    experiment again resumes it: finished rounds are skipped, an unfinished run continues from
+    the labelled set recorded in ``rounds.csv``; different settings are refused.
+``resume_model.pt``
+    the newest model of the run in progress (warm start only), so that a resumed warm-started
+    run continues from the same weights; removed when the experiment finishes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Generator, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from napari_alunet.config import ExperimentConfig, from_dict, model_preset, to_dict
+from napari_alunet.experiment.report import FULL
+
+CONFIG_FILE = "config.json"
+ROUNDS_FILE = "rounds.csv"
+SUMMARY_FILE = "summary.csv"
+RESUME_MODEL = "resume_model.pt"
+
+#: config.json keys that may change between a run and its resume (they do not change what is
+#: computed, only where or how fast).
+RESUMABLE_DIFFERENCES = ("experiment.train.device", "experiment.train.num_threads",
+                         "experiment.acquisition.batch_size")
+
+#: Offsets mixed into seeds so that the test split, the initial sets and the training seeds do
+#: not draw from the same stream.
+_TEST_STREAM, _INITIAL_STREAM = 7, 11
+
+
+# -- events and result ----------------------------------------------------------------------------
+@dataclass
+class ExperimentPlan:
+    """First event: what will run. ``done_rows`` rows are already in rounds.csv (a resume)."""
+
+    out: Path
+    n_images: int
+    n_train_pool: int
+    n_test: int
+    sizes: list[int]
+    runs: list[tuple[str, int]]
+    total_rows: int
+    done_rows: int
+    device: str
+    skipped_images: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RoundStarted:
+    """A round of one (strategy, seed) run begins; ``stage`` is ``'train'`` or ``'score'``."""
+
+    strategy: str
+    seed: int
+    round: int
+    n_labelled: int
+    fraction: float
+    stage: str
+    epochs: int
+
+
+@dataclass
+class RoundRecorded:
+    """A round's row was appended (and fsynced) to rounds.csv."""
+
+    strategy: str
+    seed: int
+    round: int
+    row: dict[str, Any]
+
+
+@dataclass
+class ReportWritten:
+    """summary.csv and the figures were (re)written."""
+
+    paths: list[Path]
+
+
+@dataclass
+class ExperimentResult:
+    """What :func:`run_experiment` returns.
+
+    Attributes
+    ----------
+    out : the output folder.
+    rounds : the full rounds.csv table (pandas DataFrame).
+    summary : the summary.csv table.
+    figures : paths of the PNG and SVG figures.
+    rows_written : rows this call appended (0 when everything was already done).
+    rows_resumed : rows found from an earlier call.
+    """
+
+    out: Path
+    rounds: Any
+    summary: Any
+    figures: list[Path]
+    rows_written: int
+    rows_resumed: int
+
+
+# -- the pool --------------------------------------------------------------------------------------
+@dataclass
+class Pool:
+    """The whole labelled pool in memory.
+
+    Attributes
+    ----------
+    names : image names; an image's id is its index here (names sorted for directories,
+        generation order for the sample).
+    images : (N, 1, S, S) float32 letter-boxed, standardised model inputs.
+    labels : (N, S, S) uint8 letter-boxed ground truth.
+    truth : N arrays (h_i, w_i) uint8, the ground truth at original size (for correction cost).
+    boxes : N :class:`~napari_alunet.data.geometry.Letterbox` transforms.
+    foreground : (N,) int64 foreground pixels of each original ground truth (scratch cost).
+    class_names : class names in index order.
+    skipped : names of images left out (no ground truth to replay).
+    """
+
+    names: list[str]
+    images: np.ndarray
+    labels: np.ndarray
+    truth: list[np.ndarray]
+    boxes: list[Any]
+    foreground: np.ndarray
+    class_names: tuple[str, ...]
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def load_batch(self, ids: Sequence[int]) -> np.ndarray:
+        """``score_pool``'s loader over the in-memory arrays: (len(ids), 1, S, S) float32."""
+        return self.images[np.asarray(ids, dtype=np.intp)]
+
+    def correction_pixels(self, ids: Sequence[int], predictions: np.ndarray) -> np.ndarray:
+        """(len(ids),) pixels a reviewer changes: proposal vs truth at the original size.
+
+        ``predictions`` is (len(ids), S, S) uint8 on the canvas; it is mapped back through each
+        image's letter-box, so padding never counts and every original pixel counts once.
+        """
+        return np.array([
+            int(np.count_nonzero(self.boxes[i].invert_labels(p) != self.truth[i]))
+            for i, p in zip(ids, predictions)], dtype=np.int64)
+
+
+def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None = None) -> Pool:
+    """Load the experiment's pool: the synthetic sample or a folder with ground truth.
+
+    Parameters
+    ----------
+    config : ``data`` is ``"sample"`` (``sample_n`` images from the synthetic generator with
+        ``sample_seed``) or a folder in one of the layouts of :func:`napari_alunet.data.io
+        .scan_pool`; ``model.input_size`` is the canvas side.
+    sample_shape : (h, w) of every sample image; None draws realistic sizes.
+
+    Raises
+    ------
+    ValueError
+        a folder without masks (the oracle needs ground truth), or fewer than four images.
+    """
+    from napari_alunet.config import DEFAULT_CLASS_COLOURS, DEFAULT_CLASS_NAMES
+    from napari_alunet.data.dataset import prepare_image
+    from napari_alunet.data.geometry import Letterbox
+
+    size = config.model.input_size
+    names: list[str] = []
+    originals: list[np.ndarray] = []
+    truths: list[np.ndarray] = []
+    skipped: list[str] = []
+    if config.data == "sample":
+        from napari_alunet.data.synthetic import generate_pool
+
+        for name, image, labels, _params in generate_pool(config.sample_n, config.sample_seed,
+                                                          shape=sample_shape):
+            names.append(str(name))
+            originals.append(image)
+            truths.append(np.asarray(labels, dtype=np.uint8))
+    else:
+        from napari_alunet.data import io as dio
+
+        listing = dio.scan_pool(config.data)
+        if listing.layout == "images":
+            raise ValueError(
+                f"{config.data}: only images, no masks; an oracle-replay experiment needs the "
+                "ground truth of every image (GT_ICM/GT_TE/GT_ZP/ or masks/ next to images/)"
+            )
+        for item in listing.items:
+            labels = dio.load_item_labels(item, listing.layout, DEFAULT_CLASS_COLOURS)
+            if labels is None:
+                skipped.append(item.name)
+                continue
+            names.append(item.name)
+            originals.append(dio.read_image(item.image_path))
+            truths.append(labels)
+    if len(names) < 4:
+        raise ValueError(
+            f"{len(names)} image(s) with ground truth: an experiment needs at least 4 (test, "
+            "initial and pool images); use a bigger pool or --sample-n"
+        )
+    images = np.empty((len(names), 1, size, size), dtype=np.float32)
+    canvas = np.empty((len(names), size, size), dtype=np.uint8)
+    boxes = []
+    for i, (image, labels) in enumerate(zip(originals, truths)):
+        if image.shape[:2] != labels.shape:
+            raise ValueError(f"{names[i]}: image {image.shape} and labels {labels.shape} differ")
+        images[i, 0], box = prepare_image(image, size)
+        canvas[i] = box.apply_labels(labels)
+        boxes.append(box)
+    assert all(isinstance(b, Letterbox) for b in boxes)
+    foreground = np.array([int(np.count_nonzero(t)) for t in truths], dtype=np.int64)
+    return Pool(names, images, canvas, truths, boxes, foreground, tuple(DEFAULT_CLASS_NAMES),
+                skipped)
+
+
+# -- splits and schedule -----------------------------------------------------------------------------
+@dataclass
+class Splits:
+    """The fixed test split and each seed's initial labelled set (image ids, ascending)."""
+
+    test: list[int]
+    train_pool: list[int]
+    initial: dict[int, list[int]]
+
+
+def make_splits(n_images: int, config: ExperimentConfig) -> Splits:
+    """One test split for the whole experiment, one initial labelled set per seed.
+
+    The test split depends on ``sample_seed`` only, so every (strategy, seed) pair is evaluated
+    on the same images; the initial set of seed ``s`` depends on ``s`` only, so every strategy
+    of a seed starts from the same labels.
+    """
+    ids = np.arange(n_images)
+    n_test = round(config.test_fraction * n_images)
+    if config.test_fraction > 0:
+        n_test = max(1, n_test)
+    rng = np.random.default_rng([config.sample_seed, _TEST_STREAM])
+    test = sorted(int(i) for i in rng.permutation(ids)[:n_test])
+    train_pool = sorted(set(ids.tolist()) - set(test))
+    n0 = initial_size(len(train_pool), config.initial_fraction)
+    if n0 > len(train_pool):
+        raise ValueError(
+            f"{len(train_pool)} training image(s) cannot hold an initial set of {n0}: lower "
+            "--test-fraction or use more images"
+        )
+    initial = {}
+    for seed in range(config.seeds):
+        rng = np.random.default_rng([seed, _INITIAL_STREAM])
+        initial[seed] = sorted(int(i) for i in rng.choice(train_pool, size=n0, replace=False))
+    return Splits(test, train_pool, initial)
+
+
+def initial_size(n_train_pool: int, fraction: float) -> int:
+    """Images in the initial labelled set: ``round(fraction * n)``, at least 2 (one to train,
+    one to validate on)."""
+    return max(2, round(fraction * n_train_pool))
+
+
+def planned_sizes(n0: int, k: int, n_train_pool: int, *, rounds: int | None,
+                  until_fraction: float | None) -> list[int]:
+    """Labelled-set size of each round, round 0 first.
+
+    Stops after ``rounds`` acquisitions, or at the first round whose labelled fraction reaches
+    ``until_fraction``, whichever comes first, and always when the pool is used up.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    sizes = [n0]
+    while sizes[-1] < n_train_pool:
+        if rounds is not None and len(sizes) - 1 >= rounds:
+            break
+        if until_fraction is not None and sizes[-1] / n_train_pool >= until_fraction - 1e-9:
+            break
+        sizes.append(min(n_train_pool, sizes[-1] + k))
+    return sizes
+
+
+def round_columns(class_names: Sequence[str]) -> list[str]:
+    """The columns of rounds.csv, in order."""
+    return [
+        "strategy", "seed", "round", "n_labelled", "n_train_pool", "fraction", "mean_dice",
+        *[f"dice_{n}" for n in class_names], "mean_iou", "pixel_accuracy", "ece", "n_train",
+        "n_val", "init", "epochs", "best_epoch", "stopped_early", "best_val_dice",
+        "train_seconds", "score_seconds", "n_scored", "acquired_ids", "correction_pixels",
+        "scratch_pixels", "cumulative_correction_pixels", "cumulative_scratch_pixels",
+    ]
+
+
+# -- configuration file ---------------------------------------------------------------------------
+def make_config(*, preset: str = "cpu", epochs: int | None = None, patience: int | None = None,
+                device: str | None = None, subset: int | None = None, warm_start: bool = True,
+                threads: int | None = None, **fields: Any) -> ExperimentConfig:
+    """An :class:`ExperimentConfig` with the model of ``preset`` and consistent sub-configs.
+
+    ``threads`` sets ``train.num_threads`` (torch intra-op threads for the whole experiment;
+    0 leaves torch's default). ``fields`` are ExperimentConfig fields (``strategies``,
+    ``seeds``, ``k``, ...). The
+    acquisition config gets the experiment's ``k`` and ``passes`` so the saved config does not
+    hold two different values of either.
+    """
+    config = ExperimentConfig(preset=preset, model=model_preset(preset), **fields)
+    train_changes: dict[str, Any] = {"warm_start": warm_start}
+    if epochs is not None:
+        train_changes["epochs"] = epochs
+    if patience is not None:
+        train_changes["patience"] = patience
+    if device is not None:
+        train_changes["device"] = device
+    if threads is not None:
+        train_changes["num_threads"] = threads
+    config.train = dataclasses.replace(config.train, **train_changes)
+    config.acquisition = dataclasses.replace(config.acquisition, k=config.k,
+                                             passes=config.passes, subset=subset)
+    config.strategies = tuple(config.strategies)
+    if config.data != "sample":
+        config.data = str(Path(config.data).expanduser().resolve())
+    return config
+
+
+def _check_config(config: ExperimentConfig) -> None:
+    from napari_alunet.acquisition import strategy_map
+
+    if not config.strategies:
+        raise ValueError("give at least one strategy")
+    if len(set(config.strategies)) != len(config.strategies):
+        raise ValueError(f"strategies repeat: {' '.join(config.strategies)}")
+    for s in config.strategies:
+        if s == FULL:
+            raise ValueError(f"'{FULL}' is the name of the full-data baseline, not a strategy")
+        strategy_map(s)
+    if config.seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {config.seeds}")
+    if config.k < 1:
+        raise ValueError(f"k must be >= 1, got {config.k}")
+    if config.passes < 1:
+        raise ValueError(f"passes must be >= 1, got {config.passes}")
+    if config.rounds is not None and config.rounds < 0:
+        raise ValueError(f"rounds must be >= 0, got {config.rounds}")
+    if config.until_fraction is not None and not 0 < config.until_fraction <= 1:
+        raise ValueError(f"until_fraction must be in (0, 1], got {config.until_fraction}")
+    for name in ("initial_fraction", "test_fraction"):
+        value = getattr(config, name)
+        if not 0 <= value < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {value}")
+    if config.test_fraction == 0:
+        raise ValueError("test_fraction must be > 0: the curves are measured on the test pool")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(d, tuple):
+        d = [list(v) if isinstance(v, tuple) else v for v in d]
+    return {prefix[:-1]: d}
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Human-readable ``key: old -> new`` lines for the resumable parts of two config.json."""
+    a = _flatten(json.loads(json.dumps({k: old.get(k) for k in _COMPARED})))
+    b = _flatten(json.loads(json.dumps({k: new.get(k) for k in _COMPARED})))
+    lines = []
+    for key in sorted(set(a) | set(b)):
+        if key in RESUMABLE_DIFFERENCES:
+            continue
+        if a.get(key, "<absent>") != b.get(key, "<absent>"):
+            lines.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+    return lines
+
+
+#: The parts of config.json that define the experiment's results.
+_COMPARED = ("experiment", "sample_shape", "generator_version", "pool")
+
+
+def _config_record(config: ExperimentConfig, pool: Pool, splits: Splits,
+                   sample_shape: tuple[int, int] | None, device: str,
+                   command: str | None) -> dict[str, Any]:
+    import torch
+
+    from napari_alunet import __version__
+
+    generator_version = None
+    if config.data == "sample":
+        from napari_alunet.data.synthetic import GENERATOR_VERSION
+
+        generator_version = GENERATOR_VERSION
+    return {
+        "experiment": to_dict(config),
+        "sample_shape": list(sample_shape) if sample_shape is not None else None,
+        "generator_version": generator_version,
+        "pool": {
+            "n_images": len(pool), "names": pool.names, "skipped": pool.skipped,
+            "class_names": list(pool.class_names), "test_ids": splits.test,
+            "initial_ids": {str(s): v for s, v in splits.initial.items()},
+        },
+        "versions": {
+            "napari_alunet": __version__, "torch": torch.__version__,
+            "numpy": np.__version__, "python": sys.version.split()[0],
+        },
+        "device": device,
+        "command": command,
+        "sessions": [{"started": _now(), "device": device, "command": command}],
+    }
+
+
+def load_experiment_config(out: str | os.PathLike[str]) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """The ExperimentConfig (and the whole record) saved in ``out/config.json``."""
+    record = json.loads((Path(out) / CONFIG_FILE).read_text())
+    experiment = dict(record["experiment"])
+    for key, cls in (("model", "ModelConfig"), ("train", "TrainConfig"),
+                     ("acquisition", "AcquisitionConfig")):
+        from napari_alunet import config as cfg
+
+        experiment[key] = from_dict(getattr(cfg, cls), experiment[key])
+    experiment["strategies"] = tuple(experiment["strategies"])
+    return ExperimentConfig(**experiment), record
+
+
+def _prepare_out(out: Path, record: dict[str, Any]) -> None:
+    """Write config.json, or check it against an existing one (resume)."""
+    from napari_alunet.fileio import atomic_write_bytes
+
+    path = out / CONFIG_FILE
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path} is unreadable ({exc}); use a new --out") from None
+        differences = config_differences(old, record)
+        if differences:
+            raise ValueError(
+                f"{out} holds an experiment with different settings, so it cannot be resumed; "
+                "use a new --out (or the original arguments). Differences (saved -> now):\n  "
+                + "\n  ".join(differences)
+            )
+        old.setdefault("sessions", []).extend(record["sessions"])
+        record = old
+    elif (out / ROUNDS_FILE).exists():
+        raise ValueError(f"{out} has {ROUNDS_FILE} but no {CONFIG_FILE}: use a new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
+
+
+# -- rounds.csv -------------------------------------------------------------------------------------
+def _format(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value))
+    if isinstance(value, float | np.floating):
+        return "" if math.isnan(value) else repr(float(value))
+    if isinstance(value, list | tuple):
+        return " ".join(str(int(v)) for v in value)
+    return str(value)
+
+
+class RoundsFile:
+    """Append-only rounds.csv: every row flushed and fsynced before the round counts as done."""
+
+    def __init__(self, path: Path, columns: list[str]) -> None:
+        self.path = path
+        self.columns = columns
+        if not path.exists() or path.stat().st_size == 0:
+            self._append(",".join(columns) + "\n")
+            return
+        self._repair()
+        with path.open(newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if header != columns:
+            raise ValueError(
+                f"{path} has columns {header} but this experiment writes {columns}; use a new "
+                "--out"
+            )
+
+    def _repair(self) -> None:
+        # A crash in the middle of a write leaves a last line without its newline: drop it, that
+        # round was not recorded (and will be recomputed).
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            with self.path.open("r+b") as handle:
+                handle.truncate(keep)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+    def _append(self, text: str) -> None:
+        with self.path.open("a", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def append(self, row: dict[str, Any]) -> None:
+        buffer = io.StringIO()
+        csv.writer(buffer, lineterminator="\n").writerow(
+            [_format(row.get(c)) for c in self.columns])
+        self._append(buffer.getvalue())
+
+    def read(self) -> Any:
+        """The table so far (see :func:`read_rounds`)."""
+        return read_rounds(self.path)
+
+
+def read_rounds(path: str | os.PathLike[str]) -> Any:
+    """rounds.csv as a pandas DataFrame; duplicates of (strategy, seed, round) dropped."""
+    import pandas as pd
+
+    table = pd.read_csv(path, dtype={"acquired_ids": str, "strategy": str, "init": str})
+    table["acquired_ids"] = table["acquired_ids"].fillna("")
+    return table.drop_duplicates(["strategy", "seed", "round"], keep="first").reset_index(
+        drop=True)
+
+
+def parse_ids(text: Any) -> list[int]:
+    """``'3 17 5'`` -> ``[3, 17, 5]`` (empty or NaN -> [])."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return []
+    return [int(t) for t in str(text).split()]
+
+
+# -- the experiment ----------------------------------------------------------------------------------
+@dataclass
+class _Context:
+    config: ExperimentConfig
+    pool: Pool
+    splits: Splits
+    sizes: list[int]
+    device: Any
+    out: Path
+    rounds_file: RoundsFile
+    shared_round0: dict[int, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
+
+
+def run_experiment(
+    config: ExperimentConfig,
+    out: str | os.PathLike[str],
+    *,
+    sample_shape: tuple[int, int] | None = None,
+    command: str | None = None,
+    pool: Pool | None = None,
+) -> Generator[Any, None, ExperimentResult]:
+    """Run (or resume) an oracle-replay experiment, yielding progress events.
+
+    Parameters
+    ----------
+    config : the experiment (see :func:`make_config`); ``model`` is the architecture,
+        ``train`` the per-round training (``warm_start`` False resets the weights to the seed's
+        initial weights every round), ``acquisition`` the scoring (``subset``, ``reduction``,
+        ``diversity``, ``batch_size``; strategy, k, passes and seed are set per round).
+    out : output folder (created). If it holds an experiment with the same settings, that
+        experiment is resumed; otherwise ``ValueError`` lists the differing settings.
+    sample_shape : (h, w) of synthetic images (``config.data == "sample"``); None: realistic
+        sizes. Saved in config.json.
+    command : the command line, saved in config.json.
+    pool : an already loaded pool (tests); default :func:`load_pool`.
+
+    Yields
+    ------
+    ExperimentPlan once, then per round :class:`RoundStarted`, the engine's ``StepEvent`` /
+    ``EpochEvent``, the scorer's ``ScoreProgress`` and :class:`RoundRecorded`; finally
+    :class:`ReportWritten`. Closing the generator stops after the current batch; every round
+    already recorded stays in rounds.csv and the next call resumes from there.
+
+    Returns
+    -------
+    ExperimentResult
+    """
+    from napari_alunet.training.device import resolve_device
+
+    _check_config(config)
+    out = Path(out)
+    pool = pool if pool is not None else load_pool(config, sample_shape=sample_shape)
+    if config.model.n_classes != len(pool.class_names):
+        raise ValueError(f"the model has {config.model.n_classes} classes but the pool "
+                         f"{len(pool.class_names)} ({', '.join(pool.class_names)})")
+    splits = make_splits(len(pool), config)
+    n_train_pool = len(splits.train_pool)
+    sizes = planned_sizes(len(splits.initial[0]), config.k, n_train_pool, rounds=config.rounds,
+                          until_fraction=config.until_fraction)
+    device = resolve_device(config.train.device)
+    record = _config_record(config, pool, splits, sample_shape, str(device), command)
+    _prepare_out(out, record)
+    rounds_file = RoundsFile(out / ROUNDS_FILE, round_columns(pool.class_names))
+    done = _done_rows(rounds_file)
+
+    order: list[tuple[str, int]] = []
+    for seed in range(config.seeds):
+        # Seed-major order: an interrupted experiment holds complete, paired seeds.
+        order.append((FULL, seed))
+        order.extend((strategy, seed) for strategy in config.strategies)
+    total = sum(1 if s == FULL else len(sizes) for s, _ in order)
+    done_rows = sum(len(done.get(run, {})) for run in order)
+    yield ExperimentPlan(out, len(pool), n_train_pool, len(splits.test), sizes, order, total,
+                         done_rows, str(device), pool.skipped)
+
+    ctx = _Context(config, pool, splits, sizes, device, out, rounds_file)
+    written = 0
+    with _torch_threads(config.train.num_threads):
+        for strategy, seed in order:
+            previous = done.get((strategy, seed), {})
+            if strategy == FULL:
+                ctx.shared_round0.clear()  # a new seed: the last seed's round 0 is not needed
+                if 0 not in previous:
+                    yield from _full_run(ctx, seed)
+                    written += 1
+                continue
+            if len(previous) >= len(sizes):
+                continue
+            written += yield from _active_run(ctx, strategy, seed, previous)
+            _write_summary(ctx)
+
+    paths = yield from _report(ctx)
+    (out / RESUME_MODEL).unlink(missing_ok=True)
+    rounds = rounds_file.read()
+    import pandas as pd
+
+    summary = pd.read_csv(out / SUMMARY_FILE)
+    return ExperimentResult(out, rounds, summary, paths, written, done_rows)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """Use ``n`` intra-op threads (0: leave torch's choice) for the whole experiment.
+
+    On a small shared CPU, two processes that each spin two OpenMP threads on two cores run
+    several times slower than with one thread each (measured: 0.04 vs 0.17 s per 128² image
+    and epoch), and scoring and evaluation run outside ``fit``, which sets threads only for
+    itself. The setting is process-wide; it is restored when the experiment ends or is closed.
+    """
+    import torch
+
+    saved = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n > 0:
+            torch.set_num_threads(saved)
+
+
+def _done_rows(rounds_file: RoundsFile) -> dict[tuple[str, int], dict[int, dict[str, Any]]]:
+    table = rounds_file.read()
+    done: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
+    for row in table.to_dict("records"):
+        done.setdefault((str(row["strategy"]), int(row["seed"])), {})[int(row["round"])] = row
+    return done
+
+
+def _train_seed(seed: int, round_idx: int) -> int:
+    # Depends on (seed, round) only: the same across strategies, so round 0 is shared exactly.
+    return seed * 1000 + round_idx
+
+
+def _metrics_row(metrics: dict[str, float], class_names: Sequence[str]) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "mean_dice": metrics["mean_dice"], "mean_iou": metrics.get("mean_iou", math.nan),
+        "pixel_accuracy": metrics["pixel_accuracy"], "ece": metrics.get("ece", math.nan),
+    }
+    for i, name in enumerate(class_names):
+        row[f"dice_{name}"] = metrics.get(f"dice_{i}", math.nan)
+    return row
+
+
+def _train_and_evaluate(ctx: _Context, model: Any, labelled: Sequence[int], seed: int,
+                        round_idx: int) -> Generator[Any, None, dict[str, Any]]:
+    """Fit on ``labelled`` (validation drawn from it), evaluate on the test pool."""
+    from napari_alunet.data.dataset import validation_split
+    from napari_alunet.training.engine import evaluate, fit
+
+    cfg = ctx.config
+    # The validation split hashes (seed, image id): an image stays on its side as the labelled
+    # set grows, and the test pool is never looked at while choosing the model.
+    train_ids, val_ids = validation_split(labelled, cfg.train.validation_fraction, seed,
+                                          minimum=cfg.train.min_validation_images)
+    tr, va = np.asarray(train_ids, dtype=np.intp), np.asarray(val_ids, dtype=np.intp)
+    train_config = dataclasses.replace(cfg.train, seed=_train_seed(seed, round_idx))
+    start = time.perf_counter()
+    result = yield from fit(
+        model, ctx.pool.images[tr], ctx.pool.labels[tr],
+        ctx.pool.images[va] if len(va) else None, ctx.pool.labels[va] if len(va) else None,
+        train_config, n_classes=cfg.model.n_classes, device=ctx.device,
+    )
+    train_seconds = time.perf_counter() - start
+    test = np.asarray(ctx.splits.test, dtype=np.intp)
+    metrics = evaluate(model, ctx.pool.images[test], ctx.pool.labels[test],
+                       n_classes=cfg.model.n_classes, batch_size=cfg.acquisition.batch_size,
+                       device=ctx.device)
+    return {
+        **_metrics_row(metrics, ctx.pool.class_names),
+        "n_train": len(train_ids), "n_val": len(val_ids), "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
+        "best_val_dice": result.best_val_dice, "train_seconds": train_seconds,
+    }
+
+
+def _fresh_model(config: ExperimentConfig, seed: int) -> Any:
+    from napari_alunet.model import build_model
+    from napari_alunet.training.engine import reset_parameters
+
+    # Same initial weights for every strategy and (without warm start) every round of a seed,
+    # as BaaL resets to stored initial weights: differences come from the labels alone.
+    return reset_parameters(build_model(config.model), seed=seed)
+
+
+def _full_run(ctx: _Context, seed: int) -> Generator[Any, None, None]:
+    n = len(ctx.splits.train_pool)
+    yield RoundStarted(FULL, seed, 0, n, 1.0, "train", ctx.config.train.epochs)
+    model = _fresh_model(ctx.config, seed)
+    # Round index 999 keeps the full run's training seed apart from the active runs' rounds.
+    stats = yield from _train_and_evaluate(ctx, model, ctx.splits.train_pool, seed, 999)
+    scratch = int(ctx.pool.foreground[ctx.splits.train_pool].sum())
+    row = {"strategy": FULL, "seed": seed, "round": 0, "n_labelled": n, "n_train_pool": n,
+           "fraction": 1.0, **stats, "init": "fresh", "score_seconds": 0.0, "n_scored": 0,
+           "acquired_ids": [], "correction_pixels": 0, "scratch_pixels": 0,
+           "cumulative_correction_pixels": scratch, "cumulative_scratch_pixels": scratch}
+    ctx.rounds_file.append(row)
+    yield RoundRecorded(FULL, seed, 0, row)
+
+
+def _active_run(ctx: _Context, strategy: str, seed: int,
+                previous: dict[int, dict[str, Any]]) -> Generator[Any, None, int]:
+    """One (strategy, seed) learning curve, continuing after the rounds in ``previous``."""
+    cfg = ctx.config
+    pool, splits = ctx.pool, ctx.splits
+    n_train_pool = len(splits.train_pool)
+    last_round = len(ctx.sizes) - 1
+
+    # Replay what was recorded: the labelled set and the effort spent on it.
+    labelled = list(splits.initial[seed])
+    cum_correction = cum_scratch = int(pool.foreground[labelled].sum())
+    for r in range(len(ctx.sizes)):
+        if r not in previous:
+            break
+        acquired = parse_ids(previous[r]["acquired_ids"])
+        labelled += acquired
+        cum_correction += int(previous[r]["correction_pixels"])
+        cum_scratch += int(previous[r]["scratch_pixels"])
+    start_round = len([r for r in range(len(ctx.sizes)) if r in previous])
+    if start_round < len(previous):
+        raise ValueError(f"{ctx.rounds_file.path}: rounds of {strategy} seed {seed} have a "
+                         "gap; use a new --out")
+
+    model = None
+    if start_round > 0 and cfg.train.warm_start:
+        # Continue from the weights the interrupted run had; without them (crash before they
+        # were saved) this round starts from the seed's initial weights, and the row says so.
+        model = _load_resume_model(ctx, strategy, seed, start_round - 1)
+    written = 0
+    for r in range(start_round, len(ctx.sizes)):
+        if len(labelled) != ctx.sizes[r]:
+            raise ValueError(
+                f"{strategy} seed {seed} round {r}: {len(labelled)} labelled images but the plan "
+                f"says {ctx.sizes[r]}; rounds.csv does not belong to these settings, use a new "
+                "--out")
+        fraction = len(labelled) / n_train_pool
+        yield RoundStarted(strategy, seed, r, len(labelled), fraction, "train", cfg.train.epochs)
+        resumed = " (resumed)" if r == start_round and r > 0 else ""
+        if r == 0 and seed in ctx.shared_round0:
+            # Round 0 has the same labels, weights and seeds for every strategy of a seed:
+            # reuse its model and metrics (including its train_seconds) instead of retraining.
+            state, stats = ctx.shared_round0[seed]
+            model = _fresh_model(cfg, seed)
+            model.load_state_dict(state)
+            init = "shared round 0"
+        else:
+            if model is not None and cfg.train.warm_start and r > 0:
+                init = "warm" + resumed
+            else:
+                model = _fresh_model(cfg, seed)
+                init = "fresh" + resumed
+            stats = yield from _train_and_evaluate(ctx, model, labelled, seed, r)
+            if r == 0:
+                ctx.shared_round0[seed] = (
+                    {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, stats)
+
+        acquired: list[int] = []
+        correction = scratch = 0
+        score_seconds, n_scored = 0.0, 0
+        if r < last_round:
+            yield RoundStarted(strategy, seed, r, len(labelled), fraction, "score",
+                               cfg.train.epochs)
+            start = time.perf_counter()
+            acquired, n_scored, costs = yield from _acquire(ctx, model, strategy, seed, r,
+                                                            labelled, ctx.sizes[r + 1] - len(labelled))
+            score_seconds = time.perf_counter() - start
+            correction, scratch = int(costs.sum()), int(pool.foreground[acquired].sum())
+        row = {"strategy": strategy, "seed": seed, "round": r, "n_labelled": len(labelled),
+               "n_train_pool": n_train_pool, "fraction": fraction, **stats, "init": init,
+               "score_seconds": score_seconds, "n_scored": n_scored, "acquired_ids": acquired,
+               "correction_pixels": correction, "scratch_pixels": scratch,
+               "cumulative_correction_pixels": cum_correction,
+               "cumulative_scratch_pixels": cum_scratch}
+        if cfg.train.warm_start and r < last_round:
+            _save_resume_model(ctx, model, strategy, seed, r)
+        ctx.rounds_file.append(row)
+        written += 1
+        yield RoundRecorded(strategy, seed, r, row)
+        labelled += acquired
+        cum_correction += correction
+        cum_scratch += scratch
+    return written
+
+
+def _acquire(ctx: _Context, model: Any, strategy: str, seed: int, round_idx: int,
+             labelled: Sequence[int], k: int) -> Generator[Any, None, tuple[list[int], int, Any]]:
+    """Score the unlabelled pool, take the top ``k``, price the oracle's corrections."""
+    from napari_alunet.scoring import score_pool
+    from napari_alunet.training.engine import predict_labels
+
+    cfg = ctx.config
+    taken = set(labelled)
+    unlabelled = [i for i in ctx.splits.train_pool if i not in taken]
+    acq = dataclasses.replace(cfg.acquisition, strategy=strategy, k=cfg.k, passes=cfg.passes,
+                              seed=_train_seed(seed, round_idx))
+    result = yield from score_pool(model, unlabelled, ctx.pool.load_batch, acq,
+                                   top_k=min(k, len(unlabelled)), device=ctx.device,
+                                   keep_maps=())
+    acquired = [int(i) for i in result.ranked]
+    bad = taken.intersection(acquired) | set(ctx.splits.test).intersection(acquired)
+    if bad:  # a scorer bug would silently leak labels or test images: stop loudly instead
+        raise RuntimeError(f"the scorer proposed ids {sorted(bad)} that are labelled or test")
+    # What the reviewer is shown is the MC-mean prediction the scorer made for the chosen ids;
+    # fall back to a deterministic prediction for any id it did not return.
+    missing = [i for i in acquired if i not in result.predictions]
+    fallback = dict(zip(missing, predict_labels(model, ctx.pool.images[missing],
+                                                device=ctx.device))) if missing else {}
+    predictions = np.stack([result.predictions.get(i, fallback.get(i)) for i in acquired]) \
+        if acquired else np.empty((0,) + ctx.pool.labels.shape[1:], np.uint8)
+    costs = ctx.pool.correction_pixels(acquired, predictions)
+    return acquired, len(result.scores), costs
+
+
+def _save_resume_model(ctx: _Context, model: Any, strategy: str, seed: int, round_idx: int) -> None:
+    from napari_alunet.training.checkpoint import save_checkpoint
+
+    save_checkpoint(ctx.out / RESUME_MODEL, model, model_config=ctx.config.model,
+                    class_names=list(ctx.pool.class_names),
+                    extra={"strategy": strategy, "seed": seed, "round": round_idx})
+
+
+def _load_resume_model(ctx: _Context, strategy: str, seed: int, round_idx: int) -> Any:
+    """The saved warm-start model of exactly (strategy, seed, round), else None."""
+    from napari_alunet.training.checkpoint import CheckpointError, load_checkpoint
+
+    path = ctx.out / RESUME_MODEL
+    if not path.is_file():
+        return None
+    try:
+        model, meta = load_checkpoint(path, expected_model_config=ctx.config.model)
+    except (CheckpointError, OSError):
+        return None
+    extra = meta.get("extra") or {}
+    if (extra.get("strategy"), extra.get("seed"), extra.get("round")) != (strategy, seed,
+                                                                           round_idx):
+        return None
+    return model
+
+
+def _write_summary(ctx: _Context) -> Any:
+    from napari_alunet.experiment.report import write_summary
+
+    return write_summary(ctx.rounds_file.read(), str(ctx.out / SUMMARY_FILE))
+
+
+def _report(ctx: _Context) -> Generator[Any, None, list[Path]]:
+    paths = write_report(ctx.out, class_names=ctx.pool.class_names,
+                         subtitle=_subtitle(ctx.config, len(ctx.pool), len(ctx.splits.test)))
+    yield ReportWritten(paths)
+    return paths
+
+
+def _subtitle(config: ExperimentConfig, n_images: int, n_test: int) -> str:
+    data = "synthetic sample" if config.data == "sample" else Path(config.data).name
+    return (f"{data}, {n_images} images ({n_test} test), {config.preset} preset "
+            f"{config.model.input_size}², k={config.k}, {config.passes} MC passes, "
+            f"{'warm start' if config.train.warm_start else 'reset each round'}")
+
+
+def write_report(out: str | os.PathLike[str], *, class_names: Sequence[str] | None = None,
+                 subtitle: str | None = None) -> list[Path]:
+    """(Re)write summary.csv and the figures from ``out/rounds.csv``; returns all paths."""
+    from napari_alunet.experiment.plots import plot_dice_vs_effort, plot_learning_curves
+    from napari_alunet.experiment.report import write_summary
+
+    out = Path(out)
+    table = read_rounds(out / ROUNDS_FILE)
+    if class_names is None and (out / CONFIG_FILE).is_file():
+        class_names = json.loads((out / CONFIG_FILE).read_text())["pool"]["class_names"]
+    write_summary(table, str(out / SUMMARY_FILE))
+    paths = [out / SUMMARY_FILE]
+    if table.empty:
+        return paths
+    extra = f"\n{subtitle}" if subtitle else ""
+    paths += plot_learning_curves(
+        table, out / "learning_curves", class_names=class_names,
+        title="Test Dice vs labelled fraction (mean ± std over seeds)" + extra)
+    paths += plot_dice_vs_effort(
+        table, out / "dice_vs_effort",
+        title="Test Dice vs annotation effort (mean ± std over seeds)" + extra)
+    return paths
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+__all__ = [
+    "CONFIG_FILE", "ExperimentPlan", "ExperimentResult", "Pool", "ROUNDS_FILE", "ReportWritten",
+    "RoundRecorded", "RoundStarted", "SUMMARY_FILE", "Splits", "config_differences",
+    "initial_size", "load_experiment_config", "load_pool", "make_config", "make_splits",
+    "parse_ids", "planned_sizes", "read_rounds", "round_columns", "run_experiment",
+    "write_report",
+]

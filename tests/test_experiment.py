@@ -1,0 +1,345 @@
+"""Oracle-replay experiment runner: known-answer tests of the summary statistics, then a tiny
+end-to-end experiment (tiny preset, 16 images of 48 x 56, 2 strategies, 2 seeds, 2 rounds) and
+its resume paths."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from napari_alunet.events import drain
+from napari_alunet.experiment import (
+    aulc, dice_at, fraction_to_reach, load_pool, make_config, make_splits, paired_tests,
+    planned_sizes, read_rounds, run_experiment, summarise,
+)
+from napari_alunet.experiment.report import per_seed_statistics
+from napari_alunet.experiment.runner import (
+    ExperimentPlan, RoundRecorded, config_differences, load_experiment_config, parse_ids, round_columns,
+)
+
+
+# -- known answers --------------------------------------------------------------------------------
+def test_aulc_known_answers():
+    assert aulc([0.1, 0.3, 0.5], [0.7, 0.7, 0.7]) == pytest.approx(0.7)
+    assert aulc([0.0, 1.0], [0.0, 1.0]) == pytest.approx(0.5)
+    # Uneven spacing: area (0.2*(0.2+0.4)/2 + 0.6*(0.4+0.8)/2) / 0.8 = (0.06 + 0.36) / 0.8
+    assert aulc([0.2, 0.4, 1.0], [0.2, 0.4, 0.8]) == pytest.approx(0.525)
+    assert aulc([0.4, 0.2, 1.0], [0.4, 0.2, 0.8]) == pytest.approx(0.525)  # order-free
+    assert aulc([0.2, np.nan, 1.0], [0.2, 0.5, 0.8]) == pytest.approx(0.5)  # NaN point dropped
+    assert math.isnan(aulc([0.5], [0.9]))
+    assert math.isnan(aulc([0.5, 0.5], [0.1, 0.9]))
+
+
+def test_dice_at_interpolates_without_extrapolating():
+    x, y = [0.1, 0.2, 0.4], [0.5, 0.7, 0.8]
+    out = dice_at(x, y, [0.05, 0.1, 0.15, 0.3, 0.4, 0.5])
+    np.testing.assert_allclose(out[1:5], [0.5, 0.6, 0.75, 0.8])
+    assert np.isnan(out[0]) and np.isnan(out[5])
+    # Float noise at the ends counts as reached.
+    assert dice_at([0.1, 0.30000000000000004], [0.2, 0.4], 0.3)[0] == pytest.approx(0.4)
+    assert np.isnan(dice_at([], [], 0.2)).all()
+
+
+def test_fraction_to_reach_first_crossing():
+    x = [0.1, 0.2, 0.3, 0.4]
+    assert fraction_to_reach(x, [0.5, 0.6, 0.8, 0.9], 0.7) == pytest.approx(0.25)
+    assert fraction_to_reach(x, [0.5, 0.6, 0.8, 0.9], 0.8) == pytest.approx(0.3)
+    assert fraction_to_reach(x, [0.9, 0.6, 0.8, 0.9], 0.7) == pytest.approx(0.1)  # starts there
+    # Not monotone: the first crossing counts, not a later one.
+    assert fraction_to_reach(x, [0.5, 0.9, 0.6, 0.95], 0.85) == pytest.approx(0.1 + 0.1 * 0.875)
+    assert math.isnan(fraction_to_reach(x, [0.5, 0.6, 0.65, 0.6], 0.7))
+    assert math.isnan(fraction_to_reach(x, [0.5, 0.6, 0.65, 0.6], math.nan))
+
+
+def test_paired_tests_match_scipy_and_respect_sample_sizes():
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.6, 0.7, 6)
+    table = pd.DataFrame({"random": base, "bald": base + rng.normal(0.02, 0.01, 6),
+                          "kl": base})
+    out = paired_tests(table)
+    assert math.isnan(out.loc["random", "t_pvalue"])
+    assert out.loc["bald", "t_pvalue"] == pytest.approx(
+        stats.ttest_rel(table["bald"], table["random"]).pvalue)
+    assert out.loc["bald", "wilcoxon_pvalue"] == pytest.approx(
+        stats.wilcoxon(table["bald"], table["random"]).pvalue)
+    assert out.loc["bald", "mean_diff"] == pytest.approx((table["bald"] - base).mean())
+    assert out.loc["kl", "wilcoxon_pvalue"] == 1.0  # identical curves
+    few = paired_tests(table.iloc[:5])
+    assert np.isnan(few.loc["bald", "wilcoxon_pvalue"])  # < 6 seeds: no Wilcoxon
+    assert np.isfinite(few.loc["bald", "t_pvalue"])
+    one = paired_tests(table.iloc[:1])
+    assert np.isnan(one.loc["bald", "t_pvalue"]) and one.loc["bald", "n_pairs"] == 1
+
+
+def test_summarise_hand_made_table():
+    rows = []
+    for seed, full in ((0, 0.8), (1, 1.0)):
+        rows.append({"strategy": "full", "seed": seed, "round": 0, "fraction": 1.0,
+                     "mean_dice": full})
+        for r, (x, y) in enumerate(zip([0.1, 0.2, 0.3], [0.5, 0.7, 0.78])):
+            rows.append({"strategy": "random", "seed": seed, "round": r, "fraction": x,
+                         "mean_dice": y})
+            rows.append({"strategy": "bald", "seed": seed, "round": r, "fraction": x,
+                         "mean_dice": y + 0.1 * seed + 0.05})
+    table = pd.DataFrame(rows)
+    summary = summarise(table).set_index("strategy")
+    assert list(summary.index) == ["random", "bald", "full"]
+    r = summary.loc["random"]
+    assert r["aulc_mean"] == pytest.approx(aulc([0.1, 0.2, 0.3], [0.5, 0.7, 0.78]))
+    assert r["aulc_std"] == pytest.approx(0.0)
+    assert r["dice_at_10"] == pytest.approx(0.5)
+    assert r["dice_at_20"] == pytest.approx(0.7)
+    assert np.isnan(r["dice_at_50"])
+    # Seed 0: 95 % of 0.8 = 0.76, reached between 0.2 (0.7) and 0.3 (0.78) at 0.275; seed 1
+    # (target 0.95) never: mean over the seeds that reached, and the count.
+    assert r["fraction_to_95"] == pytest.approx(0.275)
+    assert r["reached_95"] == 1
+    assert r["full_dice"] == pytest.approx(0.9)
+    b = summary.loc["bald"]
+    assert b["aulc_diff_vs_random"] == pytest.approx(0.1)  # 0.05 and 0.15
+    assert b["t_pvalue"] == pytest.approx(
+        stats.ttest_rel([0.05 + a for a in (0, 0.1)], [0, 0]).pvalue)
+    assert summary.loc["full", "full_dice"] == pytest.approx(0.9)
+    per_seed = per_seed_statistics(table)
+    assert set(per_seed["strategy"]) == {"random", "bald"}
+
+
+def test_planned_sizes():
+    assert planned_sizes(4, 3, 38, rounds=None, until_fraction=0.5) == [4, 7, 10, 13, 16, 19]
+    assert planned_sizes(4, 3, 38, rounds=2, until_fraction=0.5) == [4, 7, 10]
+    assert planned_sizes(4, 3, 38, rounds=10, until_fraction=0.2) == [4, 7, 10]
+    assert planned_sizes(2, 4, 9, rounds=None, until_fraction=None) == [2, 6, 9]
+    assert planned_sizes(2, 2, 10, rounds=0, until_fraction=None) == [2]
+
+
+def test_splits_are_shared_and_seeded():
+    config = make_config(preset="tiny", seeds=3, sample_n=30)
+    a, b = make_splits(30, config), make_splits(30, config)
+    assert a == b
+    assert len(a.test) == 6 and not set(a.test) & set(a.train_pool)
+    assert all(len(v) == 2 and not set(v) & set(a.test) for v in a.initial.values())
+    assert a.initial[0] != a.initial[1] or a.initial[1] != a.initial[2]
+    other = make_splits(30, make_config(preset="tiny", seeds=3, sample_n=30, sample_seed=1))
+    assert other.test != a.test  # the test split follows sample_seed, not the run seed
+    assert parse_ids("3 17 5") == [3, 17, 5] and parse_ids("") == [] and parse_ids(np.nan) == []
+
+
+def test_complete_runs_leave_out_unfinished_curves():
+    from napari_alunet.experiment.report import complete_runs
+
+    table = pd.DataFrame({"strategy": ["full", "a", "a", "b", "b", "a"],
+                          "seed": [0, 0, 0, 0, 0, 1], "round": [0, 0, 1, 0, 1, 0],
+                          "fraction": [1, 0.1, 0.2, 0.1, 0.2, 0.1],
+                          "mean_dice": [0.9, 0.5, 0.6, 0.5, 0.6, 0.5]})
+    kept = complete_runs(table)
+    assert list(kept.index) == [0, 1, 2, 3, 4]  # 'a' seed 1 has one round of two
+    assert summarise(table).set_index("strategy").loc["a", "n_seeds"] == 1
+
+
+def test_folder_pool_matches_the_generator(tmp_path):
+    from napari_alunet.data.synthetic import generate_pool, write_sample_pool
+
+    write_sample_pool(tmp_path / "pool", 6, 3, layout="binary", shape=(40, 44))
+    config = tiny_config(data=str(tmp_path / "pool"), sample_n=6, sample_seed=3)
+    assert config.data == str((tmp_path / "pool").resolve())
+    folder = load_pool(config)
+    sample = load_pool(tiny_config(sample_n=6, sample_seed=3), sample_shape=(40, 44))
+    assert folder.names == sample.names == [n for n, *_ in generate_pool(6, 3, shape=(40, 44))]
+    np.testing.assert_array_equal(folder.labels, sample.labels)
+    np.testing.assert_allclose(folder.images, sample.images)
+    assert folder.foreground.tolist() == sample.foreground.tolist()
+    with pytest.raises(ValueError, match="at least 4"):
+        load_pool(tiny_config(sample_n=3))
+
+
+def test_config_differences_names_fields():
+    old = {"experiment": {"k": 2, "train": {"epochs": 1, "device": "cpu"}}, "pool": {"n": 1}}
+    new = {"experiment": {"k": 3, "train": {"epochs": 1, "device": "cuda"}}, "pool": {"n": 1}}
+    assert config_differences(old, new) == ["experiment.k: 2 -> 3"]  # device may change
+
+
+# -- a tiny experiment, end to end ----------------------------------------------------------------
+SHAPE = (48, 56)
+STRATEGIES = ("random", "bald")
+
+
+def tiny_config(**overrides):
+    # One torch thread: the test machines have two busy cores, where two spinning OpenMP
+    # threads per process run several times slower.
+    fields = {"preset": "tiny", "epochs": 2, "patience": 2, "device": "cpu", "threads": 1,
+              "strategies": STRATEGIES, "seeds": 2, "k": 2, "rounds": 2,
+              "until_fraction": None, "sample_n": 16, "passes": 3}
+    fields.update(overrides)
+    return make_config(**fields)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    return load_pool(tiny_config(), sample_shape=SHAPE)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, pool):
+    out = tmp_path_factory.mktemp("experiment")
+    events = []
+    result = drain(run_experiment(tiny_config(), out, sample_shape=SHAPE, pool=pool,
+                                  command="pytest"), events.append)
+    return out, result, events
+
+
+def test_rounds_csv_columns_and_values(finished, pool):
+    out, result, events = finished
+    table = read_rounds(out / "rounds.csv")
+    assert list(table.columns) == round_columns(pool.class_names)
+    assert "dice_ICM" in table and "cumulative_scratch_pixels" in table
+    assert len(table) == 2 * (len(STRATEGIES) * 3 + 1)
+    assert not table.duplicated(["strategy", "seed", "round"]).any()
+    assert result.rows_written == len(table) and result.rows_resumed == 0
+    record = json.loads((out / "config.json").read_text())
+    test_ids = set(record["pool"]["test_ids"])
+    assert record["generator_version"] and record["sample_shape"] == list(SHAPE)
+    assert record["versions"]["torch"] and record["command"] == "pytest"
+    n_train_pool = 16 - len(test_ids)
+    assert (table["n_train_pool"] == n_train_pool).all()
+    for (strategy, seed), run in table[table["strategy"] != "full"].groupby(["strategy", "seed"]):
+        run = run.sort_values("round")
+        assert list(run["round"]) == [0, 1, 2]
+        assert np.all(np.diff(run["fraction"]) > 0)
+        assert list(run["n_labelled"]) == [2, 4, 6]
+        np.testing.assert_allclose(run["fraction"], run["n_labelled"] / n_train_pool)
+        labelled = set(record["pool"]["initial_ids"][str(seed)])
+        cum = int(pool.foreground[sorted(labelled)].sum())
+        for row in run.itertuples():
+            acquired = parse_ids(row.acquired_ids)
+            assert len(acquired) == (2 if row.round < 2 else 0)
+            assert not labelled & set(acquired), "acquired an already labelled image"
+            assert not test_ids & set(acquired), "acquired a test image"
+            assert row.scratch_pixels == int(pool.foreground[acquired].sum())
+            assert 0 <= row.correction_pixels <= sum(pool.truth[i].size for i in acquired)
+            assert row.cumulative_scratch_pixels == cum
+            assert 0 <= row.mean_dice <= 1 and 0 <= row.pixel_accuracy <= 1
+            assert row.epochs >= 1 and row.train_seconds >= 0
+            labelled |= set(acquired)
+            cum += row.scratch_pixels
+    full = table[table["strategy"] == "full"]
+    assert len(full) == 2 and (full["fraction"] == 1.0).all()
+    assert (full["n_labelled"] == n_train_pool).all()
+    assert isinstance(events[0], ExperimentPlan) and events[0].total_rows == len(table)
+    assert sum(isinstance(e, RoundRecorded) for e in events) == len(table)
+
+
+def test_pairing_round0_shared_and_test_split_fixed(finished):
+    out, _, _ = finished
+    table = read_rounds(out / "rounds.csv")
+    round0 = table[(table["strategy"] != "full") & (table["round"] == 0)]
+    for _, same_seed in round0.groupby("seed"):
+        # Same initial labels, weights and test pool: the same round-0 model and metrics for
+        # every strategy (what makes the comparison paired).
+        metrics = same_seed[["mean_dice", "pixel_accuracy", "ece", "n_labelled"]]
+        assert (metrics.nunique() == 1).all()
+    record = json.loads((out / "config.json").read_text())
+    config, _ = load_experiment_config(out)
+    assert make_splits(16, config).test == record["pool"]["test_ids"]
+
+
+def test_summary_csv_and_figures(finished):
+    out, _, _ = finished
+    summary = pd.read_csv(out / "summary.csv")
+    expected = ["strategy", "n_seeds", "aulc_mean", "aulc_std", "dice_at_10", "dice_at_20",
+                "dice_at_30", "dice_at_50", "full_dice", "fraction_to_95", "reached_95",
+                "aulc_diff_vs_random", "t_pvalue", "wilcoxon_pvalue"]
+    assert list(summary.columns) == expected
+    assert list(summary["strategy"]) == ["random", "bald", "full"]
+    al = summary[summary["strategy"] != "full"]
+    assert (al["n_seeds"] == 2).all()
+    assert ((al["aulc_mean"] >= 0) & (al["aulc_mean"] <= 1)).all()
+    assert np.isnan(summary.loc[0, "t_pvalue"])  # random vs itself
+    assert summary["wilcoxon_pvalue"].isna().all()  # 2 seeds < 6
+    for name in ("learning_curves", "dice_vs_effort"):
+        for suffix in (".png", ".svg"):
+            path = out / f"{name}{suffix}"
+            assert path.is_file() and path.stat().st_size > 1000
+    assert (out / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (out / "resume_model.pt").exists()
+
+
+def test_rerun_after_deleting_rows_resumes(finished, tmp_path, pool):
+    src, _, _ = finished
+    out = tmp_path / "resumed"
+    shutil.copytree(src, out)
+    lines = (out / "rounds.csv").read_text().splitlines(keepends=True)
+    # Drop the last two rounds (bald seed 1 rounds 1, 2) and leave half a line, as a crash
+    # in the middle of a write would.
+    (out / "rounds.csv").write_text("".join(lines[:-2]) + "bald,1,1,6,13")
+    result = drain(run_experiment(tiny_config(), out, sample_shape=SHAPE, pool=pool))
+    table = read_rounds(out / "rounds.csv")
+    raw = pd.read_csv(out / "rounds.csv")
+    assert len(raw) == len(lines) - 1 and not raw.duplicated(["strategy", "seed", "round"]).any()
+    assert result.rows_written == 2 and result.rows_resumed == len(lines) - 3
+    before = read_rounds(src / "rounds.csv")
+    assert list(table["init"].tail(2)) == ["fresh (resumed)", "warm"]
+    run = table[(table["strategy"] == "bald") & (table["seed"] == 1)].sort_values("round")
+    seen = set(json.loads((out / "config.json").read_text())["pool"]["initial_ids"]["1"])
+    for ids in run["acquired_ids"]:
+        assert not seen & set(parse_ids(ids))
+        seen |= set(parse_ids(ids))
+    # The recorded rounds are untouched.
+    pd.testing.assert_frame_equal(table.head(len(lines) - 3), before.head(len(lines) - 3))
+    # Nothing left to do: a third call writes nothing.
+    again = drain(run_experiment(tiny_config(), out, sample_shape=SHAPE, pool=pool))
+    assert again.rows_written == 0 and len(read_rounds(out / "rounds.csv")) == len(table)
+
+
+def test_close_generator_then_resume(tmp_path, pool):
+    config = tiny_config(seeds=1, rounds=2)
+    out = tmp_path / "interrupted"
+    gen = run_experiment(config, out, sample_shape=SHAPE, pool=pool)
+    recorded = 0
+    for event in gen:
+        if isinstance(event, RoundRecorded):
+            recorded += 1
+            if recorded == 3:  # full, random r0, random r1
+                break
+    gen.close()
+    assert len(read_rounds(out / "rounds.csv")) == 3
+    assert (out / "resume_model.pt").is_file()
+    result = drain(run_experiment(config, out, sample_shape=SHAPE, pool=pool))
+    table = read_rounds(out / "rounds.csv")
+    assert len(table) == 1 + 2 * 3 and result.rows_written == 4 and result.rows_resumed == 3
+    assert not pd.read_csv(out / "rounds.csv").duplicated(["strategy", "seed", "round"]).any()
+    random_r2 = table[(table["strategy"] == "random") & (table["round"] == 2)].iloc[0]
+    assert random_r2["init"] == "warm (resumed)"  # continued from the saved weights
+    assert (out / "summary.csv").is_file() and (out / "learning_curves.png").is_file()
+
+
+def test_different_settings_are_refused(finished, pool):
+    out, _, _ = finished
+    with pytest.raises(ValueError) as info:
+        drain(run_experiment(tiny_config(k=3), out, sample_shape=SHAPE, pool=pool))
+    assert "experiment.k: 2 -> 3" in str(info.value)
+    assert "new --out" in str(info.value)
+
+
+def test_cli_runs_and_reports(tmp_path, capsys):
+    from napari_alunet.cli import main
+
+    out = tmp_path / "cli"
+    argv = ["experiment", "--preset", "tiny", "--strategies", "random", "entropy", "--seeds",
+            "1", "--rounds", "1", "--sample-n", "10", "--sample-shape", "40", "40", "--epochs",
+            "1", "--passes", "2", "--device", "cpu", "--threads", "1", "--quiet", "--out",
+            str(out)]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "| random |" in text and "| entropy |" in text
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["experiment"]["strategies"] == ["random", "entropy"]
+    assert "experiment" in saved["command"]
+    assert main(argv + ["--epochs", "2"]) == 2  # the last --epochs wins
+    assert "train.epochs: 1 -> 2" in capsys.readouterr().err
+    assert main(["experiment", "--report-only", "--out", str(out)]) == 0
