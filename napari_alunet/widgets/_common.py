@@ -1,0 +1,166 @@
+"""Small Qt building blocks shared by the dock widgets."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QColor, QIcon, QPixmap
+from qtpy.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_alunet.widgets._state import AppState, notify_error
+from napari_alunet.widgets._workers import Progress
+
+logger = logging.getLogger(__name__)
+
+#: Errors whose message is written for the user (the core says what to do).
+USER_ERRORS = (ValueError, RuntimeError, OSError, KeyError)
+
+
+def guarded(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a button slot; show a user error as a napari notification instead of raising.
+
+    A failed step changes nothing (the core's actions are transactions), so the notification
+    only needs to say what to do.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except USER_ERRORS as exc:
+            logger.info("%s: %s", method.__name__, exc, exc_info=True)
+            notify_error(str(exc).strip("'\"") or type(exc).__name__)
+            return None
+
+    return wrapper
+
+
+def listen(widget: QWidget, signal: Any, callback: Callable[..., Any]) -> None:
+    """Connect a state signal to a widget's method until the widget is destroyed.
+
+    psygnal holds bound methods weakly, but a Qt widget whose C++ side napari already deleted
+    (its window closed) can still have a live Python wrapper; calling it raises and would stop
+    the signal reaching the other listeners. So disconnect when Qt destroys the widget, holding
+    only weak references meanwhile (a closed viewer must stay collectable).
+    """
+    signal.connect(callback)
+    method = weakref.WeakMethod(callback)
+    signal_ref = signal
+
+    def disconnect(*_: Any) -> None:
+        live = method()
+        if live is not None:
+            signal_ref.disconnect(live, missing_ok=True)
+
+    widget.destroyed.connect(disconnect)
+
+
+def group(title: str, *widgets: QWidget, layout: Any = None) -> QGroupBox:
+    """A titled box holding ``widgets`` (or ``layout``)."""
+    box = QGroupBox(title)
+    inner = layout or QVBoxLayout()
+    for widget in widgets:
+        inner.addWidget(widget)
+    box.setLayout(inner)
+    return box
+
+
+def row(*items: QWidget | int, stretch: bool = False) -> QWidget:
+    """Widgets side by side (an int adds that much spacing)."""
+    widget = QWidget()
+    layout = QHBoxLayout(widget)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for item in items:
+        if isinstance(item, int):
+            layout.addSpacing(item)
+        else:
+            layout.addWidget(item)
+    if stretch:
+        layout.addStretch(1)
+    return widget
+
+
+def hint(text: str) -> QLabel:
+    """A small, wrapped explanatory label."""
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextFormat(Qt.TextFormat.RichText)
+    label.setStyleSheet("font-size: 11px;")
+    return label
+
+
+def swatch(rgb: tuple[int, int, int], size: int = 12) -> QIcon:
+    pixmap = QPixmap(size, size)
+    pixmap.fill(QColor(*rgb))
+    return QIcon(pixmap)
+
+
+class JobBar(QWidget):
+    """Progress of the state's running job: text, bar and a Stop button.
+
+    Parameters
+    ----------
+    jobs : names of the jobs this bar follows (others leave it idle), e.g. ``{"round"}``.
+    """
+
+    def __init__(self, state: AppState, jobs: set[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.state = state
+        self.jobs = set(jobs)
+        self.text = QLabel("idle")
+        self.text.setWordWrap(True)
+        self.bar = QProgressBar()
+        self.bar.setTextVisible(False)
+        self.bar.setMaximumHeight(10)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop at the next step; everything saved so far is kept")
+        self.stop_button.clicked.connect(state.stop)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(row(self.bar, self.stop_button))
+        layout.addWidget(self.text)
+        self._following = False
+        listen(self, state.busy_changed, self._busy)
+        listen(self, state.progress, self._progress)
+        self._busy(state.job.name if state.job else "")
+
+    def _busy(self, name: str) -> None:
+        self._following = name in self.jobs
+        self.stop_button.setEnabled(self._following)
+        if self._following:
+            self.bar.setRange(0, 0)
+            self.text.setText(f"{name}: starting...")
+        else:
+            self.bar.setRange(0, 1)
+            self.bar.setValue(0)
+            if name:
+                self.text.setText(f"busy: {name} is running")
+            elif not self.text.text().startswith(("done", "stopped", "failed")):
+                self.text.setText("idle")
+
+    def _progress(self, shown: Progress) -> None:
+        if not self._following:
+            return
+        if shown.total:
+            self.bar.setRange(0, shown.total)
+            self.bar.setValue(min(shown.done, shown.total))
+        else:
+            self.bar.setRange(0, 0)  # indeterminate
+        self.text.setText(shown.text)
+
+    def finish(self, text: str) -> None:
+        """Show a closing line (e.g. 'done: round 2 queued 4 images')."""
+        self.text.setText(text)

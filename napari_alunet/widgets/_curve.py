@@ -1,0 +1,127 @@
+"""Learning-curve data of a project: test Dice against labelled images and annotation effort.
+
+Pure functions on a :class:`~napari_alunet.store.Project` (no Qt), so tests check the numbers
+the Rounds widget draws and exports.
+
+Annotation effort of round ``r``'s model is the number of pixels changed in all active label
+versions it was trained on: labels committed while reviewing round ``r - 1``'s queue carry
+``round_index == r`` (see :func:`napari_alunet.loop.commit_review`), so round ``r`` counts the
+versions with ``round_index <= r``. Imported labels cost nothing (their ``pixels_changed`` is
+empty).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from napari_alunet.fileio import atomic_write_bytes
+
+
+@dataclass
+class CurvePoint:
+    """One evaluated round."""
+
+    round_idx: int
+    status: str
+    n_labelled: int
+    pixels_changed: int
+    seconds_spent: float
+    mean_dice: float
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def curve_points(project: Any) -> list[CurvePoint]:
+    """One point per round that has test metrics, in round order."""
+    tests: dict[int, dict[str, float]] = {}
+    for row in project.metrics("test"):
+        value = row["value"]
+        tests.setdefault(row["round_idx"], {})[row["name"]] = math.nan if value is None else value
+    versions = [v for record in project.images("labelled")
+                for v in project.label_history(record.id) if v.active]
+    points = []
+    for rnd in project.rounds():
+        metrics = tests.get(rnd.idx)
+        if not metrics or "mean_dice" not in metrics:
+            continue
+        used = [v for v in versions if (v.round_index or 0) <= rnd.idx]
+        n_labelled = metrics.get("n_labelled", rnd.n_labelled if rnd.n_labelled is not None
+                                 else len(used))
+        points.append(CurvePoint(
+            round_idx=rnd.idx, status=rnd.status, n_labelled=int(n_labelled),
+            pixels_changed=int(sum(v.pixels_changed or 0 for v in used)),
+            seconds_spent=float(sum(v.seconds_spent or 0.0 for v in used)),
+            mean_dice=float(metrics["mean_dice"]), metrics=metrics,
+        ))
+    return points
+
+
+def curve_csv(points: list[CurvePoint], class_names: tuple[str, ...] = ()) -> str:
+    """CSV text: one row per round; per-class metric keys use class names (dice_ICM)."""
+    extra = sorted({k for p in points for k in p.metrics} - {"mean_dice", "n_labelled"})
+    header = ["round", "status", "n_labelled", "pixels_changed", "seconds_spent", "mean_dice"]
+    header += [_named(k, class_names) for k in extra]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    for p in points:
+        writer.writerow([p.round_idx, p.status, p.n_labelled, p.pixels_changed,
+                         f"{p.seconds_spent:.1f}", f"{p.mean_dice:.6g}"]
+                        + [_fmt(p.metrics.get(k)) for k in extra])
+    return out.getvalue()
+
+
+def write_csv(points: list[CurvePoint], path: str | Path,
+              class_names: tuple[str, ...] = ()) -> Path:
+    """Write :func:`curve_csv` atomically."""
+    return atomic_write_bytes(Path(path), curve_csv(points, class_names).encode())
+
+
+def draw_curve(figure: Any, axes: list[Any], points: list[CurvePoint], colours: dict[str, str],
+               *, line: str, marker_face: str | None = None) -> None:
+    """Draw test mean Dice against labelled images (left) and pixels changed (right)."""
+    from napari_alunet.widgets._plot import style_axes
+
+    left, right = axes
+    for ax in axes:
+        ax.clear()
+        style_axes(ax, colours)
+    left.set_title("Test mean Dice vs labelled images", fontsize=9)
+    left.set_xlabel("labelled images", fontsize=8)
+    left.set_ylabel("test mean Dice", fontsize=8)
+    right.set_title("vs annotation effort", fontsize=9)
+    right.set_xlabel("pixels changed (thousands)", fontsize=8)
+    if not points:
+        left.text(0.5, 0.5, "no evaluated round yet", ha="center", va="center",
+                  transform=left.transAxes, color=colours["text"], fontsize=8)
+        return
+    xs = [p.n_labelled for p in points]
+    effort = [p.pixels_changed / 1000.0 for p in points]
+    dice = [p.mean_dice for p in points]
+    kw = dict(color=line, marker="o", markersize=4, linewidth=1.6,
+              markerfacecolor=marker_face or line)
+    left.plot(xs, dice, **kw)
+    right.plot(effort, dice, **kw)
+    for p, x, e, d in zip(points, xs, effort, dice):
+        left.annotate(f"r{p.round_idx}", (x, d), textcoords="offset points", xytext=(3, 4),
+                      fontsize=7, color=colours["text"])
+    top = max(d for d in dice if d == d) if any(d == d for d in dice) else 1.0
+    for ax in axes:
+        ax.set_ylim(0.0, min(1.0, max(0.1, top * 1.15)))
+
+
+def _named(key: str, class_names: tuple[str, ...]) -> str:
+    prefix, _, index = key.rpartition("_")
+    if prefix and index.isdigit() and int(index) < len(class_names):
+        return f"{prefix}_{class_names[int(index)]}"
+    return key
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.6g}"

@@ -1,0 +1,157 @@
+"""What the viewer shows of the project: one image, its editable labels and uncertainty maps.
+
+One :class:`Display` per viewer (:func:`get_display`) answers ``state.image_requested`` so that
+Acquire (a table row), Review (the queue) and the reader show images the same way, whichever
+dock widgets are open.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from psygnal import Signal
+
+from napari_alunet.widgets import _layers
+from napari_alunet.widgets._state import AppState, get_state, notify_error
+
+
+@dataclass
+class Shown:
+    """The image on screen and what the annotator started from."""
+
+    image_id: int
+    name: str
+    pool: str
+    queued: bool
+    score: float | None
+    reference: np.ndarray | None  # the model's prediction (None: none cached)
+    maps: tuple[str, ...]
+    shown_at: float  # time.monotonic() when it appeared, for seconds_spent
+
+
+class Display:
+    """Shows images of the state's project in a viewer (GUI thread only).
+
+    Signals
+    -------
+    changed : the image on screen changed (or was cleared).
+    """
+
+    changed = Signal()
+
+    def __init__(self, viewer: Any, state: AppState) -> None:
+        self._viewer = weakref.ref(getattr(viewer, "__wrapped__", viewer))
+        self.state = state
+        self.current: Shown | None = None
+        #: The uncertainty map switched on (None: the one of the round's strategy).
+        self.map_name: str | None = None
+        state.image_requested.connect(self._requested)
+        state.project_changed.connect(self._project_changed)
+
+    @property
+    def viewer(self) -> Any:
+        return self._viewer()
+
+    def _requested(self, image_id: int) -> None:
+        try:
+            self.show(image_id)
+        except (KeyError, ValueError, OSError, RuntimeError) as exc:
+            notify_error(f"cannot show image {image_id}: {exc}")
+
+    def _project_changed(self) -> None:
+        self.current = None
+        viewer = self.viewer
+        if viewer is not None:
+            _layers.clear_review_layers(viewer)
+        self._notify()
+
+    def show(self, image_id: int) -> Shown:
+        """Show ``image_id``: the image, labels to edit and the cached uncertainty maps.
+
+        The labels layer starts from the image's committed label if it has one, else from the
+        model's cached prediction (queued images), else empty (all background).
+        """
+        from napari_alunet.loop import review_item
+
+        viewer = self.viewer
+        project = self.state.require_project()
+        record = project.image(image_id)
+        image = project.read_image(image_id)
+        current = project.current_round()
+        queued = current is not None and image_id in project.queue(current.idx,
+                                                                    pending_only=False)
+        item = review_item(project, image_id) if queued else None
+        labels = project.read_label(image_id) if record.pool == "labelled" else None
+        if record.pool == "test":
+            labels = project.read_ground_truth(image_id)
+        reference = item.prediction if item is not None else None
+        if labels is None:
+            labels = reference if reference is not None else np.zeros(image.shape, np.uint8)
+        maps = item.maps if item is not None else {}
+        score = item.score if item is not None else None
+        if score is None and self.state.scores is not None:
+            score = self.state.scores["scores"].get(image_id)
+        if viewer is not None:
+            _layers.show_image(viewer, image, name=record.name, image_id=image_id)
+            _layers.show_maps(viewer, maps, visible=self._visible_map(maps))
+            layer = _layers.show_labels(viewer, labels, project.classes, image_id=image_id)
+            layer.mode = "paint"
+            viewer.layers.selection.active = layer
+        self.current = Shown(image_id, record.name, record.pool, queued, score, reference,
+                             tuple(maps), time.monotonic())
+        self._notify()
+        return self.current
+
+    def _visible_map(self, maps: dict[str, np.ndarray]) -> str | None:
+        if self.map_name in maps:
+            return self.map_name
+        strategy = self.state.settings.acquisition.strategy
+        if self.state.scores is not None:
+            strategy = self.state.scores["strategy"]
+        preferred = _layers.STRATEGY_MAP.get(strategy, "entropy")
+        return preferred if preferred in maps else next(iter(maps), None)
+
+    def set_map(self, name: str | None) -> None:
+        """Switch the visible uncertainty map."""
+        self.map_name = name
+        viewer = self.viewer
+        if viewer is None:
+            return
+        for kind in _layers.MAP_COLORMAPS:
+            layer_name = _layers.MAP_PREFIX + kind
+            if layer_name in viewer.layers:
+                viewer.layers[layer_name].visible = kind == name
+
+    def labels(self) -> np.ndarray:
+        """The labels layer's data: what the annotator drew, at the image's original size."""
+        viewer = self.viewer
+        if viewer is None or _layers.LABELS not in viewer.layers:
+            raise ValueError("the labels layer was closed: show the image again (Review)")
+        layer = viewer.layers[_layers.LABELS]
+        if self.current is None or layer.metadata.get("image_id") != self.current.image_id:
+            raise ValueError("the labels layer does not belong to the image under review")
+        return np.asarray(layer.data)
+
+    def clear(self) -> None:
+        """Nothing to review: remove the image, labels and map layers."""
+        self.current = None
+        viewer = self.viewer
+        if viewer is not None:
+            _layers.clear_review_layers(viewer)
+        self._notify()
+
+    def _notify(self) -> None:
+        self.changed.emit()
+
+
+def get_display(viewer: Any) -> Display:
+    """The viewer's display (created with its state on first use)."""
+    state = get_state(viewer)
+    display = getattr(state, "display", None)
+    if display is None:
+        display = state.display = Display(viewer, state)
+    return display

@@ -1,0 +1,162 @@
+"""The napari layers the widgets show: image, editable labels, uncertainty maps, feature maps.
+
+Layers are found by name and updated in place (``layer.data = ...``) rather than re-created,
+so the user's contrast, opacity and visibility choices survive moving from image to image. All
+functions here run in the GUI thread.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from napari_alunet.config import ClassSpec
+
+IMAGE = "alunet: image"
+LABELS = "alunet: labels"
+MAP_PREFIX = "alunet: "
+FEATURES_PREFIX = "alunet: features "
+
+#: Colormap of each uncertainty map (perceptually uniform, dark = certain, so that an additive
+#: overlay leaves confident regions of the image untouched).
+MAP_COLORMAPS = {"entropy": "magma", "bald": "inferno", "kl": "viridis", "js": "plasma",
+                 "margin": "cividis", "variation_ratio": "turbo"}
+
+#: The map shown for each acquisition strategy (others are added hidden).
+STRATEGY_MAP = {"entropy": "entropy", "bald": "bald", "kl": "kl", "js": "js", "margin": "entropy",
+                "variation_ratio": "entropy", "random": "entropy"}
+
+
+def class_colormap(classes: ClassSpec) -> Any:
+    """A DirectLabelColormap with the project's class colours (background transparent)."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    colours: dict[int | None, Any] = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
+    for index, rgb in enumerate(classes.colours):
+        if index:
+            colours[index] = tuple(c / 255.0 for c in rgb) + (1.0,)
+    return DirectLabelColormap(color_dict=colours)
+
+
+def class_features(classes: ClassSpec) -> dict[str, Any]:
+    """Labels-layer features: napari shows the class name of the label under the cursor."""
+    return {"index": list(range(classes.n_classes)), "class": list(classes.names)}
+
+
+def _layer(viewer: Any, name: str) -> Any:
+    return viewer.layers[name] if name in viewer.layers else None
+
+
+def _limits(data: np.ndarray, *, low: float = 0.5, high: float = 99.5) -> tuple[float, float]:
+    finite = data[np.isfinite(data)]
+    if finite.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
+
+
+def show_image(viewer: Any, image: np.ndarray, *, name: str, image_id: int) -> Any:
+    """Show (or replace) the image under review; resets the view when the shape changes."""
+    layer = _layer(viewer, IMAGE)
+    limits = _limits(image)
+    if layer is None:
+        layer = viewer.add_image(image, name=IMAGE, colormap="gray", contrast_limits=limits)
+        reset = True
+    else:
+        reset = layer.data.shape != image.shape
+        layer.data = image
+        layer.contrast_limits_range = limits
+        layer.contrast_limits = limits
+    layer.metadata["image_id"] = image_id
+    layer.metadata["name"] = name
+    if reset:
+        viewer.reset_view()
+    return layer
+
+
+def show_labels(viewer: Any, labels: np.ndarray, classes: ClassSpec, *, image_id: int) -> Any:
+    """Show (or replace) the editable labels, coloured by class, in paint mode."""
+    layer = _layer(viewer, LABELS)
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    if layer is None:
+        layer = viewer.add_labels(labels, name=LABELS, colormap=class_colormap(classes),
+                                  features=class_features(classes), opacity=0.55)
+        layer.selected_label = 1
+    else:
+        layer.data = labels
+    layer.metadata["image_id"] = image_id
+    layer.brush_size = max(2, min(labels.shape) // 40)
+    return layer
+
+
+def show_maps(viewer: Any, maps: dict[str, np.ndarray], *, visible: str | None) -> list[Any]:
+    """Show uncertainty maps as additive overlays; only ``visible`` is switched on.
+
+    Map layers of kinds the item does not have are removed, so a stale map never sits over a
+    different image.
+    """
+    shown = []
+    for name in list(MAP_COLORMAPS):
+        layer = _layer(viewer, MAP_PREFIX + name)
+        data = maps.get(name)
+        if data is None:
+            if layer is not None:
+                viewer.layers.remove(layer)
+            continue
+        data = np.asarray(data, dtype=np.float32)
+        limits = (0.0, max(_limits(data, low=0.0, high=99.5)[1], 1e-6))
+        if layer is None:
+            layer = viewer.add_image(
+                data, name=MAP_PREFIX + name, colormap=MAP_COLORMAPS[name], blending="additive",
+                opacity=0.7, contrast_limits=limits, visible=(name == visible),
+            )
+        else:
+            layer.data = data
+            layer.contrast_limits_range = limits
+            layer.contrast_limits = limits
+            layer.visible = name == visible
+        shown.append(layer)
+    _order(viewer)
+    return shown
+
+
+def show_features(viewer: Any, activations: np.ndarray, box: Any, block: str) -> Any:
+    """Show a (channels, h, w) activation stack over the original image.
+
+    The block sees the letter-boxed canvas at ``size / h`` canvas pixels per feature pixel; the
+    scale and translation below map feature-pixel centres back onto original-image pixel
+    centres, so the features line up with the image (one slider step per channel).
+    """
+    factor = box.size / activations.shape[-1]
+    scale = box.size / max(box.orig_h, box.orig_w)  # canvas pixels per original pixel
+    step = factor / scale
+    translate_y = (0.5 * factor - box.top) / scale - 0.5
+    translate_x = (0.5 * factor - box.left) / scale - 0.5
+    for layer in [lyr for lyr in viewer.layers if lyr.name.startswith(FEATURES_PREFIX)]:
+        viewer.layers.remove(layer)
+    layer = viewer.add_image(
+        activations.astype(np.float32), name=FEATURES_PREFIX + block, colormap="viridis",
+        contrast_limits=_limits(activations, low=1.0, high=99.0), opacity=0.85,
+        scale=(1.0, step, step), translate=(0.0, translate_y, translate_x),
+        blending="translucent",
+    )
+    layer.metadata["block"] = block
+    viewer.dims.set_current_step(0, 0)
+    return layer
+
+
+def _order(viewer: Any) -> None:
+    """Image at the bottom, maps above it, labels on top (so painting is never hidden)."""
+    layers = viewer.layers
+    if IMAGE in layers and layers.index(IMAGE) != 0:
+        layers.move(layers.index(IMAGE), 0)
+    if LABELS in layers and layers.index(LABELS) != len(layers) - 1:
+        layers.move(layers.index(LABELS), len(layers))
+
+
+def clear_review_layers(viewer: Any) -> None:
+    """Remove the layers of a project (another project is being opened)."""
+    for layer in list(viewer.layers):
+        if layer.name.startswith("alunet: "):
+            viewer.layers.remove(layer)

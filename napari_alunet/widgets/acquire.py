@@ -1,0 +1,231 @@
+"""Acquire: choose the acquisition strategy, re-score the pool, see it ranked and mapped.
+
+Compute re-scores the unlabelled pool with the current round's model and the strategy shown,
+replaces the round's review queue with the new top ``k`` (their predictions and uncertainty
+maps are cached for Review) and lists the whole pool by score. Clicking a row shows that image
+with its maps over it. The settings here are also the ones the next round uses.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Generator
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFormLayout,
+    QHeaderView,
+    QPushButton,
+    QSpinBox,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen
+from napari_alunet.widgets._display import get_display
+from napari_alunet.widgets._state import get_state, notify_info
+
+STRATEGIES = ("random", "entropy", "bald", "kl", "js", "margin", "variation_ratio")
+STRATEGY_TIPS = {
+    "random": "baseline: a random sample of the pool",
+    "entropy": "predictive entropy of the MC-mean (total uncertainty)",
+    "bald": "mutual information between prediction and weights (model uncertainty)",
+    "kl": "mean KL divergence of the MC samples from their mean",
+    "js": "Jensen-Shannon divergence among the MC samples",
+    "margin": "small gap between the two most likely classes",
+    "variation_ratio": "share of MC samples disagreeing with the majority class",
+}
+
+
+class AcquireWidget(QWidget):
+    """Strategy settings, Compute, and the pool ranked by score."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.state = get_state(napari_viewer)
+        self.display = get_display(napari_viewer)
+
+        self.strategy = QComboBox()
+        self.strategy.addItems(STRATEGIES)
+        for i, name in enumerate(STRATEGIES):
+            self.strategy.setItemData(i, STRATEGY_TIPS[name], Qt.ItemDataRole.ToolTipRole)
+        self.passes = _spin(1, 256, 8, "Monte-Carlo dropout passes per image")
+        self.k = _spin(1, 10000, 2, "Images queued for review per round")
+        self.subset = _spin(0, 10**7, 0, "Score a random subset of this many pool images "
+                                         "(0: the whole pool); much faster on big pools and "
+                                         "about as good")
+        self.subset.setSpecialValueText("whole pool")
+        form = QFormLayout()
+        form.addRow("Strategy", self.strategy)
+        form.addRow("MC passes", self.passes)
+        form.addRow("Queue size k", self.k)
+        form.addRow("Subset", self.subset)
+        self.compute_button = QPushButton("Compute")
+        self.compute_button.setToolTip("Re-score the pool with the current model and this "
+                                       "strategy; the top k become the review queue")
+        self.compute_button.clicked.connect(lambda: self.compute())
+        self.job_bar = JobBar(self.state, {"score"})
+
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["rank", "image", "score", "status"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.setMinimumHeight(180)
+        self.table.cellClicked.connect(self._row_clicked)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(group("Acquisition", layout=form))
+        layout.addWidget(self.compute_button)
+        layout.addWidget(self.job_bar)
+        layout.addWidget(group("Pool ranked by score", self.table,
+                               hint("Click a row to show the image with its uncertainty maps.")))
+
+        for signal in (self.strategy.currentIndexChanged, self.passes.valueChanged,
+                       self.k.valueChanged, self.subset.valueChanged):
+            signal.connect(self.apply_settings)
+        listen(self, self.state.project_changed, self._project_changed)
+        listen(self, self.state.queue_changed, self.refresh_table)
+        listen(self, self.state.labels_changed, self.refresh_table)
+        listen(self, self.state.scores_changed, self.refresh_table)
+        listen(self, self.state.busy_changed, self._busy)
+        self._project_changed()
+
+    # -- settings -----------------------------------------------------------------------------
+    def _load_settings(self) -> None:
+        acq = self.state.settings.acquisition
+        widgets = (self.strategy, self.passes, self.k, self.subset)
+        for widget in widgets:
+            widget.blockSignals(True)
+        self.strategy.setCurrentText(acq.strategy)
+        self.passes.setValue(acq.passes)
+        self.k.setValue(acq.k)
+        self.subset.setValue(acq.subset or 0)
+        for widget in widgets:
+            widget.blockSignals(False)
+
+    def apply_settings(self, *_: Any) -> None:
+        settings = self.state.settings
+        settings.acquisition = dataclasses.replace(
+            settings.acquisition, strategy=self.strategy.currentText(),
+            passes=self.passes.value(), k=self.k.value(), subset=self.subset.value() or None,
+        )
+
+    # -- compute ------------------------------------------------------------------------------
+    @guarded
+    def compute(self) -> Any:
+        """Re-score the pool with the current model (in a worker)."""
+        self.apply_settings()
+        project = self.state.require_project(writable=True)
+        current = project.current_round()
+        if current is None or current.status not in ("trained", "evaluated", "queued") \
+                or not current.checkpoint:
+            raise ValueError(
+                "no trained model in the current round yet: label the queued images (Review) "
+                "and run a round (Train: Start round) first"
+            )
+        acquisition = copy.deepcopy(self.state.settings.acquisition)
+
+        def done(scores: dict[int, float]) -> None:
+            self.state.scores = {"strategy": acquisition.strategy, "round": current.idx,
+                                 "scores": scores}
+            self.state.scores_changed.emit()
+            self.state.queue_changed.emit()
+            queue = project.queue(current.idx)
+            notify_info(f"re-scored {len(scores)} image(s) with {acquisition.strategy}: "
+                        f"{len(queue)} queued for review")
+            if queue:
+                self.display.map_name = None
+                self.state.image_requested.emit(queue[0])
+
+        return self.state.start_job(
+            "score", lambda: _rescore(project, current.idx, acquisition), on_done=done
+        )
+
+    def _busy(self, name: str) -> None:
+        project = self.state.project
+        self.compute_button.setEnabled(not name and project is not None and not project.read_only)
+
+    def _project_changed(self) -> None:
+        self._load_settings()
+        self._busy(self.state.job.name if self.state.job else "")
+        self.refresh_table()
+
+    # -- table --------------------------------------------------------------------------------
+    def ranked(self) -> list[tuple[int, float]]:
+        """(image id, score) of the latest scoring of the current round, best first."""
+        project = self.state.project
+        if project is None:
+            return []
+        current = project.current_round()
+        if current is None:
+            return []
+        if self.state.scores is not None and self.state.scores["round"] == current.idx:
+            scores = self.state.scores["scores"]
+        else:
+            from napari_alunet.loop import model_version
+
+            strategy = (current.config or {}).get("acquisition", {}).get("strategy", "")
+            scores = project.load_scores(current.idx, model_version(project, current.idx),
+                                         strategy)
+        return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
+
+    def refresh_table(self) -> None:
+        project = self.state.project
+        ranked = self.ranked()
+        self.table.setRowCount(len(ranked))
+        if not ranked:
+            return
+        queued = set(project.queue())
+        pools = {r.id: (r.pool, r.name) for r in project.images()}
+        for row_index, (image_id, score) in enumerate(ranked):
+            pool, name = pools.get(image_id, ("?", str(image_id)))
+            status = "queued" if image_id in queued else pool
+            cells = (str(row_index + 1), name, f"{score:.4g}", status)
+            for column, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setData(Qt.ItemDataRole.UserRole, image_id)
+                if column in (0, 2):
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight
+                                          | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(row_index, column, item)
+
+    def _row_clicked(self, row_index: int, _column: int) -> None:
+        item = self.table.item(row_index, 0)
+        if item is not None and self.state.project is not None:
+            self.state.image_requested.emit(int(item.data(Qt.ItemDataRole.UserRole)))
+
+
+def _rescore(project: Any, round_idx: int, acquisition: Any) -> Generator[Any, None, Any]:
+    """Score the pool with round ``round_idx``'s model and queue the new top k (worker)."""
+    from napari_alunet.loop import RoundSettings, load_round_model, score_and_queue
+    from napari_alunet.training.device import resolve_device
+
+    current = project.round(round_idx)
+    settings = RoundSettings.from_dict(current.config) if current.config else RoundSettings()
+    settings = dataclasses.replace(settings, acquisition=acquisition)
+    model = load_round_model(project, current, settings)
+    # The loop's own stage (scores saved, review cache written, queue replaced), so re-scoring
+    # and a round's scoring can never disagree.
+    result = yield from score_and_queue(project, current, model, settings,
+                                        resolve_device(settings.train.device))
+    return {} if result is None else dict(result.scores)
+
+
+def _spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box

@@ -1,0 +1,146 @@
+"""Inside the model: the feature maps of one U-Net block for the image on screen.
+
+The activations (one forward pass, dropout off) are computed in a worker and shown as an image
+stack, one slider step per channel, scaled and shifted so that they lie over the original image:
+encoder blocks show edges and textures, the bottleneck coarse context, decoder blocks the
+classes taking shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from typing import Any
+
+from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from napari_alunet.widgets import _layers
+from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen
+from napari_alunet.widgets._display import get_display
+from napari_alunet.widgets._state import get_state
+from napari_alunet.widgets._workers import Progress
+
+
+class FeaturesWidget(QWidget):
+    """Choose a block, show its feature maps for the current image."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.state = get_state(napari_viewer)
+        self.display = get_display(napari_viewer)
+
+        self.block = QComboBox()
+        self.block.setToolTip("enc: encoder (detail), bottleneck: context, dec: decoder, "
+                              "head: class scores")
+        self.image_label = QLabel("no image shown")
+        self.image_label.setWordWrap(True)
+        self.model_label = QLabel("")
+        self.show_button = QPushButton("Show feature maps")
+        self.show_button.clicked.connect(lambda: self.show_features())
+        self.job_bar = JobBar(self.state, {"feature maps"})
+        form = QFormLayout()
+        form.addRow("Model", self.model_label)
+        form.addRow("Block", self.block)
+        form.addRow("Image", self.image_label)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(group("What the network sees", layout=form))
+        layout.addWidget(self.show_button)
+        layout.addWidget(self.job_bar)
+        layout.addWidget(hint("The maps appear as the <b>alunet: features</b> layer: move its "
+                              "slider to step through the channels."))
+        layout.addStretch(1)
+
+        listen(self, self.state.project_changed, self.refresh)
+        listen(self, self.state.round_finished, self.refresh)
+        listen(self, self.state.busy_changed, self._update)
+        listen(self, self.display.changed, self._update)
+        self.refresh()
+
+    def model_round(self) -> Any:
+        """The newest round with a trained model, or None."""
+        project = self.state.project
+        if project is None:
+            return None
+        for rnd in reversed(project.rounds()):
+            if rnd.checkpoint and (project.path / rnd.checkpoint).is_file() \
+                    and rnd.status != "started":
+                return rnd
+        return None
+
+    def refresh(self) -> None:
+        from napari_alunet.loop import RoundSettings
+
+        rnd = self.model_round()
+        selected = self.block.currentText()
+        self.block.clear()
+        if rnd is None:
+            self.model_label.setText("no trained model yet")
+        else:
+            settings = RoundSettings.from_dict(rnd.config) if rnd.config else RoundSettings()
+            self.block.addItems(_block_names(settings.model))
+            self.model_label.setText(f"round {rnd.idx} ({settings.model.base_width} base "
+                                     f"channels, {settings.model.input_size} px)")
+            if selected:
+                self.block.setCurrentText(selected)
+        self._update()
+
+    def _update(self) -> None:
+        shown = self.display.current
+        self.image_label.setText("no image shown (Review or Acquire)" if shown is None
+                                 else shown.name)
+        self.show_button.setEnabled(shown is not None and self.block.count() > 0
+                                    and not self.state.busy)
+
+    @guarded
+    def show_features(self, block: str | None = None) -> Any:
+        """Compute the block's activations for the image on screen (in a worker)."""
+        project = self.state.require_project()
+        rnd = self.model_round()
+        if rnd is None:
+            raise ValueError("no trained model yet: run a round first (Train: Start round)")
+        shown = self.display.current
+        if shown is None:
+            raise ValueError("show an image first (Review, or click a row in Acquire)")
+        block = block or self.block.currentText()
+
+        def done(result: tuple[Any, Any, str]) -> None:
+            activations, box, name = result
+            _layers.show_features(self.viewer, activations, box, name)
+            self.job_bar.finish(f"done: {activations.shape[0]} channels of {name} "
+                                f"({activations.shape[1]} x {activations.shape[2]})")
+
+        return self.state.start_job(
+            "feature maps", lambda: _features_job(project, rnd.idx, shown.image_id, block),
+            on_done=done,
+        )
+
+
+def _block_names(model_config: Any) -> list[str]:
+    """Block names of the architecture, without allocating its weights (meta device)."""
+    import torch
+
+    from napari_alunet.model import build_model
+    from napari_alunet.model.features import list_blocks
+
+    try:
+        with torch.device("meta"):
+            return list_blocks(build_model(model_config))
+    except (RuntimeError, NotImplementedError):
+        return list_blocks(build_model(model_config))
+
+
+def _features_job(project: Any, round_idx: int, image_id: int,
+                  block: str) -> Generator[Any, None, tuple[Any, Any, str]]:
+    from napari_alunet.data.dataset import prepare_image
+    from napari_alunet.loop import RoundSettings, load_round_model
+    from napari_alunet.model.features import block_activations
+
+    yield Progress(f"loading the model of round {round_idx}")
+    current = project.round(round_idx)
+    settings = RoundSettings.from_dict(current.config) if current.config else RoundSettings()
+    model = load_round_model(project, current, settings)
+    yield Progress(f"computing {block}")
+    canvas, box = prepare_image(project.read_image(image_id), settings.model.input_size)
+    activations = block_activations(model, canvas[None, None], block)
+    return activations, box, block

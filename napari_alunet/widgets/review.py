@@ -1,0 +1,285 @@
+"""Review: walk the queue, correct the model's labels, commit, skip or undo.
+
+Each queued image is shown at its original size with the model's prediction pre-filled in an
+editable Labels layer (class colours, class names on hover) and its uncertainty map over it.
+Commit stores the layer's data (:func:`napari_alunet.loop.commit_review`, durable when it
+returns) with the seconds spent since the image appeared.
+
+Keyboard shortcuts (in the viewer and in this panel):
+
+===============  ===========================================
+Shift+Enter      commit the labels and show the next image
+Shift+S          skip: move the image to the end of the queue
+Shift+U          undo the last commit (the image returns to the queue)
+===============  ===========================================
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Generator
+from typing import Any
+
+from qtpy.QtCore import Qt
+from qtpy.QtGui import QKeySequence, QShortcut
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_alunet.widgets import _layers
+from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen, row, swatch
+from napari_alunet.widgets._display import get_display
+from napari_alunet.widgets._state import get_state, notify_info
+from napari_alunet.widgets._workers import Progress
+
+#: napari key names (viewer.bind_key) and Qt key sequences of the review actions.
+SHORTCUTS = {"commit": ("Shift-Enter", "Shift+Return"), "skip": ("Shift-S", "Shift+S"),
+             "undo": ("Shift-U", "Shift+U")}
+MAP_CHOICES = ("entropy", "bald", "kl", "js", "none")
+
+
+class ReviewWidget(QWidget):
+    """The review queue of the current round, one image at a time."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.state = get_state(napari_viewer)
+        self.display = get_display(napari_viewer)
+
+        self.header = QLabel("No project open.")
+        self.header.setWordWrap(True)
+        self.map_choice = QComboBox()
+        self.map_choice.addItems(MAP_CHOICES)
+        self.map_choice.setToolTip("Uncertainty map shown over the image (bright: unsure)")
+        self.map_choice.currentTextChanged.connect(self._map_changed)
+        self.legend = QListWidget()
+        self.legend.setMaximumHeight(112)
+        self.legend.setToolTip("Click a class to paint with it")
+        self.legend.itemClicked.connect(self._class_clicked)
+        form = QFormLayout()
+        form.addRow("Uncertainty", self.map_choice)
+        form.addRow("Classes", self.legend)
+
+        self.commit_button = QPushButton("Commit  (Shift+Enter)")
+        self.commit_button.setToolTip("Save these labels (durable at once) and show the next image")
+        self.commit_button.clicked.connect(lambda: self.commit())
+        self.skip_button = QPushButton("Skip  (Shift+S)")
+        self.skip_button.setToolTip("Move this image to the end of the queue")
+        self.skip_button.clicked.connect(lambda: self.skip())
+        self.undo_button = QPushButton("Undo last commit  (Shift+U)")
+        self.undo_button.setToolTip("Withdraw the newest commit: the image returns to the queue "
+                                    "(its history is kept)")
+        self.undo_button.clicked.connect(lambda: self.undo())
+        self.oracle_button = QPushButton("Oracle: commit ground truth for the queue")
+        self.oracle_button.setToolTip("Replay mode: commit the stored ground truth of every "
+                                      "pending image (for experiments with labelled pools)")
+        self.oracle_button.clicked.connect(lambda: self.oracle())
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.job_bar = JobBar(self.state, {"oracle"})
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(group("Image under review", self.header, layout=None))
+        layout.addWidget(group("Display", layout=form))
+        layout.addWidget(row(self.commit_button, self.skip_button))
+        layout.addWidget(self.undo_button)
+        layout.addWidget(self.status)
+        layout.addWidget(group("Replay", self.oracle_button, self.job_bar))
+        layout.addWidget(hint(
+            "Paint in the <b>alunet: labels</b> layer (brush: P, eraser: E, fill: F); hover to "
+            "see class names. <b>Shift+Enter</b> commit, <b>Shift+S</b> skip, <b>Shift+U</b> "
+            "undo the last commit."))
+        layout.addStretch(1)
+
+        self._bind_keys()
+        listen(self, self.state.project_changed, self._project_changed)
+        listen(self, self.state.queue_changed, self._queue_changed)
+        listen(self, self.state.busy_changed, self._update)
+        listen(self, self.display.changed, self._update)
+        self._project_changed()
+
+    # -- keys ---------------------------------------------------------------------------------
+    def _bind_keys(self) -> None:
+        ref = weakref.ref(self)
+        for action, (napari_key, qt_key) in SHORTCUTS.items():
+            def on_key(_viewer: Any, action: str = action) -> None:
+                widget = ref()
+                if widget is not None:
+                    getattr(widget, action)()
+
+            self.viewer.bind_key(napari_key, on_key, overwrite=True)
+            shortcut = QShortcut(QKeySequence(qt_key), self)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(getattr(self, action))
+
+    # -- actions ------------------------------------------------------------------------------
+    @guarded
+    def commit(self) -> Any:
+        """Commit the labels layer for the image shown, then show the next queued image."""
+        from napari_alunet.loop import commit_review
+
+        project = self.state.require_project(writable=True)
+        shown = self._require_shown()
+        if self.state.busy and self.state.job.name == "round":
+            raise RuntimeError("a round is running: commit when it has finished")
+        labels = self.display.labels()
+        seconds = time.monotonic() - shown.shown_at
+        version = commit_review(project, shown.image_id, labels, seconds_spent=seconds)
+        self.status.setText(f"committed <b>{shown.name}</b>: {version.pixels_changed} pixel(s) "
+                            f"changed in {seconds:.0f} s")
+        self.state.labels_changed.emit()
+        self.show_next()
+        return version
+
+    @guarded
+    def skip(self) -> None:
+        """Move the image to the end of the queue and show the next one."""
+        project = self.state.require_project(writable=True)
+        shown = self._require_shown()
+        current = project.current_round()
+        if current is not None and shown.image_id in project.queue(current.idx):
+            project.skip(current.idx, shown.image_id)
+        self.status.setText(f"skipped {shown.name}")
+        self.show_next(avoid=shown.image_id)
+
+    @guarded
+    def undo(self) -> Any:
+        """Withdraw the newest commit; its image is shown again to be labelled."""
+        project = self.state.require_project(writable=True)
+        version = project.undo_last_commit()
+        if version is None:
+            notify_info("nothing to undo")
+            return None
+        self.state.labels_changed.emit()
+        name = project.image(version.image_id).name
+        self.status.setText(f"undid the commit of <b>{name}</b>; it is back in the queue")
+        self.display.show(version.image_id)
+        return version
+
+    @guarded
+    def oracle(self) -> Any:
+        """Commit the stored ground truth of every pending queued image (in a worker)."""
+        project = self.state.require_project(writable=True)
+        queue = project.queue()
+        if not queue:
+            raise ValueError("the queue is empty: run a round first (Train: Start round)")
+
+        def done(count: int) -> None:
+            self.state.labels_changed.emit()
+            self.job_bar.finish(f"done: committed ground truth of {count} image(s)")
+            self.show_next()
+
+        def failed(_failure: Any) -> None:
+            self.state.labels_changed.emit()  # the commits before the failure are kept
+            self.show_next()
+
+        return self.state.start_job("oracle", lambda: _oracle_job(project, queue),
+                                    on_done=done, on_error=failed)
+
+    def show_next(self, avoid: int | None = None) -> None:
+        """Show the first pending queued image (not ``avoid`` if another one waits)."""
+        project = self.state.project
+        queue = project.queue() if project is not None else []
+        if avoid is not None and len(queue) > 1 and queue[0] == avoid:
+            queue = queue[1:] + queue[:1]
+        if queue:
+            self.display.show(queue[0])
+        else:
+            self.display.clear()
+            if project is not None:
+                notify_info("review queue done: press Next round (Rounds) or Start round "
+                            "(Train) to train on the new labels")
+
+    # -- display ------------------------------------------------------------------------------
+    def _require_shown(self) -> Any:
+        if self.display.current is None:
+            raise ValueError("no image is shown: the review queue is empty")
+        return self.display.current
+
+    def _project_changed(self) -> None:
+        self.legend.clear()
+        project = self.state.project
+        if project is not None:
+            classes = project.classes
+            for index, (name, rgb) in enumerate(zip(classes.names, classes.colours)):
+                item = QListWidgetItem(swatch(rgb), f"{index}  {name}")
+                item.setData(Qt.ItemDataRole.UserRole, index)
+                self.legend.addItem(item)
+            if project.queue():
+                self.show_next()
+        self._update()
+
+    def _queue_changed(self) -> None:
+        project = self.state.project
+        if project is None or self.state.busy:
+            return
+        shown = self.display.current
+        pending = project.queue()
+        if pending and (shown is None or shown.image_id not in pending):
+            self.display.show(pending[0])
+        self._update()
+
+    def _map_changed(self, name: str) -> None:
+        self.display.set_map(None if name == "none" else name)
+
+    def _class_clicked(self, item: QListWidgetItem) -> None:
+        if _layers.LABELS in self.viewer.layers:
+            layer = self.viewer.layers[_layers.LABELS]
+            layer.selected_label = int(item.data(Qt.ItemDataRole.UserRole))
+            layer.mode = "paint"
+            self.viewer.layers.selection.active = layer
+
+    def _update(self) -> None:
+        project = self.state.project
+        shown = self.display.current
+        writable = project is not None and not project.read_only
+        round_busy = self.state.busy and self.state.job.name in ("round", "oracle")
+        can_edit = writable and shown is not None and shown.pool != "test" and not round_busy
+        self.commit_button.setEnabled(can_edit)
+        self.skip_button.setEnabled(writable and shown is not None and not round_busy)
+        self.undo_button.setEnabled(writable and not round_busy)
+        self.oracle_button.setEnabled(writable and not self.state.busy)
+        if project is None:
+            self.header.setText("No project open.")
+            return
+        current = project.current_round()
+        pending = project.queue() if current is not None else []
+        if shown is None:
+            self.header.setText(
+                "Nothing to review. Run a round (Train: <b>Start round</b>) to queue the images "
+                "the model is least sure about." if not pending else "Loading...")
+            return
+        record = project.image(shown.image_id)
+        where = (f"{pending.index(shown.image_id) + 1} of {len(pending)} waiting"
+                 if shown.image_id in pending else f"{shown.pool} pool")
+        score = "" if shown.score is None else f", score {shown.score:.4g}"
+        start = ("model prediction" if shown.reference is not None and shown.pool != "labelled"
+                 else "committed label" if shown.pool == "labelled" else "empty labels")
+        round_text = f"Round {current.idx}: " if current is not None else ""
+        self.header.setText(
+            f"{round_text}<b>{record.name}</b> ({record.width} x {record.height}){score}"
+            f"<br>{where}; starts from the {start}"
+            + ("<br><i>test image: shown, never trained on; not editable</i>"
+               if shown.pool == "test" else ""))
+        visible = self.display._visible_map(dict.fromkeys(shown.maps))
+        self.map_choice.blockSignals(True)
+        self.map_choice.setCurrentText(visible or "none")
+        self.map_choice.blockSignals(False)
+
+
+def _oracle_job(project: Any, queue: list[int]) -> Generator[Any, None, int]:
+    from napari_alunet.loop import oracle_commit
+
+    for done, image_id in enumerate(queue):
+        yield Progress(f"committing ground truth {done + 1}/{len(queue)}", done, len(queue))
+        oracle_commit(project, [image_id])
+    return len(queue)

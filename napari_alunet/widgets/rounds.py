@@ -1,0 +1,172 @@
+"""Rounds: run the next round, follow the learning curve, export it.
+
+The curve plots test mean Dice against the number of labelled images and against annotation
+effort (pixels changed by the annotator, summed over the label versions a round trained on; see
+:mod:`napari_alunet.widgets._curve`). Exports: PNG and SVG (white background, for papers) and
+CSV (one row per round, per-class metrics named by class).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHeaderView,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_alunet.widgets._common import JobBar, group, guarded, listen, row
+from napari_alunet.widgets._curve import CurvePoint, curve_points, draw_curve, write_csv
+from napari_alunet.widgets._display import get_display
+from napari_alunet.widgets._plot import COLOURS, PlotCanvas, light_colours
+from napari_alunet.widgets._state import get_state, notify_info
+
+
+class RoundsWidget(QWidget):
+    """Next round, the rounds so far, and the learning curve with exports."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.state = get_state(napari_viewer)
+        get_display(napari_viewer)
+        self.points: list[CurvePoint] = []
+
+        self.next_button = QPushButton("Next round")
+        self.next_button.setToolTip("Train on all labels so far, evaluate on the test pool, "
+                                    "score the pool and queue new images for review")
+        self.next_button.clicked.connect(lambda: self.next_round())
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.job_bar = JobBar(self.state, {"round"})
+
+        self.table = QTableWidget(0, 5)
+        self.table.setHorizontalHeaderLabels(["round", "status", "labelled", "pixels changed",
+                                              "test Dice"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.setMaximumHeight(150)
+
+        self.plot = PlotCanvas(2, viewer=napari_viewer, height=2.8)
+        self.png_button = QPushButton("PNG...")
+        self.svg_button = QPushButton("SVG...")
+        self.csv_button = QPushButton("CSV...")
+        self.png_button.clicked.connect(lambda: self.export("png"))
+        self.svg_button.clicked.connect(lambda: self.export("svg"))
+        self.csv_button.clicked.connect(lambda: self.export("csv"))
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.summary)
+        layout.addWidget(self.next_button)
+        layout.addWidget(self.job_bar)
+        layout.addWidget(group("Learning curve", self.plot,
+                               row(QLabel("Export"), self.png_button, self.svg_button,
+                                   self.csv_button, stretch=True)))
+        layout.addWidget(group("Rounds", self.table))
+        layout.addStretch(1)
+
+        listen(self, self.state.project_changed, self.refresh)
+        listen(self, self.state.round_finished, self.refresh)
+        listen(self, self.state.labels_changed, self.refresh)
+        listen(self, self.state.busy_changed, self._busy)
+        self.refresh()
+
+    @guarded
+    def next_round(self) -> Any:
+        """Start the next round (or resume the unfinished one) in a worker."""
+        project = self.state.require_project(writable=True)
+        current = project.current_round()
+        if current is not None and current.status == "queued":
+            pending = project.queue(current.idx)
+            if pending:
+                notify_info(f"{len(pending)} queued image(s) were not reviewed; they go back "
+                            "to the pool")
+        return self.state.run_round()
+
+    def _busy(self, name: str) -> None:
+        project = self.state.project
+        self.next_button.setEnabled(not name and project is not None and not project.read_only)
+        for button in (self.png_button, self.svg_button, self.csv_button):
+            button.setEnabled(project is not None)
+
+    # -- curve --------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        project = self.state.project
+        self._busy(self.state.job.name if self.state.job else "")
+        self.points = curve_points(project) if project is not None else []
+        draw_curve(self.plot.figure, self.plot.axes, self.points, self.plot.colours,
+                   line=COLOURS["dice"])
+        self.plot.request_draw()
+        self._fill_table()
+        if project is None:
+            self.summary.setText("No project open.")
+            return
+        current = project.current_round()
+        if current is None:
+            self.summary.setText("No round yet. <b>Next round</b> trains on the labelled images.")
+            return
+        pending = len(project.queue(current.idx))
+        text = f"Round <b>{current.idx}</b> is <b>{current.status}</b>"
+        if current.status == "queued":
+            text += (f": {pending} image(s) left to review (Review), then Next round"
+                     if pending else ": review done, press Next round")
+        elif current.status in ("started", "trained", "evaluated"):
+            text += ": unfinished; Next round continues it"
+        self.summary.setText(text)
+
+    def _fill_table(self) -> None:
+        project = self.state.project
+        rounds = project.rounds() if project is not None else []
+        by_round = {p.round_idx: p for p in self.points}
+        self.table.setRowCount(len(rounds))
+        for row_index, rnd in enumerate(reversed(rounds)):
+            point = by_round.get(rnd.idx)
+            cells = (str(rnd.idx), rnd.status, str(rnd.n_labelled or 0),
+                     "" if point is None else f"{point.pixels_changed:,}",
+                     "" if point is None or point.mean_dice != point.mean_dice
+                     else f"{point.mean_dice:.3f}")
+            for column, text in enumerate(cells):
+                self.table.setItem(row_index, column, QTableWidgetItem(text))
+
+    # -- export -------------------------------------------------------------------------------
+    @guarded
+    def export(self, kind: str, path: str | Path | None = None) -> Path | None:
+        """Export the curve as 'png', 'svg' or 'csv' to ``path`` (asks when None)."""
+        project = self.state.require_project()
+        if path is None:
+            default = str(project.path / f"learning_curve.{kind}")
+            path, _ = QFileDialog.getSaveFileName(self, f"Export the learning curve ({kind})",
+                                                  default, f"{kind.upper()} (*.{kind})")
+            if not path:
+                return None
+        path = Path(path)
+        points = curve_points(project)
+        if kind == "csv":
+            write_csv(points, path, project.classes.names)
+        elif kind in ("png", "svg"):
+            figure = export_figure(points)
+            figure.savefig(path, format=kind, dpi=150)
+        else:
+            raise ValueError(f"unknown export format {kind!r}: use png, svg or csv")
+        notify_info(f"wrote {path}")
+        return path
+
+
+def export_figure(points: list[CurvePoint]) -> Figure:
+    """The learning curve on a white background (a Figure without pyplot: no GUI state)."""
+    colours = light_colours()
+    figure = Figure(figsize=(8.0, 3.2), facecolor=colours["background"])
+    axes = [figure.add_subplot(1, 2, i + 1) for i in range(2)]
+    draw_curve(figure, axes, points, colours, line="#1f77b4")
+    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.88, wspace=0.25)
+    return figure

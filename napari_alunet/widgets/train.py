@@ -1,0 +1,250 @@
+"""Train: model preset and training settings, Start / Stop of a round, a live loss/Dice plot.
+
+Start runs :func:`napari_alunet.loop.run_round` (train -> evaluate -> score -> queue) in a
+worker; Stop closes it at the next batch, the engine saves the best weights so far and the round
+stays open, to be trained again by the next Start. The plot is fed from ``EpochEvent`` in the
+GUI thread and redrawn at most four times a second.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_alunet.config import MODEL_PRESETS, model_preset
+from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen, row
+from napari_alunet.widgets._display import get_display
+from napari_alunet.widgets._plot import COLOURS, PlotCanvas, style_axes, style_legend
+from napari_alunet.widgets._state import get_state
+
+PRESET_HINTS = {
+    "gpu": "paper size (~31 M parameters, 256 px): needs a GPU",
+    "cpu": "16 base channels, 128 px: a round in minutes on a laptop",
+    "tiny": "8 base channels, 32 px: for quick tests only",
+}
+
+
+class TrainWidget(QWidget):
+    """Settings and progress of a round's training, with a live plot and the test metrics."""
+
+    def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = napari_viewer
+        self.state = get_state(napari_viewer)
+        get_display(napari_viewer)
+        self.history: list[Any] = []
+
+        self.preset = QComboBox()
+        self.preset.addItems(list(MODEL_PRESETS))
+        for i, name in enumerate(MODEL_PRESETS):
+            self.preset.setItemData(i, PRESET_HINTS.get(name, ""), 3)  # 3: Qt.ToolTipRole
+        self.device = QComboBox()
+        self.device.addItems(["auto", "cpu", "cuda", "mps"])
+        self.device_label = QLabel()
+        self.epochs = _spin(1, 10000, 60, "Most epochs to train (early stopping may end sooner)")
+        self.patience = _spin(0, 1000, 10, "Stop after this many epochs without a better "
+                                           "validation Dice (0: never)")
+        self.learning_rate = QDoubleSpinBox()
+        self.learning_rate.setDecimals(5)
+        self.learning_rate.setRange(1e-5, 1.0)
+        self.learning_rate.setSingleStep(1e-4)
+        self.learning_rate.setValue(1e-3)
+        self.warm_start = QCheckBox("start from the previous round's model")
+        self.warm_start.setChecked(True)
+        form = QFormLayout()
+        form.addRow("Model preset", self.preset)
+        form.addRow("Device", row(self.device, self.device_label))
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Patience", self.patience)
+        form.addRow("Learning rate", self.learning_rate)
+        form.addRow("Warm start", self.warm_start)
+        settings_box = group("Model and training", layout=form)
+
+        self.start_button = QPushButton("Start round")
+        self.start_button.setToolTip("Train on the labelled pool, evaluate on the test pool, "
+                                     "score the unlabelled pool and queue images for review")
+        self.start_button.clicked.connect(self.start)
+        self.job_bar = JobBar(self.state, {"round"})
+        self.plot = PlotCanvas(2, viewer=napari_viewer)
+        self.metrics_label = QLabel("No round evaluated yet.")
+        self.metrics_label.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(settings_box)
+        layout.addWidget(self.start_button)
+        layout.addWidget(self.job_bar)
+        layout.addWidget(group("Training curve", self.plot))
+        layout.addWidget(group("Test metrics of the newest round", self.metrics_label,
+                               hint("Dice on the fixed test pool, which is never trained on.")))
+        layout.addStretch(1)
+
+        for signal in (self.preset.currentIndexChanged, self.device.currentIndexChanged,
+                       self.epochs.valueChanged, self.patience.valueChanged,
+                       self.learning_rate.valueChanged, self.warm_start.toggled):
+            signal.connect(self.apply_settings)
+        listen(self, self.state.round_event, self._on_event)
+        listen(self, self.state.round_finished, self._on_finished)
+        listen(self, self.state.project_changed, self._project_changed)
+        listen(self, self.state.busy_changed, self._busy)
+        self._load_settings()
+        self._draw()
+        self._project_changed()
+
+    # -- settings -----------------------------------------------------------------------------
+    def _load_settings(self) -> None:
+        """Show the state's settings (restored from the project's newest round)."""
+        settings = self.state.settings
+        widgets = (self.preset, self.device, self.epochs, self.patience, self.learning_rate,
+                   self.warm_start)
+        for widget in widgets:
+            widget.blockSignals(True)
+        try:
+            preset = next((name for name, cfg in MODEL_PRESETS.items()
+                           if dataclasses.replace(cfg, n_classes=settings.model.n_classes)
+                           == settings.model), None)
+            if preset is not None:
+                self.preset.setCurrentText(preset)
+            self.device.setCurrentText(settings.train.device)
+            self.epochs.setValue(settings.train.epochs)
+            self.patience.setValue(settings.train.patience)
+            self.learning_rate.setValue(settings.train.learning_rate)
+            self.warm_start.setChecked(settings.train.warm_start)
+        finally:
+            for widget in widgets:
+                widget.blockSignals(False)
+        self._show_device()
+
+    def apply_settings(self, *_: Any) -> None:
+        """Copy the controls into the shared settings (the next round uses them)."""
+        settings = self.state.settings
+        n_classes = (self.state.project.classes.n_classes if self.state.project is not None
+                     else settings.model.n_classes)
+        settings.model = model_preset(self.preset.currentText(), n_classes=n_classes)
+        settings.train = dataclasses.replace(
+            settings.train, epochs=self.epochs.value(), patience=self.patience.value(),
+            learning_rate=self.learning_rate.value(), warm_start=self.warm_start.isChecked(),
+            device=self.device.currentText(),
+        )
+        self._show_device()
+
+    def _show_device(self) -> None:
+        from napari_alunet.training.device import resolve_device
+
+        try:
+            device = resolve_device(self.device.currentText())
+            self.device_label.setText(f"runs on: <b>{device}</b>")
+            self.device_label.setToolTip("")
+        except ValueError as exc:
+            self.device_label.setText("<b>unavailable</b>")
+            self.device_label.setToolTip(str(exc))
+
+    # -- actions ------------------------------------------------------------------------------
+    @guarded
+    def start(self, *_: Any) -> Any:
+        """Start (or resume) a round with the settings shown."""
+        self.apply_settings()
+        from napari_alunet.training.device import resolve_device
+
+        resolve_device(self.state.settings.train.device)  # fail now, with the reason
+        return self.state.run_round()
+
+    def _busy(self, name: str) -> None:
+        self.start_button.setEnabled(not name and self.state.project is not None
+                                     and not self.state.project.read_only)
+
+    def _project_changed(self) -> None:
+        self._load_settings()
+        self.history.clear()
+        self._draw()
+        self._show_metrics()
+        self._busy(self.state.job.name if self.state.job else "")
+
+    # -- progress -----------------------------------------------------------------------------
+    def _on_event(self, event: Any) -> None:
+        kind = type(event).__name__
+        if kind == "StageEvent" and event.stage == "train":
+            self.history.clear()
+            self._draw()
+        elif kind == "EpochEvent":
+            self.history.append(event)
+            self._draw()
+
+    def _on_finished(self, report: Any) -> None:
+        if report is not None:
+            self.job_bar.finish(f"done: round {report.round_idx} {report.status}, "
+                                f"{len(report.queue)} image(s) queued")
+        self._show_metrics()
+
+    def _draw(self) -> None:
+        loss_ax, dice_ax = self.plot.axes
+        colours = self.plot.colours
+        for ax in (loss_ax, dice_ax):
+            ax.clear()
+            style_axes(ax, colours)
+        loss_ax.set_title("Loss", fontsize=9)
+        dice_ax.set_title("Validation Dice", fontsize=9)
+        for ax in (loss_ax, dice_ax):
+            ax.set_xlabel("epoch", fontsize=8)
+        if self.history:
+            epochs = [e.epoch for e in self.history]
+            loss_ax.plot(epochs, [e.train_loss for e in self.history], color=COLOURS["train"],
+                         label="train", linewidth=1.5)
+            val = [e.val_loss for e in self.history]
+            if any(not math.isnan(v) for v in val):
+                loss_ax.plot(epochs, val, color=COLOURS["val"], label="validation", linewidth=1.5)
+            style_legend(loss_ax.legend(fontsize=7, loc="upper right"), colours)
+            dice = [e.val_dice for e in self.history]
+            dice_ax.plot(epochs, dice, color=COLOURS["dice"], marker="o", markersize=3,
+                         linewidth=1.5)
+            best = self.history[-1].best_epoch
+            if best:
+                dice_ax.axvline(best, color=colours["text"], linestyle=":", linewidth=1)
+            dice_ax.set_ylim(0.0, 1.0)
+        else:
+            loss_ax.text(0.5, 0.5, "waiting for the first epoch", ha="center", va="center",
+                         transform=loss_ax.transAxes, color=colours["text"], fontsize=8)
+        self.plot.request_draw()
+
+    def _show_metrics(self) -> None:
+        project = self.state.project
+        if project is None:
+            self.metrics_label.setText("No project open.")
+            return
+        rows = project.metrics("test")
+        if not rows:
+            self.metrics_label.setText("No round evaluated yet.")
+            return
+        last = max(r["round_idx"] for r in rows)
+        values = {r["name"]: r["value"] for r in rows if r["round_idx"] == last}
+        names = project.classes.names
+        per_class = ", ".join(
+            f"{names[i]} {values[f'dice_{i}']:.3f}" for i in range(1, len(names))
+            if values.get(f"dice_{i}") is not None
+        )
+        mean = values.get("mean_dice")
+        mean_text = "-" if mean is None else f"{mean:.3f}"
+        self.metrics_label.setText(
+            f"Round {last}: mean Dice <b>{mean_text}</b> on {int(values.get('n_test', 0))} test "
+            f"images, trained on {int(values.get('n_labelled', 0))} labelled<br>{per_class}"
+        )
+
+
+def _spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
+    box = QSpinBox()
+    box.setRange(low, high)
+    box.setValue(value)
+    box.setToolTip(tip)
+    return box

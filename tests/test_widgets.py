@@ -1,0 +1,314 @@
+"""Click through the napari workflow on a tiny synthetic project, on the CPU.
+
+Run under a display::
+
+    QT_QPA_PLATFORM=offscreen xvfb-run -a python -m pytest tests/test_widgets.py
+
+The model is the 'tiny' preset (32 px input) on 48 x 56 images, one or two epochs, so a round
+takes a second or two on two cores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_alunet.store import Project  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+SHAPE = (48, 56)
+TIMEOUT = 60_000  # ms; a round on the tiny preset takes a few seconds
+
+
+@pytest.fixture
+def app(make_napari_viewer):
+    """A viewer with the combined widget docked, set up for tiny, fast rounds."""
+    from napari_alunet.widgets.main import ActiveLearningWidget
+
+    viewer = make_napari_viewer()
+    widget = ActiveLearningWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Active learning")
+    yield viewer, widget
+    widget.state.stop()
+
+
+def make_tiny(widget, epochs: int = 1) -> None:
+    """Tiny preset, few epochs and MC passes (the widgets' settings overrides)."""
+    state = widget.state
+    train = widget.panel("Train")
+    train.preset.setCurrentText("tiny")
+    train.epochs.setValue(epochs)
+    train.patience.setValue(0)
+    state.settings.train = dataclasses.replace(state.settings.train, batch_size=4,
+                                               device="cpu", augment=False)
+    acquire = widget.panel("Acquire")
+    acquire.passes.setValue(3)
+    acquire.k.setValue(3)
+
+
+def wait_idle(qtbot, state, timeout: int = TIMEOUT) -> None:
+    qtbot.waitUntil(lambda: not state.busy, timeout=timeout)
+
+
+def create_sample(qtbot, widget, tmp_path, n: int = 12):
+    panel = widget.panel("Project")
+    panel.test_fraction.setValue(0.25)
+    panel.initial_fraction.setValue(0.25)
+    assert panel.create_sample(tmp_path, n=n, shape=SHAPE) is not None
+    wait_idle(qtbot, widget.state)
+    assert widget.state.project is not None
+    return widget.state.project
+
+
+def test_whole_round(app, qtbot, tmp_path):
+    viewer, widget = app
+    state = widget.state
+    project = create_sample(qtbot, widget, tmp_path)
+    assert project.counts() == {"labelled": 3, "unlabelled": 6, "test": 3}
+    assert "labelled" in widget.panel("Project").counts_label.text()
+    assert widget.panel("Project").classes_list.count() == 5
+    make_tiny(widget)
+
+    # Train: one round (train -> evaluate -> score -> queue) in a worker.
+    train = widget.panel("Train")
+    with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT) as finished:
+        assert train.start() is not None
+        assert not train.start_button.isEnabled()  # one job at a time
+    report = finished.args[0]
+    assert report.status == "queued" and len(report.queue) == 3
+    assert len(train.history) == 1 and "mean Dice" in train.metrics_label.text()
+    assert state.settings.model.input_size == 32
+    wait_idle(qtbot, state)
+
+    # Review shows the first queued image, prediction pre-filled, map over it.
+    review = widget.panel("Review")
+    shown = widget.state.display.current
+    assert shown is not None and shown.image_id == project.queue()[0]
+    labels = viewer.layers["alunet: labels"]
+    assert labels.data.shape == SHAPE
+    assert labels.colormap.color_dict[1][3] == 1.0  # class colours, background transparent
+    assert labels.colormap.color_dict[0][3] == 0.0
+    assert list(labels.features["class"]) == list(project.classes.names)
+    assert "alunet: bald" in viewer.layers and viewer.layers["alunet: bald"].visible
+    assert viewer.layers["alunet: bald"].blending == "additive"
+
+    # Acquire: re-score with entropy; the table ranks the pool; a click shows that image.
+    acquire = widget.panel("Acquire")
+    acquire.strategy.setCurrentText("entropy")
+    with qtbot.waitSignal(state.scores_changed, timeout=TIMEOUT):
+        acquire.compute()
+    wait_idle(qtbot, state)
+    assert acquire.table.rowCount() == 6
+    scores = [float(acquire.table.item(r, 2).text()) for r in range(6)]
+    assert scores == sorted(scores, reverse=True)
+    top = acquire.table.item(0, 0).data(256)  # Qt.UserRole: the image id
+    assert project.queue()[0] == top and acquire.table.item(0, 3).text() == "queued"
+    acquire.table.cellClicked.emit(4, 0)  # not queued: the image without maps
+    assert state.display.current.image_id == acquire.table.item(4, 0).data(256)
+    assert "alunet: entropy" not in viewer.layers
+    acquire.table.cellClicked.emit(0, 0)  # queued: its maps over it, the strategy's one on
+    assert state.display.current.image_id == top
+    assert viewer.layers["alunet: entropy"].visible
+    assert not viewer.layers["alunet: bald"].visible
+
+    # Review: paint a stroke into the model's labels and commit; undo; commit again.
+    review.show_next()
+    first = state.display.current.image_id
+    labels = viewer.layers["alunet: labels"]
+    before = labels.data.copy()
+    labels.selected_label = 1
+    labels.paint((24, 28), 1)
+    labels.data[2:8, 2:10] = 3  # and a block of ZP, as a fill would
+    labels.refresh()
+    edited = labels.data.copy()
+    assert (edited != before).any()
+    version = review.commit()
+    assert version is not None and version.source == "human"
+    assert project.image(first).pool == "labelled"
+    assert np.array_equal(project.read_label(first), edited)
+    assert version.pixels_changed == int((edited != before).sum())
+    assert version.seconds_spent is not None and version.seconds_spent >= 0
+    assert state.display.current.image_id != first  # moved on to the next image
+
+    review.undo()
+    assert project.image(first).pool == "unlabelled"
+    assert first in project.queue()
+    assert state.display.current.image_id == first
+    labels = viewer.layers["alunet: labels"]
+    assert np.array_equal(labels.data, before)  # back to the model's prediction
+    labels.data[...] = edited
+    labels.refresh()
+    again = review.commit()
+    assert again is not None and again.pixels_changed == version.pixels_changed
+    assert project.image(first).pool == "labelled"
+    assert [v.active for v in project.label_history(first)] == [False, True]
+
+    # Skip and the keyboard shortcuts (bound on the viewer).
+    from app_model.types import KeyBinding
+
+    pending = project.queue()
+    viewer.keymap[KeyBinding.from_str("Shift-S")](viewer)
+    assert project.queue()[-1] == pending[0]
+    viewer.keymap[KeyBinding.from_str("Shift-Enter")](viewer)  # commit the prediction as is
+    assert project.counts()["labelled"] == 5
+    viewer.keymap[KeyBinding.from_str("Shift-U")](viewer)
+    assert project.counts()["labelled"] == 4
+
+    # Rounds: next round; the curve has two points and effort grows.
+    rounds = widget.panel("Rounds")
+    with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT):
+        rounds.next_round()
+    wait_idle(qtbot, state)
+    assert [r.status for r in project.rounds()] == ["complete", "queued"]
+    points = rounds.points
+    assert [p.round_idx for p in points] == [0, 1]
+    assert points[1].n_labelled == 4 and points[0].n_labelled == 3
+    assert points[0].pixels_changed == 0 and points[1].pixels_changed > 0
+    assert rounds.table.rowCount() == 2
+    for kind in ("png", "svg", "csv"):
+        out = rounds.export(kind, tmp_path / f"curve.{kind}")
+        assert out is not None and out.stat().st_size > 0
+    csv_text = (tmp_path / "curve.csv").read_text().splitlines()
+    assert csv_text[0].startswith("round,status,n_labelled,pixels_changed")
+    assert "dice_ICM" in csv_text[0] and len(csv_text) == 3
+
+    # Inside the model: feature maps of a block for the image on screen.
+    features = widget.panel("Model")
+    assert "bottleneck" in [features.block.itemText(i) for i in range(features.block.count())]
+    features.show_features("enc0")
+    wait_idle(qtbot, state)
+    layer = viewer.layers["alunet: features enc0"]
+    assert layer.data.ndim == 3 and layer.data.shape[0] == 8
+
+    # The oracle commits stored ground truth for the rest of the queue.
+    review.oracle()
+    wait_idle(qtbot, state)
+    assert project.queue() == []
+    assert project.label_history(project.queue(pending_only=False)[0])[-1].source in (
+        "oracle", "human")
+
+
+def test_stop_close_and_resume(app, qtbot, tmp_path, make_napari_viewer):
+    viewer, widget = app
+    state = widget.state
+    project = create_sample(qtbot, widget, tmp_path)
+    path = project.path
+    make_tiny(widget, epochs=200)
+    steps = []
+    state.round_event.connect(lambda e: steps.append(type(e).__name__))
+    widget.panel("Train").start()
+    qtbot.waitUntil(lambda: "StepEvent" in steps, timeout=TIMEOUT)
+    # Closing the viewer mid-round stops the worker and releases the project.
+    viewer.close()
+    qtbot.waitUntil(lambda: not state.busy and state.project is None, timeout=TIMEOUT)
+    with Project.open(path, read_only=True) as reopened:
+        assert reopened.current_round().status == "started"
+
+    # Reopening continues the round (with the settings it started with).
+    viewer2 = make_napari_viewer()
+    from napari_alunet.widgets.main import ActiveLearningWidget
+
+    widget2 = ActiveLearningWidget(viewer2)
+    state2 = widget2.state
+    assert widget2.panel("Project").open_project(path)
+    assert widget2.panel("Train").epochs.value() == 200  # the round's own settings
+    # Shorten it for the test: a resumed round keeps its stored settings, so edit them there.
+    config = state2.project.current_round().config
+    config["train"]["epochs"] = 1
+    state2.project.update_round(state2.project.current_round().idx, config=config)
+    with qtbot.waitSignal(state2.round_finished, timeout=TIMEOUT) as finished:
+        widget2.panel("Train").start()
+    assert finished.args[0].round_idx == 0 and finished.args[0].status == "queued"
+    wait_idle(qtbot, state2)
+    state2.close_project()
+
+
+def test_stop_button_keeps_round_resumable(app, qtbot, tmp_path):
+    _viewer, widget = app
+    state = widget.state
+    project = create_sample(qtbot, widget, tmp_path)
+    make_tiny(widget, epochs=500)
+    epochs = []
+    state.round_event.connect(lambda e: epochs.append(e) if type(e).__name__ == "EpochEvent"
+                              else None)
+    widget.panel("Train").start()
+    qtbot.waitUntil(lambda: len(epochs) >= 1, timeout=TIMEOUT)
+    started = time.monotonic()
+    widget.panel("Train").job_bar.stop_button.click()
+    wait_idle(qtbot, state)
+    assert time.monotonic() - started < 5.0  # Stop answers within a batch
+    assert project.current_round().status == "started"
+    assert project.checkpoint_path(0).is_file()  # the best weights so far were saved
+
+
+def test_locked_project_offers_read_only(app, qtbot, tmp_path):
+    _viewer, widget = app
+    project = create_sample(qtbot, widget, tmp_path, n=8)
+    path = project.path
+    widget.state.close_project()
+    with Project.open(path):  # another writer holds the lock
+        panel = widget.panel("Project")
+        assert not panel.open_project(path)
+        assert not panel.locked_box.isHidden()
+        assert "read-only" in panel.locked_label.text()
+        panel.read_only_button.click()
+        assert widget.state.project is not None and widget.state.project.read_only
+        assert not widget.panel("Train").start_button.isEnabled()
+        widget.panel("Train").start()  # refused with a notification, nothing raised
+        assert not widget.state.busy
+    widget.state.close_project()
+
+
+def test_import_error_is_reported(app, qtbot, tmp_path):
+    _viewer, widget = app
+    (tmp_path / "empty").mkdir()
+    errors = []
+    import napari_alunet.widgets._state as state_module
+
+    original = state_module.notify_error
+    state_module.notify_error = errors.append
+    try:
+        widget.panel("Project").import_folder(tmp_path / "empty", tmp_path / "project")
+        wait_idle(qtbot, widget.state)
+    finally:
+        state_module.notify_error = original
+    assert errors and "import failed" in errors[0]
+    assert not (tmp_path / "project").exists()  # all or nothing
+    assert widget.state.project is None
+
+
+def test_reader(make_napari_viewer, qtbot, tmp_path):
+    from napari_alunet.data.synthetic import write_sample_pool
+    from napari_alunet.events import drain
+    from napari_alunet.importer import import_pool
+    from napari_alunet.widgets._state import get_state
+    from napari_alunet.widgets.reader import napari_get_reader
+
+    pool = write_sample_pool(tmp_path / "pool", 6, 0, shape=SHAPE)
+    assert napari_get_reader(str(tmp_path)) is None  # an arbitrary folder is not claimed
+    assert napari_get_reader(str(pool / "images" / "x.txt")) is None
+    reader = napari_get_reader(str(pool))
+    data, meta, kind = reader(str(pool))[0]
+    assert kind == "image" and data.shape == (6, *SHAPE) and len(meta["metadata"]["names"]) == 6
+
+    drain(import_pool(pool, tmp_path / "project"))
+    viewer = make_napari_viewer()
+    reader = napari_get_reader(str(tmp_path / "project"))
+    assert reader(str(tmp_path / "project")) == [(None,)]
+    state = get_state(viewer)
+    assert state.project is not None and state.project.path == tmp_path / "project"
+    state.close_project()
+
+
+def test_sample_data_contribution():
+    from napari_alunet.data.synthetic import napari_sample
+
+    layers = napari_sample()
+    assert [kind for _data, _meta, kind in layers] == ["image", "labels"]
