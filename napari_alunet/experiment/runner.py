@@ -48,13 +48,10 @@ Records (all in ``OUT``):
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
 import json
 import math
 import os
-import sys
 import time
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -63,22 +60,13 @@ from typing import Any
 
 import numpy as np
 
-from napari_alunet.config import ExperimentConfig, from_dict, model_preset, to_dict
+from napari_alunet.config import ExperimentConfig
+from napari_alunet.experiment.pool import Pool, Splits, load_pool, make_splits, planned_sizes
+from napari_alunet.experiment.records import (
+    CONFIG_FILE, RESUME_MODEL, ROUNDS_FILE, SUMMARY_FILE, RoundsFile, check_config,
+    config_record, parse_ids, prepare_out, read_rounds, round_columns,
+)
 from napari_alunet.experiment.report import FULL
-
-CONFIG_FILE = "config.json"
-ROUNDS_FILE = "rounds.csv"
-SUMMARY_FILE = "summary.csv"
-RESUME_MODEL = "resume_model.pt"
-
-#: config.json keys that may change between a run and its resume (they do not change what is
-#: computed, only where or how fast).
-RESUMABLE_DIFFERENCES = ("experiment.train.device", "experiment.train.num_threads",
-                         "experiment.acquisition.batch_size")
-
-#: Offsets mixed into seeds so that the test split, the initial sets and the training seeds do
-#: not draw from the same stream.
-_TEST_STREAM, _INITIAL_STREAM = 7, 11
 
 
 # -- events and result ----------------------------------------------------------------------------
@@ -150,426 +138,6 @@ class ExperimentResult:
     rows_resumed: int
 
 
-# -- the pool --------------------------------------------------------------------------------------
-@dataclass
-class Pool:
-    """The whole labelled pool in memory.
-
-    Attributes
-    ----------
-    names : image names; an image's id is its index here (names sorted for directories,
-        generation order for the sample).
-    images : (N, 1, S, S) float32 letter-boxed, standardised model inputs.
-    labels : (N, S, S) uint8 letter-boxed ground truth.
-    truth : N arrays (h_i, w_i) uint8, the ground truth at original size (for correction cost).
-    boxes : N :class:`~napari_alunet.data.geometry.Letterbox` transforms.
-    foreground : (N,) int64 foreground pixels of each original ground truth (scratch cost).
-    class_names : class names in index order.
-    skipped : names of images left out (no ground truth to replay).
-    """
-
-    names: list[str]
-    images: np.ndarray
-    labels: np.ndarray
-    truth: list[np.ndarray]
-    boxes: list[Any]
-    foreground: np.ndarray
-    class_names: tuple[str, ...]
-    skipped: list[str] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def load_batch(self, ids: Sequence[int]) -> np.ndarray:
-        """``score_pool``'s loader over the in-memory arrays: (len(ids), 1, S, S) float32."""
-        return self.images[np.asarray(ids, dtype=np.intp)]
-
-    def correction_pixels(self, ids: Sequence[int], predictions: np.ndarray) -> np.ndarray:
-        """(len(ids),) pixels a reviewer changes: proposal vs truth at the original size.
-
-        ``predictions`` is (len(ids), S, S) uint8 on the canvas; it is mapped back through each
-        image's letter-box, so padding never counts and every original pixel counts once.
-        """
-        return np.array([
-            int(np.count_nonzero(self.boxes[i].invert_labels(p) != self.truth[i]))
-            for i, p in zip(ids, predictions)], dtype=np.int64)
-
-
-def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None = None) -> Pool:
-    """Load the experiment's pool: the synthetic sample or a folder with ground truth.
-
-    Parameters
-    ----------
-    config : ``data`` is ``"sample"`` (``sample_n`` images from the synthetic generator with
-        ``sample_seed``) or a folder in one of the layouts of :func:`napari_alunet.data.io
-        .scan_pool`; ``model.input_size`` is the canvas side.
-    sample_shape : (h, w) of every sample image; None draws realistic sizes.
-
-    Raises
-    ------
-    ValueError
-        a folder without masks (the oracle needs ground truth), or fewer than four images.
-    """
-    from napari_alunet.config import DEFAULT_CLASS_COLOURS, DEFAULT_CLASS_NAMES
-    from napari_alunet.data.dataset import prepare_image
-    from napari_alunet.data.geometry import Letterbox
-
-    size = config.model.input_size
-    names: list[str] = []
-    originals: list[np.ndarray] = []
-    truths: list[np.ndarray] = []
-    skipped: list[str] = []
-    if config.data == "sample":
-        from napari_alunet.data.synthetic import generate_pool
-
-        for name, image, labels, _params in generate_pool(config.sample_n, config.sample_seed,
-                                                          shape=sample_shape):
-            names.append(str(name))
-            originals.append(image)
-            truths.append(np.asarray(labels, dtype=np.uint8))
-    else:
-        from napari_alunet.data import io as dio
-
-        listing = dio.scan_pool(config.data)
-        if listing.layout == "images":
-            raise ValueError(
-                f"{config.data}: only images, no masks; an oracle-replay experiment needs the "
-                "ground truth of every image (GT_ICM/GT_TE/GT_ZP/ or masks/ next to images/)"
-            )
-        for item in listing.items:
-            labels = dio.load_item_labels(item, listing.layout, DEFAULT_CLASS_COLOURS)
-            if labels is None:
-                skipped.append(item.name)
-                continue
-            names.append(item.name)
-            originals.append(dio.read_image(item.image_path))
-            truths.append(labels)
-    if len(names) < 4:
-        raise ValueError(
-            f"{len(names)} image(s) with ground truth: an experiment needs at least 4 (test, "
-            "initial and pool images); use a bigger pool or --sample-n"
-        )
-    images = np.empty((len(names), 1, size, size), dtype=np.float32)
-    canvas = np.empty((len(names), size, size), dtype=np.uint8)
-    boxes = []
-    for i, (image, labels) in enumerate(zip(originals, truths)):
-        if image.shape[:2] != labels.shape:
-            raise ValueError(f"{names[i]}: image {image.shape} and labels {labels.shape} differ")
-        images[i, 0], box = prepare_image(image, size)
-        canvas[i] = box.apply_labels(labels)
-        boxes.append(box)
-    assert all(isinstance(b, Letterbox) for b in boxes)
-    foreground = np.array([int(np.count_nonzero(t)) for t in truths], dtype=np.int64)
-    return Pool(names, images, canvas, truths, boxes, foreground, tuple(DEFAULT_CLASS_NAMES),
-                skipped)
-
-
-# -- splits and schedule -----------------------------------------------------------------------------
-@dataclass
-class Splits:
-    """The fixed test split and each seed's initial labelled set (image ids, ascending)."""
-
-    test: list[int]
-    train_pool: list[int]
-    initial: dict[int, list[int]]
-
-
-def make_splits(n_images: int, config: ExperimentConfig) -> Splits:
-    """One test split for the whole experiment, one initial labelled set per seed.
-
-    The test split depends on ``sample_seed`` only, so every (strategy, seed) pair is evaluated
-    on the same images; the initial set of seed ``s`` depends on ``s`` only, so every strategy
-    of a seed starts from the same labels.
-    """
-    ids = np.arange(n_images)
-    n_test = round(config.test_fraction * n_images)
-    if config.test_fraction > 0:
-        n_test = max(1, n_test)
-    rng = np.random.default_rng([config.sample_seed, _TEST_STREAM])
-    test = sorted(int(i) for i in rng.permutation(ids)[:n_test])
-    train_pool = sorted(set(ids.tolist()) - set(test))
-    n0 = initial_size(len(train_pool), config.initial_fraction)
-    if n0 > len(train_pool):
-        raise ValueError(
-            f"{len(train_pool)} training image(s) cannot hold an initial set of {n0}: lower "
-            "--test-fraction or use more images"
-        )
-    initial = {}
-    for seed in range(config.seeds):
-        rng = np.random.default_rng([seed, _INITIAL_STREAM])
-        initial[seed] = sorted(int(i) for i in rng.choice(train_pool, size=n0, replace=False))
-    return Splits(test, train_pool, initial)
-
-
-def initial_size(n_train_pool: int, fraction: float) -> int:
-    """Images in the initial labelled set: ``round(fraction * n)``, at least 2 (one to train,
-    one to validate on)."""
-    return max(2, round(fraction * n_train_pool))
-
-
-def planned_sizes(n0: int, k: int, n_train_pool: int, *, rounds: int | None,
-                  until_fraction: float | None) -> list[int]:
-    """Labelled-set size of each round, round 0 first.
-
-    Stops after ``rounds`` acquisitions, or at the first round whose labelled fraction reaches
-    ``until_fraction``, whichever comes first, and always when the pool is used up.
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    sizes = [n0]
-    while sizes[-1] < n_train_pool:
-        if rounds is not None and len(sizes) - 1 >= rounds:
-            break
-        if until_fraction is not None and sizes[-1] / n_train_pool >= until_fraction - 1e-9:
-            break
-        sizes.append(min(n_train_pool, sizes[-1] + k))
-    return sizes
-
-
-def round_columns(class_names: Sequence[str]) -> list[str]:
-    """The columns of rounds.csv, in order."""
-    return [
-        "strategy", "seed", "round", "n_labelled", "n_train_pool", "fraction", "mean_dice",
-        *[f"dice_{n}" for n in class_names], "mean_iou", "pixel_accuracy", "ece", "n_train",
-        "n_val", "init", "epochs", "best_epoch", "stopped_early", "best_val_dice",
-        "train_seconds", "score_seconds", "n_scored", "acquired_ids", "correction_pixels",
-        "scratch_pixels", "cumulative_correction_pixels", "cumulative_scratch_pixels",
-    ]
-
-
-# -- configuration file ---------------------------------------------------------------------------
-def make_config(*, preset: str = "cpu", epochs: int | None = None, patience: int | None = None,
-                device: str | None = None, subset: int | None = None, warm_start: bool = True,
-                threads: int | None = None, **fields: Any) -> ExperimentConfig:
-    """An :class:`ExperimentConfig` with the model of ``preset`` and consistent sub-configs.
-
-    ``threads`` sets ``train.num_threads`` (torch intra-op threads for the whole experiment;
-    0 leaves torch's default). ``fields`` are ExperimentConfig fields (``strategies``,
-    ``seeds``, ``k``, ...). The
-    acquisition config gets the experiment's ``k`` and ``passes`` so the saved config does not
-    hold two different values of either.
-    """
-    config = ExperimentConfig(preset=preset, model=model_preset(preset), **fields)
-    train_changes: dict[str, Any] = {"warm_start": warm_start}
-    if epochs is not None:
-        train_changes["epochs"] = epochs
-    if patience is not None:
-        train_changes["patience"] = patience
-    if device is not None:
-        train_changes["device"] = device
-    if threads is not None:
-        train_changes["num_threads"] = threads
-    config.train = dataclasses.replace(config.train, **train_changes)
-    config.acquisition = dataclasses.replace(config.acquisition, k=config.k,
-                                             passes=config.passes, subset=subset)
-    config.strategies = tuple(config.strategies)
-    if config.data != "sample":
-        config.data = str(Path(config.data).expanduser().resolve())
-    return config
-
-
-def _check_config(config: ExperimentConfig) -> None:
-    from napari_alunet.acquisition import strategy_map
-
-    if not config.strategies:
-        raise ValueError("give at least one strategy")
-    if len(set(config.strategies)) != len(config.strategies):
-        raise ValueError(f"strategies repeat: {' '.join(config.strategies)}")
-    for s in config.strategies:
-        if s == FULL:
-            raise ValueError(f"'{FULL}' is the name of the full-data baseline, not a strategy")
-        strategy_map(s)
-    if config.seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {config.seeds}")
-    if config.k < 1:
-        raise ValueError(f"k must be >= 1, got {config.k}")
-    if config.passes < 1:
-        raise ValueError(f"passes must be >= 1, got {config.passes}")
-    if config.rounds is not None and config.rounds < 0:
-        raise ValueError(f"rounds must be >= 0, got {config.rounds}")
-    if config.until_fraction is not None and not 0 < config.until_fraction <= 1:
-        raise ValueError(f"until_fraction must be in (0, 1], got {config.until_fraction}")
-    for name in ("initial_fraction", "test_fraction"):
-        value = getattr(config, name)
-        if not 0 <= value < 1:
-            raise ValueError(f"{name} must be in [0, 1), got {value}")
-    if config.test_fraction == 0:
-        raise ValueError("test_fraction must be > 0: the curves are measured on the test pool")
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(d, dict):
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    if isinstance(d, tuple):
-        d = [list(v) if isinstance(v, tuple) else v for v in d]
-    return {prefix[:-1]: d}
-
-
-def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Human-readable ``key: old -> new`` lines for the resumable parts of two config.json."""
-    a = _flatten(json.loads(json.dumps({k: old.get(k) for k in _COMPARED})))
-    b = _flatten(json.loads(json.dumps({k: new.get(k) for k in _COMPARED})))
-    lines = []
-    for key in sorted(set(a) | set(b)):
-        if key in RESUMABLE_DIFFERENCES:
-            continue
-        if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            lines.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
-    return lines
-
-
-#: The parts of config.json that define the experiment's results.
-_COMPARED = ("experiment", "sample_shape", "generator_version", "pool")
-
-
-def _config_record(config: ExperimentConfig, pool: Pool, splits: Splits,
-                   sample_shape: tuple[int, int] | None, device: str,
-                   command: str | None) -> dict[str, Any]:
-    import torch
-
-    from napari_alunet import __version__
-
-    generator_version = None
-    if config.data == "sample":
-        from napari_alunet.data.synthetic import GENERATOR_VERSION
-
-        generator_version = GENERATOR_VERSION
-    return {
-        "experiment": to_dict(config),
-        "sample_shape": list(sample_shape) if sample_shape is not None else None,
-        "generator_version": generator_version,
-        "pool": {
-            "n_images": len(pool), "names": pool.names, "skipped": pool.skipped,
-            "class_names": list(pool.class_names), "test_ids": splits.test,
-            "initial_ids": {str(s): v for s, v in splits.initial.items()},
-        },
-        "versions": {
-            "napari_alunet": __version__, "torch": torch.__version__,
-            "numpy": np.__version__, "python": sys.version.split()[0],
-        },
-        "device": device,
-        "command": command,
-        "sessions": [{"started": _now(), "device": device, "command": command}],
-    }
-
-
-def load_experiment_config(out: str | os.PathLike[str]) -> tuple[ExperimentConfig, dict[str, Any]]:
-    """The ExperimentConfig (and the whole record) saved in ``out/config.json``."""
-    record = json.loads((Path(out) / CONFIG_FILE).read_text())
-    experiment = dict(record["experiment"])
-    for key, cls in (("model", "ModelConfig"), ("train", "TrainConfig"),
-                     ("acquisition", "AcquisitionConfig")):
-        from napari_alunet import config as cfg
-
-        experiment[key] = from_dict(getattr(cfg, cls), experiment[key])
-    experiment["strategies"] = tuple(experiment["strategies"])
-    return ExperimentConfig(**experiment), record
-
-
-def _prepare_out(out: Path, record: dict[str, Any]) -> None:
-    """Write config.json, or check it against an existing one (resume)."""
-    from napari_alunet.fileio import atomic_write_bytes
-
-    path = out / CONFIG_FILE
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path} is unreadable ({exc}); use a new --out") from None
-        differences = config_differences(old, record)
-        if differences:
-            raise ValueError(
-                f"{out} holds an experiment with different settings, so it cannot be resumed; "
-                "use a new --out (or the original arguments). Differences (saved -> now):\n  "
-                + "\n  ".join(differences)
-            )
-        old.setdefault("sessions", []).extend(record["sessions"])
-        record = old
-    elif (out / ROUNDS_FILE).exists():
-        raise ValueError(f"{out} has {ROUNDS_FILE} but no {CONFIG_FILE}: use a new --out")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
-
-
-# -- rounds.csv -------------------------------------------------------------------------------------
-def _format(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool | np.bool_):
-        return str(bool(value))
-    if isinstance(value, float | np.floating):
-        return "" if math.isnan(value) else repr(float(value))
-    if isinstance(value, list | tuple):
-        return " ".join(str(int(v)) for v in value)
-    return str(value)
-
-
-class RoundsFile:
-    """Append-only rounds.csv: every row flushed and fsynced before the round counts as done."""
-
-    def __init__(self, path: Path, columns: list[str]) -> None:
-        self.path = path
-        self.columns = columns
-        if not path.exists() or path.stat().st_size == 0:
-            self._append(",".join(columns) + "\n")
-            return
-        self._repair()
-        with path.open(newline="") as handle:
-            header = next(csv.reader(handle), [])
-        if header != columns:
-            raise ValueError(
-                f"{path} has columns {header} but this experiment writes {columns}; use a new "
-                "--out"
-            )
-
-    def _repair(self) -> None:
-        # A crash in the middle of a write leaves a last line without its newline: drop it, that
-        # round was not recorded (and will be recomputed).
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-            with self.path.open("r+b") as handle:
-                handle.truncate(keep)
-                handle.flush()
-                os.fsync(handle.fileno())
-
-    def _append(self, text: str) -> None:
-        with self.path.open("a", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-
-    def append(self, row: dict[str, Any]) -> None:
-        buffer = io.StringIO()
-        csv.writer(buffer, lineterminator="\n").writerow(
-            [_format(row.get(c)) for c in self.columns])
-        self._append(buffer.getvalue())
-
-    def read(self) -> Any:
-        """The table so far (see :func:`read_rounds`)."""
-        return read_rounds(self.path)
-
-
-def read_rounds(path: str | os.PathLike[str]) -> Any:
-    """rounds.csv as a pandas DataFrame; duplicates of (strategy, seed, round) dropped."""
-    import pandas as pd
-
-    table = pd.read_csv(path, dtype={"acquired_ids": str, "strategy": str, "init": str})
-    table["acquired_ids"] = table["acquired_ids"].fillna("")
-    return table.drop_duplicates(["strategy", "seed", "round"], keep="first").reset_index(
-        drop=True)
-
-
-def parse_ids(text: Any) -> list[int]:
-    """``'3 17 5'`` -> ``[3, 17, 5]`` (empty or NaN -> [])."""
-    if text is None or (isinstance(text, float) and math.isnan(text)):
-        return []
-    return [int(t) for t in str(text).split()]
-
-
 # -- the experiment ----------------------------------------------------------------------------------
 @dataclass
 class _Context:
@@ -619,7 +187,7 @@ def run_experiment(
     """
     from napari_alunet.training.device import resolve_device
 
-    _check_config(config)
+    check_config(config)
     out = Path(out)
     pool = pool if pool is not None else load_pool(config, sample_shape=sample_shape)
     if config.model.n_classes != len(pool.class_names):
@@ -630,8 +198,8 @@ def run_experiment(
     sizes = planned_sizes(len(splits.initial[0]), config.k, n_train_pool, rounds=config.rounds,
                           until_fraction=config.until_fraction)
     device = resolve_device(config.train.device)
-    record = _config_record(config, pool, splits, sample_shape, str(device), command)
-    _prepare_out(out, record)
+    record = config_record(config, pool, splits, sample_shape, str(device), command)
+    prepare_out(out, record)
     rounds_file = RoundsFile(out / ROUNDS_FILE, round_columns(pool.class_names))
     done = _done_rows(rounds_file)
 
@@ -953,14 +521,7 @@ def write_report(out: str | os.PathLike[str], *, class_names: Sequence[str] | No
     return paths
 
 
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 __all__ = [
-    "CONFIG_FILE", "ExperimentPlan", "ExperimentResult", "Pool", "ROUNDS_FILE", "ReportWritten",
-    "RoundRecorded", "RoundStarted", "SUMMARY_FILE", "Splits", "config_differences",
-    "initial_size", "load_experiment_config", "load_pool", "make_config", "make_splits",
-    "parse_ids", "planned_sizes", "read_rounds", "round_columns", "run_experiment",
-    "write_report",
+    "ExperimentPlan", "ExperimentResult", "ReportWritten", "RoundRecorded", "RoundStarted",
+    "run_experiment", "write_report",
 ]
