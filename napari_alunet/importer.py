@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_alunet.config import ClassSpec, DataConfig
-from napari_alunet.fileio import TEMP_PREFIX, atomic_write_bytes, atomic_write_png
+from napari_alunet.fileio import TEMP_PREFIX, _fsync_dir, atomic_write_bytes, atomic_write_png
 from napari_alunet.store import Project, ProjectError
 from napari_alunet.store.records import now_iso
 
@@ -175,9 +175,15 @@ def import_pool(
         counts = project.counts()
         project.close()
         project = None
+        # Power loss: the files are fsynced as written, but the folders' own entries (images/,
+        # masks/, project.db) and the rename itself are only durable once their parent folders
+        # are fsynced; without it an 'imported' project could vanish at the next boot.
+        for folder in (staging, *(p for p in staging.rglob("*") if p.is_dir())):
+            _fsync_dir(folder)
         if project_dir.exists():
             project_dir.rmdir()  # an empty folder the user made for the project
         os.replace(staging, project_dir)
+        _fsync_dir(project_dir.parent)
     except BaseException:
         if project is not None:
             project.close()
