@@ -371,3 +371,78 @@ def test_crash_state_is_stable_on_reopen(base_project, tmp_path):
         pass
     assert db_rows(path) == first
     assert list(path.rglob(f"{TEMP_PREFIX}*")) == []
+
+
+# -- power loss: what is fsynced, and in which order -----------------------------------------------
+def _record_syncs(monkeypatch, after_fsync=None) -> list[tuple[str, ...]]:
+    """Log every fsync (with the path of its fd) and every rename, in order."""
+    events: list[tuple[str, ...]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        events.append(("fsync", target))
+        real_fsync(fd)
+        if after_fsync is not None:
+            after_fsync(target)
+
+    def replace(src, dst, **kwargs):
+        events.append(("replace", str(src), str(dst)))
+        return real_replace(src, dst, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def test_commit_is_on_disk_before_its_row(base_project, tmp_path, monkeypatch):
+    """Power loss: the mask file and its folder entry are fsynced before the row naming them is
+    committed, and the database commits with synchronous=FULL in WAL mode (SQLite fsyncs the
+    WAL at every commit), so a commit that returned survives a power cut."""
+    path = tmp_path / "p"
+    shutil.copytree(base_project, path)
+    with Project.open(path) as project:
+        assert project._query("PRAGMA journal_mode")[0][0] == "wal"
+        assert project._query("PRAGMA synchronous")[0][0] == 2  # FULL
+        rec = project.images("unlabelled")[0]
+        rows_before = len(db_rows(path)["label_versions"])
+        seen_rows_at_dir_sync = []
+
+        def rows_now(target: str) -> None:
+            if target == str(path / "masks" / "labels"):
+                seen_rows_at_dir_sync.append(len(db_rows(path)["label_versions"]))
+
+        events = _record_syncs(monkeypatch, rows_now)
+        version = project.commit_label(rec.id, np.ones((rec.height, rec.width), np.uint8))
+        monkeypatch.undo()
+    final = str(path / version.rel_path)
+    replaced = [e for e in events if e[0] == "replace"]
+    assert len(replaced) == 1 and replaced[0][2] == final
+    i = events.index(replaced[0])
+    assert ("fsync", replaced[0][1]) in events[:i]  # the data, before the rename
+    assert ("fsync", str(path / "masks" / "labels")) in events[i:]  # the rename itself
+    assert seen_rows_at_dir_sync == [rows_before]  # ... all before the row existed
+    assert len(db_rows(path)["label_versions"]) == rows_before + 1
+
+
+def test_import_is_on_disk_before_it_returns(pool, tmp_path, monkeypatch):
+    """Power loss after an import returned: every folder of the project and the final rename
+    were fsynced (regression: the rename into place was not, so a finished import could vanish)."""
+    from napari_alunet.importer import import_pool
+
+    events = _record_syncs(monkeypatch)
+    dst = tmp_path / "parent" / "proj"
+    drain(import_pool(pool, dst, data=DataConfig(input_size=32)))
+    monkeypatch.undo()
+    final = [e for e in events if e[0] == "replace" and e[2] == str(dst)]
+    assert len(final) == 1
+    staging, i = final[0][1], events.index(final[0])
+    synced_before = {e[1] for e in events[:i] if e[0] == "fsync"}
+    for folder in (Path(staging), *(Path(staging) / p.relative_to(dst)
+                                    for p in dst.rglob("*") if p.is_dir())):
+        assert str(folder) in synced_before, f"{folder} not fsynced before the rename"
+    for f in (dst / "images").iterdir():  # every copied image's data
+        assert str(Path(staging) / "images" / f.name) in synced_before or any(
+            e[0] == "replace" and e[2] == str(Path(staging) / "images" / f.name)
+            and ("fsync", e[1]) in events for e in events)
+    assert ("fsync", str(dst.parent)) in events[i + 1:]
