@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import resource
 import sys
 import time
@@ -95,14 +96,25 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
     warm = images[: min(4, len(images))]
     _ours(model, warm, args.passes, device)  # first calls pay one-off kernel selection
     _naive(reference, warm, args.passes, device)
-    t_ours = min(_ours(model, images, args.passes, device) for _ in range(args.repeats))
-    t_naive = min(_naive(reference, images, args.passes, device) for _ in range(args.repeats))
+    load = _load_average()
+    t_ours, t_naive = float("inf"), float("inf")
+    for _ in range(args.repeats):  # interleaved, so a busy spell on the machine hits both
+        t_ours = min(t_ours, _ours(model, images, args.passes, device))
+        t_naive = min(t_naive, _naive(reference, images, args.passes, device))
     n = len(images)
     print(f"device={device} preset={args.preset} size={size}x{size} passes={args.passes} "
-          f"images={n} threads={torch.get_num_threads()} (best of {args.repeats})")
+          f"images={n} threads={torch.get_num_threads()} (best of {args.repeats}; "
+          f"load average {load} -> {_load_average()})")
     print(f"  ours  (score_pool, BN eval, top-2 maps)  : {n / t_ours:8.1f} img/s  ({t_ours:.2f} s)")
     print(f"  naive (loop over passes, train(), numpy) : {n / t_naive:8.1f} img/s  ({t_naive:.2f} s)")
     print(f"  speed-up: {t_naive / t_ours:.2f}x")
+
+
+def _load_average() -> str:
+    try:
+        return "%.1f" % os.getloadavg()[0]
+    except OSError:
+        return "n/a"
 
 
 def _rss_mb() -> float:
@@ -153,7 +165,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--pool", type=int, default=None, help="memory mode: pool size")
     parser.add_argument("--top-k", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch intra-op threads (0: torch's default). On a machine shared "
+                        "with other jobs, 1 thread can be several times faster than 2")
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     name = args.device
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
