@@ -16,7 +16,7 @@ from napari_alunet.config import ExperimentConfig
 _TEST_STREAM, _INITIAL_STREAM = 7, 11
 
 
-# -- the pool --------------------------------------------------------------------------------------
+# -- the pool -------------------------------------------------------------------------------------
 @dataclass
 class Pool:
     """The whole labelled pool in memory.
@@ -130,7 +130,7 @@ def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None 
                 skipped)
 
 
-# -- splits and schedule -----------------------------------------------------------------------------
+# -- splits and schedule --------------------------------------------------------------------------
 @dataclass
 class Splits:
     """The fixed test split and each seed's initial labelled set (image ids, ascending)."""

@@ -123,8 +123,15 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
         if key in RESUMABLE_DIFFERENCES:
             continue
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
-            lines.append(f"{key}: {a.get(key, '<absent>')!r} -> {b.get(key, '<absent>')!r}")
+            lines.append(f"{key}: {_short(a.get(key, '<absent>'))} -> "
+                         f"{_short(b.get(key, '<absent>'))}")
     return lines
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    # A changed folder lists every image name: say how it changed without printing them all.
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 5] + " ...]"
 
 
 #: The parts of config.json that define the experiment's results.
@@ -200,7 +207,7 @@ def prepare_out(out: Path, record: dict[str, Any]) -> None:
     atomic_write_bytes(path, (json.dumps(record, indent=2) + "\n").encode())
 
 
-# -- rounds.csv -------------------------------------------------------------------------------------
+# -- rounds.csv -----------------------------------------------------------------------------------
 def _format(value: Any) -> str:
     if value is None:
         return ""

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import os
 import time
@@ -64,7 +63,7 @@ from napari_alunet.config import ExperimentConfig
 from napari_alunet.experiment.pool import Pool, Splits, load_pool, make_splits, planned_sizes
 from napari_alunet.experiment.records import (
     CONFIG_FILE, RESUME_MODEL, ROUNDS_FILE, SUMMARY_FILE, RoundsFile, check_config,
-    config_record, parse_ids, prepare_out, read_rounds, round_columns,
+    config_record, load_experiment_config, parse_ids, prepare_out, read_rounds, round_columns,
 )
 from napari_alunet.experiment.report import FULL
 
@@ -138,7 +137,7 @@ class ExperimentResult:
     rows_resumed: int
 
 
-# -- the experiment ----------------------------------------------------------------------------------
+# -- the experiment -------------------------------------------------------------------------------
 @dataclass
 class _Context:
     config: ExperimentConfig
@@ -401,8 +400,9 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
             yield RoundStarted(strategy, seed, r, len(labelled), fraction, "score",
                                cfg.train.epochs)
             start = time.perf_counter()
+            k = ctx.sizes[r + 1] - len(labelled)
             acquired, n_scored, costs = yield from _acquire(ctx, model, strategy, seed, r,
-                                                            labelled, ctx.sizes[r + 1] - len(labelled))
+                                                            labelled, k)
             score_seconds = time.perf_counter() - start
             correction, scratch = int(costs.sum()), int(pool.foreground[acquired].sum())
         row = {"strategy": strategy, "seed": seed, "round": r, "n_labelled": len(labelled),
@@ -504,9 +504,14 @@ def write_report(out: str | os.PathLike[str], *, class_names: Sequence[str] | No
     from napari_alunet.experiment.report import write_summary
 
     out = Path(out)
+    if not (out / ROUNDS_FILE).is_file():
+        raise FileNotFoundError(f"{out / ROUNDS_FILE} does not exist: run the experiment first")
     table = read_rounds(out / ROUNDS_FILE)
-    if class_names is None and (out / CONFIG_FILE).is_file():
-        class_names = json.loads((out / CONFIG_FILE).read_text())["pool"]["class_names"]
+    if (out / CONFIG_FILE).is_file() and (class_names is None or subtitle is None):
+        config, record = load_experiment_config(out)
+        class_names = class_names or record["pool"]["class_names"]
+        subtitle = subtitle or _subtitle(config, record["pool"]["n_images"],
+                                         len(record["pool"]["test_ids"]))
     write_summary(table, str(out / SUMMARY_FILE))
     paths = [out / SUMMARY_FILE]
     if table.empty:
