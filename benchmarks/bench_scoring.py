@@ -27,16 +27,16 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from napari_alunet.config import MODEL_PRESETS, AcquisitionConfig  # noqa: E402
-from napari_alunet.events import drain  # noqa: E402
-from napari_alunet.scoring import score_pool  # noqa: E402
+from napari_alunet.config import MODEL_PRESETS, AcquisitionConfig
+from napari_alunet.events import drain
+from napari_alunet.scoring import score_pool
 
 
 def _build(preset: str) -> nn.Module:
     try:
         from napari_alunet.model.unet import build_model
     except ImportError:
-        raise SystemExit("napari_alunet.model.unet is not there yet: nothing to benchmark") from None
+        raise SystemExit("napari_alunet.model.unet is missing: nothing to benchmark") from None
     torch.manual_seed(0)
     return build_model(preset).eval()
 
@@ -106,13 +106,14 @@ def speed(args: argparse.Namespace, device: torch.device) -> None:
           f"images={n} threads={torch.get_num_threads()} (best of {args.repeats}; "
           f"load average {load} -> {_load_average()})")
     print(f"  ours  (score_pool, BN eval, top-2 maps)  : {n / t_ours:8.1f} img/s  ({t_ours:.2f} s)")
-    print(f"  naive (loop over passes, train(), numpy) : {n / t_naive:8.1f} img/s  ({t_naive:.2f} s)")
+    print(f"  naive (loop over passes, train(), numpy) : {n / t_naive:8.1f} img/s  "
+          f"({t_naive:.2f} s)")
     print(f"  speed-up: {t_naive / t_ours:.2f}x")
 
 
 def _load_average() -> str:
     try:
-        return "%.1f" % os.getloadavg()[0]
+        return f"{os.getloadavg()[0]:.1f}"
     except OSError:
         return "n/a"
 

@@ -41,7 +41,7 @@ def strategy_map(strategy: str) -> str | None:
 
 def _as_arrays(scores: Scores) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(scores, Mapping):
-        ids = np.fromiter((int(i) for i in scores.keys()), dtype=np.int64, count=len(scores))
+        ids = np.fromiter((int(i) for i in scores), dtype=np.int64, count=len(scores))
         values = np.fromiter((float(v) for v in scores.values()), np.float64, count=len(scores))
     else:
         ids = np.asarray(scores[0], dtype=np.int64).reshape(-1)

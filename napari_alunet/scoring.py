@@ -125,7 +125,7 @@ class SeededDropout:
         self.ids = [int(i) for i in ids]
         self.offset = 0
 
-    def __enter__(self) -> "SeededDropout":
+    def __enter__(self) -> SeededDropout:
         layer = 0
         for module in self.model.modules():
             if isinstance(module, _ELEMENT_DROPOUT + _FEATURE_DROPOUT) and module.p > 0:

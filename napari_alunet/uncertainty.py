@@ -179,7 +179,7 @@ def per_class_js(mc_probs: TensorLike, det_probs: TensorLike) -> torch.Tensor:
 
 
 def entropy_map(mc_probs: TensorLike) -> torch.Tensor:
-    """Predictive entropy, the entropy of the MC mean: (T, B, C, H, W) -> (B, H, W) in [0, log C]."""
+    """Predictive entropy (of the MC mean): (T, B, C, H, W) -> (B, H, W), in [0, log C]."""
     return per_class_entropy(mc_probs).sum(1)
 
 

@@ -202,13 +202,14 @@ def test_tta_inverts_each_transform_exactly() -> None:
     np.testing.assert_allclose(tta[2], soft[2], atol=1e-6)
     np.testing.assert_array_equal(tta[0], soft[0])
     np.testing.assert_allclose(tta[1], soft[1], atol=1e-6)
-    assert soft[0].dtype == np.uint8 and soft[1].dtype == np.float32 and soft[2].shape == (3, 3, 12, 12)
+    assert soft[0].dtype == np.uint8 and soft[1].dtype == np.float32
+    assert soft[2].shape == (3, 3, 12, 12)
 
 
 def test_predict_with_uncertainty_methods_on_the_unet(model: nn.Module) -> None:
     images = np.random.default_rng(1).normal(size=(3, 1, S, S)).astype(np.float32)
     labels, unc, mean = predict_with_uncertainty(model, images, method="mc", passes=6, batch_size=2)
-    labels2, unc2, _ = predict_with_uncertainty(model, images, method="mc", passes=6, batch_size=3)
+    _, unc2, _ = predict_with_uncertainty(model, images, method="mc", passes=6, batch_size=3)
     np.testing.assert_allclose(unc, unc2, rtol=1e-5, atol=1e-6)  # per-image masks: batch-free
     np.testing.assert_array_equal(labels, mean.argmax(1))
     assert unc.shape == (3, S, S) and (unc >= 0).all() and (unc <= np.log(5) + 1e-6).all()

@@ -49,7 +49,8 @@ def _reference(mc: np.ndarray, det: np.ndarray) -> dict[str, np.ndarray]:
 def test_every_map_matches_float64_reference(seed: int) -> None:
     mc, det = _random_mc(seed)
     ref = _reference(mc, det)
-    maps = U.compute_maps(torch.tensor(mc, dtype=torch.float32), torch.tensor(det, dtype=torch.float32))
+    maps = U.compute_maps(torch.tensor(mc, dtype=torch.float32),
+                          torch.tensor(det, dtype=torch.float32))
     assert list(maps) == list(U.MAP_NAMES)
     for name, value in maps.items():
         assert value.dtype == torch.float32 and value.shape == (B, H, W)
@@ -118,7 +119,8 @@ def test_one_hot_probabilities_give_finite_maps() -> None:
     torch.testing.assert_close(maps["kl"], torch.zeros(B, H, W))  # det == mean
     # One-hot det against a mean that gives its class probability 0: KL is +inf, not NaN.
     mean_zero = _passes([0.0, 1.0, 0.0], [0.0, 0.5, 0.5])
-    kl = U.kl_map(mean_zero, torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)[None, :, None, None])
+    one_hot_det = torch.tensor([1.0, 0.0, 0.0], dtype=torch.float64)[None, :, None, None]
+    kl = U.kl_map(mean_zero, one_hot_det)
     assert torch.isinf(kl).all() and not torch.isnan(kl).any()
     assert float(U.js_map(mean_zero, torch.tensor([1.0, 0, 0]).double()[None, :, None, None])) \
         == pytest.approx(np.log(2))  # disjoint supports: JS is log 2
