@@ -117,13 +117,16 @@ def test_weights_that_do_not_fit_their_config(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
-def test_save_refuses_data_that_could_not_be_loaded_back(tmp_path: Path) -> None:
+def test_save_converts_numpy_and_refuses_other_objects(tmp_path: Path) -> None:
     model = build_model("tiny")
     path = tmp_path / "x.pt"
-    save_checkpoint(path, model, model_config=to_dict(model.config), epoch=1)
-    with pytest.raises(TypeError, match="ndarray"):
-        save_checkpoint(path, model, model_config=model.config, extra={"scores": np.zeros(3)})
-    with pytest.raises(TypeError, match="float64"):
-        save_checkpoint(path, model, model_config=model.config, extra={"dice": np.float64(0.5)})
-    # The refused saves left the previous good file in place.
+    ids = np.array([3, 1, 4])
+    save_checkpoint(path, model, model_config=to_dict(model.config), epoch=1,
+                    extra={"dice": np.float64(0.5), "ids": ids, "pair": (np.int64(2), "a")})
+    extra = load_checkpoint(path)[1]["extra"]
+    assert extra["dice"] == 0.5 and type(extra["dice"]) is float
+    assert extra["ids"].tolist() == [3, 1, 4] and extra["pair"] == [2, "a"]
+    with pytest.raises(TypeError, match=r"extra\['where'\] holds a \w*Path"):
+        save_checkpoint(path, model, model_config=model.config, extra={"where": tmp_path})
+    # The refused save left the previous good file in place.
     assert load_checkpoint(path)[1]["epoch"] == 1

@@ -191,6 +191,10 @@ def test_fit_rejects_bad_inputs(data) -> None:  # type: ignore[no-untyped-def]
         next(fit(_tiny(), xt, yt[:, :16], xv, yv, TrainConfig(), n_classes=N_CLASSES))
     with pytest.raises(ValueError, match="outside"):
         next(fit(_tiny(), xt, yt + 3, xv, yv, TrainConfig(), n_classes=N_CLASSES))
+    # Metadata the checkpoint could not hold is refused before any training, not after it.
+    with pytest.raises(TypeError, match="checkpoint_meta"):
+        next(fit(_tiny(), xt, yt, xv, yv, TrainConfig(), n_classes=N_CLASSES,
+                 checkpoint_path="never.pt", checkpoint_meta={"x": object()}))
 
 
 def test_predict_and_evaluate_are_deterministic(data) -> None:  # type: ignore[no-untyped-def]

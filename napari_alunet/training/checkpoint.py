@@ -22,6 +22,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -38,25 +39,34 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used: unsafe, damaged, or for another model."""
 
 
-def _check_plain(value: Any, where: str) -> None:
-    """Refuse at save time what ``weights_only`` loading would refuse later."""
-    # Exact types: np.float64 or torch's TorchVersion subclass float/str but are pickled as
-    # their own classes, which weights_only loading refuses.
+def plain_data(value: Any, where: str = "extra") -> Any:
+    """``value`` as data that ``weights_only`` loading accepts, or ``TypeError`` naming the spot.
+
+    numpy scalars become Python numbers and numpy arrays tensors (ids from a numpy index array
+    are common in round metadata); tuples become lists. Anything else that is not a tensor, a
+    number, a string, None, or a list/dict of them is refused now rather than when the file is
+    read back.
+    """
+    # Exact types: torch's TorchVersion subclasses str but is pickled as its own class, which
+    # weights_only loading refuses.
     if type(value) in _PLAIN or isinstance(value, torch.Tensor):
-        return
+        return value
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return value.item()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return torch.from_numpy(value.copy())
     if isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            _check_plain(v, f"{where}[{i}]")
-        return
+        return [plain_data(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):
+        out = {}
         for k, v in value.items():
-            if not isinstance(k, str | int):
+            if type(k) not in (str, int):
                 raise TypeError(f"{where} has a key of type {type(k).__name__}; use str keys")
-            _check_plain(v, f"{where}[{k!r}]")
-        return
+            out[k] = plain_data(v, f"{where}[{k!r}]")
+        return out
     raise TypeError(
         f"{where} holds a {type(value).__name__}; checkpoints store only tensors, numbers, "
-        "strings, None and lists/dicts of them (convert it, e.g. with .tolist() or str())"
+        "strings, None and lists/dicts of them (convert it, e.g. with str())"
     )
 
 
@@ -81,7 +91,8 @@ def save_checkpoint(
     optimizer : optional, to resume training exactly.
     epoch, best_metric : where training was and how good the weights are.
     class_names : names in class-index order, checked again on load.
-    extra : plain data (numbers, strings, lists, dicts, tensors) such as round or seed.
+    extra : plain data (numbers, strings, lists, dicts, tensors; numpy values are converted,
+        see :func:`plain_data`) such as round, seed or the training image ids.
 
     Returns
     -------
@@ -100,13 +111,10 @@ def save_checkpoint(
         "epoch": None if epoch is None else int(epoch),
         "best_metric": None if best_metric is None else float(best_metric),
         "class_names": None if class_names is None else [str(c) for c in class_names],
-        "extra": dict(extra or {}),
+        "extra": plain_data(dict(extra or {})),
         "torch_version": str(torch.__version__),
         "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(),
     }
-    _check_plain(payload["extra"], "extra")
-    if payload["optimizer_state"] is not None:
-        _check_plain(payload["optimizer_state"], "optimizer state")
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     return atomic_write_bytes(Path(path), buffer.getvalue())

@@ -25,7 +25,7 @@ from torch import nn
 
 from napari_alunet.config import TrainConfig
 from napari_alunet.training.augment import Augmenter
-from napari_alunet.training.checkpoint import save_checkpoint
+from napari_alunet.training.checkpoint import plain_data, save_checkpoint
 from napari_alunet.training.device import autocast, memory_format, resolve_device
 from napari_alunet.training.losses import (
     border_weight_map,
@@ -188,6 +188,8 @@ def fit(
     y_train = _labels(train_labels, x_train, "train_labels", n_classes)
     if x_train.shape[0] == 0:
         raise ValueError("no training images: label at least one image first")
+    if checkpoint_path is not None:
+        plain_data(dict(checkpoint_meta or {}), "checkpoint_meta")  # fail now, not after training
     has_val = val_images is not None and len(val_images) > 0
     if has_val:
         x_val = _images(val_images, "val_images").to(dev)
