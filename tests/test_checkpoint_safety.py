@@ -217,7 +217,12 @@ def test_project_round_with_a_swapped_checkpoint(tmp_path):
     with Project.open(dst) as project:
         with pytest.raises(CheckpointError, match=r"base_width: checkpoint 4 vs expected 8"):
             drain(run_round(project, device="cpu"))
-        # verify() sees that the file is not the one the round recorded.
+        # verify() sees that the file is not the one the round recorded (regression: it did not
+        # check checkpoints at all).
         assert project.round(0).model_version != fileio.sha256_file(ckpt)[:16]
+        assert project.verify() == ["file does not match its recorded hash: models/round_000.pt"]
     assert db_rows(dst) == rows
+    ckpt.unlink()
+    with Project.open(dst, read_only=True) as project:
+        assert project.verify() == ["missing file: models/round_000.pt"]
     shutil.rmtree(dst)
