@@ -185,6 +185,19 @@ def test_cosine_schedule_lowers_learning_rate(data) -> None:  # type: ignore[no-
     assert lrs[0] < 1e-2 and lrs == sorted(lrs, reverse=True) and lrs[-1] < 1e-6
 
 
+def test_bf16_precision_trains_on_cpu(data) -> None:  # type: ignore[no-untyped-def]
+    # CPUs with native bf16 train ~1.7x faster this way; on any CPU it must stay correct.
+    xt, yt, xv, yv = data
+    config = TrainConfig(epochs=2, batch_size=8, learning_rate=3e-3)
+    config.precision = "bf16"  # type: ignore[attr-defined]  # not yet a TrainConfig field
+    events, result = drain(fit(_tiny(), xt, yt, xv, yv, config, n_classes=N_CLASSES))
+    losses = [e.train_loss for e in events if isinstance(e, EpochEvent)]
+    assert all(math.isfinite(v) for v in losses) and losses[1] < losses[0]
+    config.precision = "fp16"  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="precision"):
+        drain(fit(_tiny(), xt, yt, xv, yv, config, n_classes=N_CLASSES))
+
+
 def test_fit_rejects_bad_inputs(data) -> None:  # type: ignore[no-untyped-def]
     xt, yt, xv, yv = data
     with pytest.raises(ValueError, match="train_labels must have shape"):
@@ -222,7 +235,7 @@ def test_lr_range_test_restores_weights(data) -> None:  # type: ignore[no-untype
         model, xt, yt, TrainConfig(batch_size=8), n_classes=N_CLASSES, steps=20
     )
     assert len(lrs) == len(losses) >= 3 and lrs == sorted(lrs)
-    assert 1e-6 <= suggested <= 1.0 and suggested in lrs
+    assert 1e-6 <= suggested <= lrs[int(np.argmin(losses))] / 10
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 

@@ -220,6 +220,7 @@ def fit(
     # Not (yet) TrainConfig fields: read with defaults so a config that gains them just works.
     scheduler_name = getattr(config, "scheduler", "none")
     precision = getattr(config, "precision", "auto")
+    autocast(dev, precision)  # validates the name before any work
     scheduler: Any = None
     if scheduler_name == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -343,16 +344,9 @@ def _save(
 
 
 @torch.no_grad()
-def _validate(
-    model: nn.Module,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    loss_fn: Any,
-    n_classes: int,
-    batch_size: int,
-    dev: torch.device,
-    precision: str,
-) -> tuple[float, float]:
+def _validate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: Any,
+              n_classes: int, batch_size: int, dev: torch.device, precision: str,
+              ) -> tuple[float, float]:
     """(mean loss over batches, pooled mean foreground Dice), one device sync at the end."""
     model.eval()
     fmt = memory_format(dev)
@@ -390,43 +384,26 @@ def _predict_batches(
             m.training = mode
 
 
-def predict_probabilities(
-    model: nn.Module,
-    images: Any,
-    *,
-    batch_size: int = 16,
-    device: str | torch.device | None = None,
-) -> np.ndarray:
-    """(B, C, S, S) float32 softmax probabilities (deterministic: dropout off).
+def predict_probabilities(model: nn.Module, images: Any, *, batch_size: int = 16,
+                          device: str | torch.device | None = None) -> np.ndarray:
+    """(B, C, S, S) float32 softmax probabilities of (B, 1, S, S) images, dropout off.
 
-    ``device`` None means the model's current device.
+    ``device`` None means the model's current device; otherwise the model is moved there.
     """
     parts = [p.cpu() for _, p in _predict_batches(model, images, batch_size, device)]
     return torch.cat(parts).numpy().astype(np.float32, copy=False)
 
 
-def predict_labels(
-    model: nn.Module,
-    images: Any,
-    *,
-    batch_size: int = 16,
-    device: str | torch.device | None = None,
-) -> np.ndarray:
-    """(B, S, S) uint8 argmax labels (deterministic: dropout off)."""
+def predict_labels(model: nn.Module, images: Any, *, batch_size: int = 16,
+                   device: str | torch.device | None = None) -> np.ndarray:
+    """(B, S, S) uint8 argmax labels of (B, 1, S, S) images, dropout off (see above)."""
     parts = [p.argmax(1).to(torch.uint8).cpu() for _, p in _predict_batches(
         model, images, batch_size, device)]
     return torch.cat(parts).numpy()
 
 
-def evaluate(
-    model: nn.Module,
-    images: Any,
-    labels: Any,
-    *,
-    n_classes: int,
-    batch_size: int = 16,
-    device: str | torch.device | None = None,
-) -> dict[str, float]:
+def evaluate(model: nn.Module, images: Any, labels: Any, *, n_classes: int,
+             batch_size: int = 16, device: str | torch.device | None = None) -> dict[str, float]:
     """Dataset-level metrics of the deterministic model (dropout off).
 
     One confusion matrix and one set of calibration bins are accumulated over all images (see
@@ -443,18 +420,10 @@ def evaluate(
     return acc.compute()
 
 
-def lr_range_test(
-    model: nn.Module,
-    images: Any,
-    labels: Any,
-    config: TrainConfig,
-    *,
-    n_classes: int,
-    start: float = 1e-6,
-    end: float = 1.0,
-    steps: int = 50,
-    device: str | torch.device | None = None,
-) -> tuple[list[float], list[float], float]:
+def lr_range_test(model: nn.Module, images: Any, labels: Any, config: TrainConfig, *,
+                  n_classes: int, start: float = 1e-6, end: float = 1.0, steps: int = 50,
+                  device: str | torch.device | None = None,
+                  ) -> tuple[list[float], list[float], float]:
     """Learning-rate range test (Smith 2017): raise the LR exponentially, one batch per step.
 
     The model's weights, BatchNorm statistics and modes are restored afterwards. The test stops
@@ -462,22 +431,24 @@ def lr_range_test(
 
     Returns
     -------
-    lrs, losses (smoothed, debiased) and the suggested LR: the one where the smoothed loss falls
-    fastest against log-LR.
+    lrs, losses (smoothed, debiased) and the suggested LR: where the smoothed loss falls fastest
+    against log-LR before its minimum, at most a tenth of the LR at the minimum.
     """
     dev = resolve_device(device if device is not None else config.device)
-    x = _images(images, "images").to(dev)
-    y = _labels(labels, x.cpu(), "labels", n_classes)
+    x = _images(images, "images")
+    y = _labels(labels, x, "labels", n_classes)
     loss_fn = _criterion(config, y, n_classes, dev)
-    y = y.to(dev)
-    model.to(dev)
+    x, y = x.to(dev), y.to(dev)
+    model.to(dev, memory_format=memory_format(dev))
     saved_state = _clone_state(model)
     saved_modes = {m: m.training for m in model.modules()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=start, weight_decay=config.weight_decay)
     gen = torch.Generator().manual_seed(config.seed)
-    factor = (end / start) ** (1.0 / max(1, steps - 1))
+    schedule = np.geomspace(start, end, steps)  # exact end points, unlike start * f**i
     lrs: list[float] = []
     losses: list[float] = []
+    # Smoothing over ~steps/5 points: fastai's 0.98 assumes ~100 steps and lags badly at 20.
+    beta = min(0.98, max(0.5, 1.0 - 5.0 / steps))
     avg, best = 0.0, math.inf
     batches: list[torch.Tensor] = []
     try:
@@ -486,7 +457,7 @@ def lr_range_test(
             if not batches:
                 batches = _batches(x.shape[0], config.batch_size, gen)
             idx = batches.pop().to(dev)
-            lr = start * factor**i
+            lr = float(schedule[i])
             for group in optimizer.param_groups:
                 group["lr"] = lr
             with autocast(dev, getattr(config, "precision", "auto")):
@@ -495,8 +466,8 @@ def lr_range_test(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            avg = 0.98 * avg + 0.02 * float(loss)  # a sync per step: a short diagnostic
-            smoothed = avg / (1 - 0.98 ** (i + 1))
+            avg = beta * avg + (1 - beta) * float(loss.detach())  # a sync per step: it is short
+            smoothed = avg / (1 - beta ** (i + 1))
             if not math.isfinite(smoothed) or (i > 0 and smoothed > 4 * best):
                 break
             best = min(best, smoothed)
@@ -508,5 +479,9 @@ def lr_range_test(
             m.training = mode
     if len(lrs) < 3:
         return lrs, losses, lrs[0] if lrs else start
+    # Steepest descent before the minimum, capped at a tenth of the minimum's LR (the usual
+    # "min / 10" rule), so a curve still falling at ``end`` does not suggest ``end`` itself.
+    last = int(np.argmin(losses))
     slope = np.gradient(np.asarray(losses), np.log(np.asarray(lrs)))
-    return lrs, losses, float(lrs[int(np.argmin(slope))])
+    steepest = lrs[int(np.argmin(slope[: last + 1]))]
+    return lrs, losses, float(min(steepest, lrs[last] / 10))
