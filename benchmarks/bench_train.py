@@ -29,10 +29,10 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from napari_alunet.config import MODEL_PRESETS, TrainConfig  # noqa: E402
-from napari_alunet.model import build_model  # noqa: E402
-from napari_alunet.training.device import resolve_device  # noqa: E402
-from napari_alunet.training.engine import StepEvent, fit  # noqa: E402
+from napari_alunet.config import MODEL_PRESETS, TrainConfig
+from napari_alunet.model import build_model
+from napari_alunet.training.device import resolve_device
+from napari_alunet.training.engine import StepEvent, fit
 
 
 def synthetic(n: int, size: int, n_classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -32,7 +32,7 @@ def _trained(path: Path) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
 
 def test_round_trip_is_self_describing(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "model.pt"
-    model, opt = _trained(path)
+    model, _ = _trained(path)
     loaded, meta = load_checkpoint(path, expected_model_config=model_preset("tiny"),
                                    expected_class_names=NAMES)
     for key, value in model.state_dict().items():

@@ -190,7 +190,7 @@ def test_bf16_precision_trains_on_cpu(data) -> None:  # type: ignore[no-untyped-
     xt, yt, xv, yv = data
     config = TrainConfig(epochs=2, batch_size=8, learning_rate=3e-3)
     config.precision = "bf16"  # type: ignore[attr-defined]  # not yet a TrainConfig field
-    events, result = drain(fit(_tiny(), xt, yt, xv, yv, config, n_classes=N_CLASSES))
+    events, _ = drain(fit(_tiny(), xt, yt, xv, yv, config, n_classes=N_CLASSES))
     losses = [e.train_loss for e in events if isinstance(e, EpochEvent)]
     assert all(math.isfinite(v) for v in losses) and losses[1] < losses[0]
     config.precision = "fp16"  # type: ignore[attr-defined]
@@ -211,7 +211,7 @@ def test_fit_rejects_bad_inputs(data) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_predict_and_evaluate_are_deterministic(data) -> None:  # type: ignore[no-untyped-def]
-    xt, yt, xv, yv = data
+    _, _, xv, yv = data
     model = _tiny()
     model.train()
     probs = predict_probabilities(model, xv, batch_size=3)

@@ -29,6 +29,7 @@ from napari_alunet.training.metrics import (
     summarize,
 )
 
+
 @pytest.fixture(autouse=True, scope="module")
 def _one_torch_thread():  # type: ignore[no-untyped-def]
     # The models here are tiny: a second OpenMP thread gains nothing, and on a shared 2-core

@@ -196,12 +196,13 @@ def load_checkpoint(
         ]
         raise CheckpointError(f"{path} holds another architecture ({'; '.join(diffs)})")
     names = payload.get("class_names")
-    if expected_class_names is not None:
-        if names is None or list(names) != list(expected_class_names):
-            raise CheckpointError(
-                f"{path} was trained for classes {names} but {list(expected_class_names)} "
-                "were expected"
-            )
+    if expected_class_names is not None and (
+        names is None or list(names) != list(expected_class_names)
+    ):
+        raise CheckpointError(
+            f"{path} was trained for classes {names} but {list(expected_class_names)} were "
+            "expected"
+        )
     if names is not None and len(names) != config.n_classes:
         raise CheckpointError(
             f"{path} lists {len(names)} class names for a {config.n_classes}-class model"

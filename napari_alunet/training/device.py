@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import ContextManager
+from contextlib import AbstractContextManager
 
 import torch
 
@@ -41,7 +41,7 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device, precision: str = "auto") -> ContextManager[object]:
+def autocast(device: torch.device, precision: str = "auto") -> AbstractContextManager[object]:
     """Mixed-precision context for the forward pass.
 
     ``precision``: ``"auto"`` is bf16 on CUDA (no loss scaling needed, unlike fp16) and float32

@@ -32,8 +32,11 @@ from napari_alunet.training.losses import (
     make_loss,
     median_frequency_weights,
 )
-from napari_alunet.training.metrics import MetricAccumulator, confusion_matrix
-from napari_alunet.training.metrics import mean_foreground_dice
+from napari_alunet.training.metrics import (
+    MetricAccumulator,
+    confusion_matrix,
+    mean_foreground_dice,
+)
 
 #: On CUDA the running loss is read back (a device sync) only every this many steps.
 SYNC_EVERY = 25
