@@ -24,10 +24,13 @@ PY=${PYTHON:-python3}
 "$PY" -m pip install -q "torch==2.13.0"
 "$PY" -m pip install -q -e ".[testing]"
 
+# Console scripts of the interpreter's own environment (a venv's bin/ need not be on PATH).
+BIN=$("$PY" -c 'import os, sys; print(os.path.dirname(sys.executable))')
+tool() { if [ -x "$BIN/$1" ]; then echo "$BIN/$1"; else echo "$1"; fi; }
 # The manifest must be valid and found by napari's plugin manager (npe2).
-npe2 validate napari-alunet
+"$(tool npe2)" validate napari-alunet
 # The core never imports a GUI toolkit (setup.cfg holds the contract).
-lint-imports
+"$(tool lint-imports)"
 
 export QT_QPA_PLATFORM=offscreen
 # pytest exits 5 when it collects no test, which fails this script as it should.
