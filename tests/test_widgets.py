@@ -96,8 +96,14 @@ def test_whole_round(app, qtbot, tmp_path):
     assert labels.colormap.color_dict[1][3] == 1.0  # class colours, background transparent
     assert labels.colormap.color_dict[0][3] == 0.0
     assert list(labels.features["class"]) == list(project.classes.names)
-    assert "alunet: bald" in viewer.layers and viewer.layers["alunet: bald"].visible
-    assert viewer.layers["alunet: bald"].blending == "additive"
+    overlay = viewer.layers["alunet: uncertainty"]
+    assert overlay.visible and overlay.metadata["kind"] == "bald"
+    assert overlay.blending == "additive" and overlay.data.shape == SHAPE
+    review.map_choice.setCurrentText("js")  # another map of the same image
+    assert overlay.metadata["kind"] == "js" and overlay.colormap.name == "plasma"
+    review.map_choice.setCurrentText("none")
+    assert not overlay.visible
+    review.map_choice.setCurrentText("bald")
 
     # Acquire: re-score with entropy; the table ranks the pool; a click shows that image.
     acquire = widget.panel("Acquire")
@@ -112,11 +118,11 @@ def test_whole_round(app, qtbot, tmp_path):
     assert project.queue()[0] == top and acquire.table.item(0, 3).text() == "queued"
     acquire.table.cellClicked.emit(4, 0)  # not queued: the image without maps
     assert state.display.current.image_id == acquire.table.item(4, 0).data(256)
-    assert "alunet: entropy" not in viewer.layers
-    acquire.table.cellClicked.emit(0, 0)  # queued: its maps over it, the strategy's one on
+    assert not overlay.visible
+    review.map_choice.setCurrentText("entropy")  # follow the new strategy
+    acquire.table.cellClicked.emit(0, 0)  # queued: its maps over it
     assert state.display.current.image_id == top
-    assert viewer.layers["alunet: entropy"].visible
-    assert not viewer.layers["alunet: bald"].visible
+    assert overlay.visible and overlay.metadata["kind"] == "entropy"
 
     # Review: paint a stroke into the model's labels and commit; undo; commit again.
     review.show_next()

@@ -81,15 +81,14 @@ def write_csv(points: list[CurvePoint], path: str | Path,
     return atomic_write_bytes(Path(path), curve_csv(points, class_names).encode())
 
 
-def draw_curve(figure: Any, axes: list[Any], points: list[CurvePoint], colours: dict[str, str],
-               *, line: str, marker_face: str | None = None) -> None:
-    """Draw test mean Dice against labelled images (left) and pixels changed (right)."""
-    from napari_alunet.widgets._plot import style_axes
+def draw_curve(figure: Any, axes: list[Any], points: list[CurvePoint],
+               colours: dict[str, str]) -> None:
+    """Draw test mean Dice against labelled images (left) and pixels changed (right).
 
+    ``colours``: 'background', 'text', 'grid' and 'line' (the curve).
+    """
     left, right = axes
-    for ax in axes:
-        ax.clear()
-        style_axes(ax, colours)
+    line = colours.get("line", "#1f77b4")
     left.set_title("Test mean Dice vs labelled images", fontsize=9)
     left.set_xlabel("labelled images", fontsize=8)
     left.set_ylabel("test mean Dice", fontsize=8)
@@ -102,8 +101,7 @@ def draw_curve(figure: Any, axes: list[Any], points: list[CurvePoint], colours: 
     xs = [p.n_labelled for p in points]
     effort = [p.pixels_changed / 1000.0 for p in points]
     dice = [p.mean_dice for p in points]
-    kw = dict(color=line, marker="o", markersize=4, linewidth=1.6,
-              markerfacecolor=marker_face or line)
+    kw = dict(color=line, marker="o", markersize=4, linewidth=1.6)
     left.plot(xs, dice, **kw)
     right.plot(effort, dice, **kw)
     for p, x, e, d in zip(points, xs, effort, dice):

@@ -47,8 +47,10 @@ class Display:
         self._viewer = weakref.ref(getattr(viewer, "__wrapped__", viewer))
         self.state = state
         self.current: Shown | None = None
-        #: The uncertainty map switched on (None: the one of the round's strategy).
+        #: The uncertainty map chosen in Review (None: the one of the round's strategy;
+        #: 'none': no overlay).
         self.map_name: str | None = None
+        self.maps: dict[str, np.ndarray] = {}
         state.image_requested.connect(self._requested)
         state.project_changed.connect(self._project_changed)
 
@@ -97,16 +99,21 @@ class Display:
             score = self.state.scores["scores"].get(image_id)
         if viewer is not None:
             _layers.show_image(viewer, image, name=record.name, image_id=image_id)
-            _layers.show_maps(viewer, maps, visible=self._visible_map(maps))
+            kind = self.visible_map(maps)
+            _layers.show_map(viewer, maps.get(kind) if kind else None, kind, shape=image.shape)
             layer = _layers.show_labels(viewer, labels, project.classes, image_id=image_id)
             layer.mode = "paint"
             viewer.layers.selection.active = layer
+        self.maps = maps
         self.current = Shown(image_id, record.name, record.pool, queued, score, reference,
                              tuple(maps), time.monotonic())
         self._notify()
         return self.current
 
-    def _visible_map(self, maps: dict[str, np.ndarray]) -> str | None:
+    def visible_map(self, maps: dict[str, Any]) -> str | None:
+        """The map kind to overlay: the one chosen, else the strategy's, else any."""
+        if self.map_name == "none":
+            return None
         if self.map_name in maps:
             return self.map_name
         strategy = self.state.settings.acquisition.strategy
@@ -116,15 +123,15 @@ class Display:
         return preferred if preferred in maps else next(iter(maps), None)
 
     def set_map(self, name: str | None) -> None:
-        """Switch the visible uncertainty map."""
+        """Overlay another uncertainty map of the image shown ('none': no overlay)."""
         self.map_name = name
         viewer = self.viewer
-        if viewer is None:
+        if viewer is None or self.current is None:
             return
-        for kind in _layers.MAP_COLORMAPS:
-            layer_name = _layers.MAP_PREFIX + kind
-            if layer_name in viewer.layers:
-                viewer.layers[layer_name].visible = kind == name
+        kind = self.visible_map(self.maps)
+        shape = viewer.layers[_layers.IMAGE].data.shape if _layers.IMAGE in viewer.layers \
+            else next(iter(self.maps.values())).shape
+        _layers.show_map(viewer, self.maps.get(kind) if kind else None, kind, shape=shape)
 
     def labels(self) -> np.ndarray:
         """The labels layer's data: what the annotator drew, at the image's original size."""
@@ -139,6 +146,7 @@ class Display:
     def clear(self) -> None:
         """Nothing to review: remove the image, labels and map layers."""
         self.current = None
+        self.maps = {}
         viewer = self.viewer
         if viewer is not None:
             _layers.clear_review_layers(viewer)

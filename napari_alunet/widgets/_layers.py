@@ -15,7 +15,7 @@ from napari_alunet.config import ClassSpec
 
 IMAGE = "alunet: image"
 LABELS = "alunet: labels"
-MAP_PREFIX = "alunet: "
+MAP = "alunet: uncertainty"
 FEATURES_PREFIX = "alunet: features "
 
 #: Colormap of each uncertainty map (perceptually uniform, dark = certain, so that an additive
@@ -90,35 +90,32 @@ def show_labels(viewer: Any, labels: np.ndarray, classes: ClassSpec, *, image_id
     return layer
 
 
-def show_maps(viewer: Any, maps: dict[str, np.ndarray], *, visible: str | None) -> list[Any]:
-    """Show uncertainty maps as additive overlays; only ``visible`` is switched on.
+def show_map(viewer: Any, data: np.ndarray | None, kind: str | None, *, shape: tuple[int, int]
+             ) -> Any:
+    """Show one uncertainty map as an additive overlay (one layer, whatever the kind).
 
-    Map layers of kinds the item does not have are removed, so a stale map never sits over a
-    different image.
+    One layer rather than one per kind: fewer layer controls to build (each costs the GUI
+    thread tens of milliseconds) and a shorter layer list; Review switches the kind. Without a
+    map (an image that was not scored) the layer stays, hidden and empty, so nothing stale sits
+    over a different image and the next map appears without building a layer.
     """
-    shown = []
-    for name in list(MAP_COLORMAPS):
-        layer = _layer(viewer, MAP_PREFIX + name)
-        data = maps.get(name)
-        if data is None:
-            if layer is not None:
-                viewer.layers.remove(layer)
-            continue
-        data = np.asarray(data, dtype=np.float32)
-        limits = (0.0, max(_limits(data, low=0.0, high=99.5)[1], 1e-6))
-        if layer is None:
-            layer = viewer.add_image(
-                data, name=MAP_PREFIX + name, colormap=MAP_COLORMAPS[name], blending="additive",
-                opacity=0.7, contrast_limits=limits, visible=(name == visible),
-            )
-        else:
-            layer.data = data
-            layer.contrast_limits_range = limits
-            layer.contrast_limits = limits
-            layer.visible = name == visible
-        shown.append(layer)
+    layer = _layer(viewer, MAP)
+    empty = data is None or kind is None
+    values = np.zeros(shape, np.float32) if empty else np.asarray(data, dtype=np.float32)
+    limits = (0.0, 1.0) if empty else (0.0, max(_limits(values, low=0.0, high=99.5)[1], 1e-6))
+    colormap = MAP_COLORMAPS.get(kind or "", "magma")
+    if layer is None:
+        layer = viewer.add_image(values, name=MAP, colormap=colormap, blending="additive",
+                                 opacity=0.7, contrast_limits=limits, visible=not empty)
+    else:
+        layer.data = values
+        layer.colormap = colormap
+        layer.contrast_limits_range = limits
+        layer.contrast_limits = limits
+        layer.visible = not empty
+    layer.metadata["kind"] = None if empty else kind
     _order(viewer)
-    return shown
+    return layer
 
 
 def show_features(viewer: Any, activations: np.ndarray, box: Any, block: str) -> Any:

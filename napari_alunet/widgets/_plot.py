@@ -1,25 +1,25 @@
-"""A matplotlib figure embedded in a dock widget, styled like napari, redrawn at most 4x/second.
+"""Matplotlib helpers for exported figures, and the napari theme colours of the live charts.
 
-Redraws happen in the GUI thread, so they are throttled: :meth:`PlotCanvas.request_draw` only
-marks the figure dirty and a timer draws it, so a fast stream of epochs costs at most one draw
-per :data:`DRAW_INTERVAL_MS`.
+The live charts in the dock widgets are painted with QPainter (:mod:`._chart`, which explains
+why); matplotlib draws the figures users export, on a white background.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QSizePolicy, QVBoxLayout, QWidget
 
-DRAW_INTERVAL_MS = 250
+DPI = 100
 
 #: Line colours readable on napari's dark and light themes.
 COLOURS = {"train": "#4fa3ff", "val": "#ffa23a", "dice": "#5fd068", "effort": "#c792ea"}
 
 _LIGHT = {"background": "#ffffff", "text": "#202124", "grid": "#d0d4da"}
+
+#: ``draw(figure, axes, data, colours)`` fills a figure's axes from plain data.
+DrawFunction = Callable[[Figure, list[Any], Any, dict[str, str]], None]
 
 
 def theme_colours(viewer: Any = None) -> dict[str, str]:
@@ -59,38 +59,13 @@ def style_legend(legend: Any, colours: dict[str, str]) -> None:
         text.set_color(colours["text"])
 
 
-class PlotCanvas(QWidget):
-    """A figure with ``ncols`` axes side by side, themed, with throttled redraws."""
-
-    def __init__(self, ncols: int = 2, *, viewer: Any = None, height: float = 2.6,
-                 parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.colours = theme_colours(viewer)
-        self.figure = Figure(figsize=(4.8, height), dpi=90, facecolor=self.colours["background"])
-        self.axes = [self.figure.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-        self.figure.subplots_adjust(left=0.13, right=0.97, bottom=0.2, top=0.86, wspace=0.42)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
-        self.canvas.setMinimumHeight(int(height * 72))
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.canvas)
-        self._dirty = False
-        self._timer = QTimer(self)
-        self._timer.setInterval(DRAW_INTERVAL_MS)
-        self._timer.timeout.connect(self._draw_if_dirty)
-        self._timer.start()
-        for ax in self.axes:
-            style_axes(ax, self.colours)
-
-    def request_draw(self) -> None:
-        """Redraw at the next timer tick (coalescing any number of requests)."""
-        self._dirty = True
-
-    def draw_now(self) -> None:
-        self._dirty = False
-        self.canvas.draw_idle()
-
-    def _draw_if_dirty(self) -> None:
-        if self._dirty and self.isVisible():
-            self.draw_now()
+def build_figure(draw: DrawFunction, data: Any, colours: dict[str, str], *, ncols: int,
+                 size: tuple[float, float], dpi: float = DPI) -> Figure:
+    """A new figure (no pyplot) with ``ncols`` axes drawn by ``draw``; ``size`` in inches."""
+    figure = Figure(figsize=size, dpi=dpi, facecolor=colours["background"])
+    axes = [figure.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    for ax in axes:
+        style_axes(ax, colours)
+    draw(figure, axes, data, colours)
+    figure.subplots_adjust(left=0.12, right=0.97, bottom=0.2, top=0.86, wspace=0.38)
+    return figure

@@ -21,7 +21,14 @@ from psygnal import Signal
 
 from napari_alunet.loop import RoundSettings
 from napari_alunet.store import Project, ProjectError
-from napari_alunet.widgets._workers import Failure, Job, Progress, error_text
+from napari_alunet.widgets._workers import (
+    Failure,
+    Job,
+    Progress,
+    error_text,
+    leaving_a_core,
+    warm_up,
+)
 
 
 class AppState:
@@ -57,6 +64,8 @@ class AppState:
         #: Latest re-scoring from Acquire: {'strategy', 'round', 'scores': {id: score}}.
         self.scores: dict[str, Any] | None = None
         self.last_report: Any = None
+        #: torch threads of GUI jobs (None: all cores but one, see gui_torch_threads).
+        self.torch_threads: int | None = None
 
     # -- project ------------------------------------------------------------------------------
     def open_project(self, path: str | Path, *, read_only: bool = False) -> Project:
@@ -113,10 +122,12 @@ class AppState:
         on_done: Callable[[Any], None] | None = None,
         on_error: Callable[[Failure], None] | None = None,
         epochs: int | None = None,
+        uses_torch: bool = False,
     ) -> Job:
         """Run ``factory()`` (a core generator) in a worker; one job at a time.
 
-        Errors are shown as a napari notification (and passed to ``on_error``).
+        Errors are shown as a napari notification (and passed to ``on_error``). A job that
+        ``uses_torch`` leaves a core to the GUI thread (:attr:`torch_threads`).
         """
         if self.job is not None:
             raise ProjectError(f"'{self.job.name}' is still running: wait for it or press Stop")
@@ -134,6 +145,8 @@ class AppState:
             if self._closing:
                 self.close_project()
 
+        if uses_torch:
+            factory = leaving_a_core(factory, self.torch_threads)
         self.job = Job(name, factory, on_event=on_event, on_progress=self.progress.emit,
                        on_done=on_done, on_error=failed, on_finished=finished, epochs=epochs)
         self.busy_changed.emit(name)
@@ -185,7 +198,7 @@ class AppState:
 
         return self.start_job(
             "round", lambda: run_round(project, settings), on_event=self.round_event.emit,
-            on_done=done, on_error=failed, epochs=epochs,
+            on_done=done, on_error=failed, epochs=epochs, uses_torch=True,
         )
 
 
@@ -230,6 +243,7 @@ def get_state(viewer: Any) -> AppState:
     state = _STATES.get(key)
     if state is None:
         state = _STATES[key] = AppState()
+        warm_up()
         weakref.finalize(viewer, _STATES.pop, key, None)
         _watch_close(viewer, state)
     return state

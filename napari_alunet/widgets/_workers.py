@@ -15,6 +15,8 @@ thread and before ``finished`` is emitted.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 import traceback
 from collections.abc import Callable, Generator
@@ -69,6 +71,62 @@ def _guarded(factory: Callable[[], Generator[Any, None, Any]]) -> Generator[Any,
     except Exception as exc:  # noqa: BLE001 - every error goes back to the GUI as a Failure
         return Failure(exc, traceback.format_exc())
     return result
+
+
+def gui_torch_threads() -> int:
+    """Intra-op threads for torch in GUI jobs: all cores but one.
+
+    With every core busy in torch (its OpenMP threads also spin between operations), the GUI
+    thread waits for the OS scheduler and for the GIL and napari stutters; one free core keeps
+    it answering within a few milliseconds, for at most 1/cores of the speed.
+    """
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+def leaving_a_core(factory: Callable[[], Generator[Any, None, Any]], threads: int | None = None
+                   ) -> Callable[[], Generator[Any, None, Any]]:
+    """Wrap a torch job so it runs with :func:`gui_torch_threads` threads (in the worker)."""
+
+    def wrapped() -> Generator[Any, None, Any]:
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads or gui_torch_threads())
+        try:
+            return (yield from factory())
+        finally:
+            torch.set_num_threads(before)
+
+    return wrapped
+
+
+#: Modules napari or the jobs import on first use (first labels layer, first optimiser): imported
+#: once in the background when the widgets open, so the first round does not pay for them.
+WARM_UP_MODULES = (
+    "torch", "torch._dynamo", "pandas", "skimage.color",
+    "napari._qt.layer_controls.qt_image_controls", "napari._qt.layer_controls.qt_labels_controls",
+    "napari._vispy.layers.image", "napari._vispy.layers.labels",
+    "napari_alunet.training.engine", "napari_alunet.scoring", "napari_alunet.model.features",
+)
+_warmed = threading.Event()
+
+
+def warm_up() -> None:
+    """Import :data:`WARM_UP_MODULES` in a daemon thread (once per process)."""
+    if _warmed.is_set():
+        return
+    _warmed.set()
+
+    def run() -> None:
+        import importlib
+
+        for name in WARM_UP_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - only a head start; the real import reports
+                logger.debug("warm-up import of %s failed", name, exc_info=True)
+
+    threading.Thread(target=run, name="alunet-warm-up", daemon=True).start()
 
 
 def describe(event: Any, epochs: int | None = None) -> Progress | None:

@@ -150,7 +150,8 @@ class AcquireWidget(QWidget):
                 self.state.image_requested.emit(queue[0])
 
         return self.state.start_job(
-            "score", lambda: _rescore(project, current.idx, acquisition), on_done=done
+            "score", lambda: _rescore(project, current.idx, acquisition), on_done=done,
+            uses_torch=True,
         )
 
     def _busy(self, name: str) -> None:

@@ -112,12 +112,24 @@ class FeaturesWidget(QWidget):
 
         return self.state.start_job(
             "feature maps", lambda: _features_job(project, rnd.idx, shown.image_id, block),
-            on_done=done,
+            on_done=done, uses_torch=True,
         )
 
 
 def _block_names(model_config: Any) -> list[str]:
     """Block names of the architecture, without allocating its weights (meta device)."""
+    from napari_alunet.config import to_dict
+
+    key = tuple(sorted(to_dict(model_config).items()))
+    if key not in _BLOCKS:
+        _BLOCKS[key] = _build_block_names(model_config)
+    return list(_BLOCKS[key])
+
+
+_BLOCKS: dict[tuple[Any, ...], list[str]] = {}
+
+
+def _build_block_names(model_config: Any) -> list[str]:
     import torch
 
     from napari_alunet.model import build_model

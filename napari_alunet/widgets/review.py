@@ -216,6 +216,12 @@ class ReviewWidget(QWidget):
                 self.legend.addItem(item)
             if project.queue():
                 self.show_next()
+            else:
+                # Nothing queued yet: show the data (a labelled image with its classes), so
+                # the user sees the project and the first round's layers exist already.
+                first = project.images("labelled")[:1] or project.images()[:1]
+                if first:
+                    self.display.show(first[0].id)
         self._update()
 
     def _queue_changed(self) -> None:
@@ -229,7 +235,7 @@ class ReviewWidget(QWidget):
         self._update()
 
     def _map_changed(self, name: str) -> None:
-        self.display.set_map(None if name == "none" else name)
+        self.display.set_map(name)
 
     def _class_clicked(self, item: QListWidgetItem) -> None:
         if _layers.LABELS in self.viewer.layers:
@@ -270,7 +276,7 @@ class ReviewWidget(QWidget):
             f"<br>{where}; starts from the {start}"
             + ("<br><i>test image: shown, never trained on; not editable</i>"
                if shown.pool == "test" else ""))
-        visible = self.display._visible_map(dict.fromkeys(shown.maps))
+        visible = self.display.visible_map(dict.fromkeys(shown.maps))
         self.map_choice.blockSignals(True)
         self.map_choice.setCurrentText(visible or "none")
         self.map_choice.blockSignals(False)

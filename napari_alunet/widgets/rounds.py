@@ -24,10 +24,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_alunet.widgets._chart import LineChart, Series
 from napari_alunet.widgets._common import JobBar, group, guarded, listen, row
 from napari_alunet.widgets._curve import CurvePoint, curve_points, draw_curve, write_csv
 from napari_alunet.widgets._display import get_display
-from napari_alunet.widgets._plot import COLOURS, PlotCanvas, light_colours
+from napari_alunet.widgets._plot import COLOURS, build_figure, light_colours, theme_colours
 from napari_alunet.widgets._state import get_state, notify_info
 
 
@@ -57,7 +58,13 @@ class RoundsWidget(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.table.setMaximumHeight(150)
 
-        self.plot = PlotCanvas(2, viewer=napari_viewer, height=2.8)
+        colours = theme_colours(napari_viewer)
+        self.by_labelled = LineChart("Test mean Dice vs labelled images", "labelled images",
+                                     colours, ylim=(0.0, 1.0))
+        self.by_effort = LineChart("vs annotation effort", "pixels changed", colours,
+                                   ylim=(0.0, 1.0))
+        for chart in (self.by_labelled, self.by_effort):
+            chart.placeholder = "no evaluated round yet"
         self.png_button = QPushButton("PNG...")
         self.svg_button = QPushButton("SVG...")
         self.csv_button = QPushButton("CSV...")
@@ -69,7 +76,7 @@ class RoundsWidget(QWidget):
         layout.addWidget(self.summary)
         layout.addWidget(self.next_button)
         layout.addWidget(self.job_bar)
-        layout.addWidget(group("Learning curve", self.plot,
+        layout.addWidget(group("Learning curve", row(self.by_labelled, self.by_effort),
                                row(QLabel("Export"), self.png_button, self.svg_button,
                                    self.csv_button, stretch=True)))
         layout.addWidget(group("Rounds", self.table))
@@ -104,9 +111,12 @@ class RoundsWidget(QWidget):
         project = self.state.project
         self._busy(self.state.job.name if self.state.job else "")
         self.points = curve_points(project) if project is not None else []
-        draw_curve(self.plot.figure, self.plot.axes, self.points, self.plot.colours,
-                   line=COLOURS["dice"])
-        self.plot.request_draw()
+        dice = [p.mean_dice for p in self.points]
+        names = [f"r{p.round_idx}" for p in self.points]
+        self.by_labelled.set_series([Series("", [float(p.n_labelled) for p in self.points],
+                                            dice, COLOURS["dice"], markers=True, labels=names)])
+        self.by_effort.set_series([Series("", [float(p.pixels_changed) for p in self.points],
+                                          dice, COLOURS["dice"], markers=True, labels=names)])
         self._fill_table()
         if project is None:
             self.summary.setText("No project open.")
@@ -154,8 +164,7 @@ class RoundsWidget(QWidget):
         if kind == "csv":
             write_csv(points, path, project.classes.names)
         elif kind in ("png", "svg"):
-            figure = export_figure(points)
-            figure.savefig(path, format=kind, dpi=150)
+            export_figure(points).savefig(path, format=kind, dpi=150)
         else:
             raise ValueError(f"unknown export format {kind!r}: use png, svg or csv")
         notify_info(f"wrote {path}")
@@ -164,9 +173,5 @@ class RoundsWidget(QWidget):
 
 def export_figure(points: list[CurvePoint]) -> Figure:
     """The learning curve on a white background (a Figure without pyplot: no GUI state)."""
-    colours = light_colours()
-    figure = Figure(figsize=(8.0, 3.2), facecolor=colours["background"])
-    axes = [figure.add_subplot(1, 2, i + 1) for i in range(2)]
-    draw_curve(figure, axes, points, colours, line="#1f77b4")
-    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.88, wspace=0.25)
-    return figure
+    colours = {**light_colours(), "line": "#1f77b4"}
+    return build_figure(draw_curve, points, colours, ncols=2, size=(8.0, 3.2), dpi=100)

@@ -3,13 +3,12 @@
 Start runs :func:`napari_alunet.loop.run_round` (train -> evaluate -> score -> queue) in a
 worker; Stop closes it at the next batch, the engine saves the best weights so far and the round
 stays open, to be trained again by the next Start. The plot is fed from ``EpochEvent`` in the
-GUI thread and redrawn at most four times a second.
+GUI thread and painted with QPainter (see :mod:`._chart` for why not matplotlib).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 from qtpy.QtWidgets import (
@@ -25,9 +24,10 @@ from qtpy.QtWidgets import (
 )
 
 from napari_alunet.config import MODEL_PRESETS, model_preset
+from napari_alunet.widgets._chart import LineChart, Series
 from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen, row
 from napari_alunet.widgets._display import get_display
-from napari_alunet.widgets._plot import COLOURS, PlotCanvas, style_axes, style_legend
+from napari_alunet.widgets._plot import COLOURS, theme_colours
 from napari_alunet.widgets._state import get_state
 
 PRESET_HINTS = {
@@ -78,7 +78,11 @@ class TrainWidget(QWidget):
                                      "score the unlabelled pool and queue images for review")
         self.start_button.clicked.connect(self.start)
         self.job_bar = JobBar(self.state, {"round"})
-        self.plot = PlotCanvas(2, viewer=napari_viewer)
+        colours = theme_colours(napari_viewer)
+        self.loss_chart = LineChart("Loss", "epoch", colours)
+        self.dice_chart = LineChart("Validation Dice", "epoch", colours, ylim=(0.0, 1.0))
+        for chart in (self.loss_chart, self.dice_chart):
+            chart.placeholder = "waiting for the first epoch"
         self.metrics_label = QLabel("No round evaluated yet.")
         self.metrics_label.setWordWrap(True)
 
@@ -86,7 +90,7 @@ class TrainWidget(QWidget):
         layout.addWidget(settings_box)
         layout.addWidget(self.start_button)
         layout.addWidget(self.job_bar)
-        layout.addWidget(group("Training curve", self.plot))
+        layout.addWidget(group("Training curve", row(self.loss_chart, self.dice_chart)))
         layout.addWidget(group("Test metrics of the newest round", self.metrics_label,
                                hint("Dice on the fixed test pool, which is never trained on.")))
         layout.addStretch(1)
@@ -189,34 +193,15 @@ class TrainWidget(QWidget):
         self._show_metrics()
 
     def _draw(self) -> None:
-        loss_ax, dice_ax = self.plot.axes
-        colours = self.plot.colours
-        for ax in (loss_ax, dice_ax):
-            ax.clear()
-            style_axes(ax, colours)
-        loss_ax.set_title("Loss", fontsize=9)
-        dice_ax.set_title("Validation Dice", fontsize=9)
-        for ax in (loss_ax, dice_ax):
-            ax.set_xlabel("epoch", fontsize=8)
-        if self.history:
-            epochs = [e.epoch for e in self.history]
-            loss_ax.plot(epochs, [e.train_loss for e in self.history], color=COLOURS["train"],
-                         label="train", linewidth=1.5)
-            val = [e.val_loss for e in self.history]
-            if any(not math.isnan(v) for v in val):
-                loss_ax.plot(epochs, val, color=COLOURS["val"], label="validation", linewidth=1.5)
-            style_legend(loss_ax.legend(fontsize=7, loc="upper right"), colours)
-            dice = [e.val_dice for e in self.history]
-            dice_ax.plot(epochs, dice, color=COLOURS["dice"], marker="o", markersize=3,
-                         linewidth=1.5)
-            best = self.history[-1].best_epoch
-            if best:
-                dice_ax.axvline(best, color=colours["text"], linestyle=":", linewidth=1)
-            dice_ax.set_ylim(0.0, 1.0)
-        else:
-            loss_ax.text(0.5, 0.5, "waiting for the first epoch", ha="center", va="center",
-                         transform=loss_ax.transAxes, color=colours["text"], fontsize=8)
-        self.plot.request_draw()
+        epochs = [float(e.epoch) for e in self.history]
+        self.loss_chart.set_series([
+            Series("train", epochs, [e.train_loss for e in self.history], COLOURS["train"]),
+            Series("validation", epochs, [e.val_loss for e in self.history], COLOURS["val"]),
+        ])
+        best = self.history[-1].best_epoch if self.history else None
+        self.dice_chart.set_series(
+            [Series("", epochs, [e.val_dice for e in self.history], COLOURS["dice"],
+                    markers=True)], vline=float(best) if best else None)
 
     def _show_metrics(self) -> None:
         project = self.state.project
