@@ -97,6 +97,27 @@ def test_truncated_and_foreign_files_give_clear_errors(tmp_path: Path) -> None:
     assert zipfile.is_zipfile(path)  # the good file was not touched
 
 
+def _rewrite_member(src: Path, dst: Path, suffix: str, change) -> None:  # type: ignore[no-untyped-def]
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item)
+            zout.writestr(item, change(data) if item.filename.endswith(suffix) else data)
+
+
+def test_damage_inside_the_archive_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    _trained(path)
+    # Half of the pickle: the decoder fails somewhere odd (struct.error); still a clear error.
+    _rewrite_member(path, tmp_path / "pkl.pt", "data.pkl", lambda d: d[: len(d) // 2])
+    with pytest.raises(CheckpointError, match="pkl.pt is truncated or is not a checkpoint"):
+        load_checkpoint(tmp_path / "pkl.pt")
+    # A flipped byte in a weight tensor decodes fine: only the stored checksum catches it.
+    _rewrite_member(path, tmp_path / "rot.pt", "data/0",
+                    lambda d: bytes([d[0] ^ 0xFF]) + d[1:])
+    with pytest.raises(CheckpointError, match="rot.pt is damaged"):
+        load_checkpoint(tmp_path / "rot.pt")
+
+
 def test_architecture_and_class_mismatch_say_what_differs(tmp_path: Path) -> None:
     path = tmp_path / "model.pt"
     _trained(path)

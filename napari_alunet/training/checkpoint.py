@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import io
 import os
 import pickle
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,20 @@ def plain_data(value: Any, where: str = "extra") -> Any:
     )
 
 
+def _state_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over names, dtypes, shapes and bytes of the weights, in key order.
+
+    The zip container has no checksum that torch verifies, so flipped bits in a tensor would
+    otherwise load silently as different weights.
+    """
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        t = state[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     model: nn.Module,
@@ -102,11 +116,13 @@ def save_checkpoint(
         config_dict = to_dict(model_config)
     else:
         config_dict = to_dict(from_dict(ModelConfig, dict(model_config)))  # validates it
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model_config": config_dict,
-        "model_state": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_state": state,
+        "weights_sha256": _state_digest(state),
         "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
         "epoch": None if epoch is None else int(epoch),
         "best_metric": None if best_metric is None else float(best_metric),
@@ -136,7 +152,9 @@ def _read(path: Path) -> dict[str, Any]:
             "which could run code when unpickled. Only load checkpoints written by "
             f"napari-alunet. ({lines[0] if lines else str(exc).splitlines()[0]})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - any other failure to decode means damage
+        # RuntimeError (zip directory missing), EOFError, struct.error (a damaged data.pkl),
+        # UnicodeDecodeError...: the file is damaged, whatever the decoder tripped on.
         raise CheckpointError(
             f"{path} is truncated or is not a checkpoint ({type(exc).__name__}: "
             f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); "
@@ -214,7 +232,16 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path}: weights do not fit its own model config ({str(exc).splitlines()[0]})"
         ) from None
+    # After the fit check, so weights of another shape get that (more specific) message.
+    stored_digest = payload.get("weights_sha256")
+    if stored_digest is not None and _state_digest(payload["model_state"]) != stored_digest:
+        raise CheckpointError(
+            f"{path} is damaged: its weights do not match the checksum written with them; "
+            "re-train or restore it from a copy"
+        )
     model.eval()
-    meta = {k: v for k, v in payload.items() if k not in ("model_state", "format")}
+    meta = {
+        k: v for k, v in payload.items() if k not in ("model_state", "format", "weights_sha256")
+    }
     meta["model_config"] = dataclasses.replace(config)
     return model, meta
