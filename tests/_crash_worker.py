@@ -231,14 +231,11 @@ def _preload() -> None:
     # optimiser runs no tensor op, so no OpenMP thread pool exists yet when we fork.
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
 
-    import napari_alunet.importer  # noqa: F401
-    import napari_alunet.loop  # noqa: F401
-    import napari_alunet.model  # noqa: F401
-    import napari_alunet.scoring  # noqa: F401
-    import napari_alunet.training.checkpoint  # noqa: F401
-    import napari_alunet.training.engine  # noqa: F401
-    from napari_alunet.data import io  # noqa: F401
-    from PIL import BmpImagePlugin, Image, PngImagePlugin  # noqa: F401
+    from PIL import BmpImagePlugin, Image, PngImagePlugin
+
+    from napari_alunet.data import io
+
+    del BmpImagePlugin, Image, PngImagePlugin, io  # imported for their side effect: warm caches
 
 
 def _child(job: dict[str, Any]) -> None:
@@ -312,10 +309,10 @@ def serve() -> None:
                 _say("END", pid, f"exit={os.waitstatus_to_exitcode(status)}")
                 continue
             now = time.monotonic()
-            if kill and state["fire_at"] is None:
-                if sum(ln.startswith(kill["prefix"]) for ln in _lines(state["job"]["out"])) \
-                        >= kill["count"]:
-                    state["fire_at"] = now + kill["jitter"]
+            if kill and state["fire_at"] is None and sum(
+                    ln.startswith(kill["prefix"]) for ln in _lines(state["job"]["out"])
+            ) >= kill["count"]:
+                state["fire_at"] = now + kill["jitter"]
             too_long = now - state["started"] > state["job"].get("timeout", 120)
             if (state["fire_at"] is not None and now >= state["fire_at"]) or too_long:
                 os.kill(pid, signal.SIGKILL)

@@ -4,7 +4,6 @@ checkpoints of another model give one clear error saying what is wrong."""
 from __future__ import annotations
 
 import errno
-import io
 import os
 import pickle
 import shutil
@@ -13,14 +12,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _crash_worker import round_settings, write_binary_pool
+
 from napari_alunet import fileio
 from napari_alunet.config import DEFAULT_CLASS_NAMES, DataConfig, model_preset
 from napari_alunet.events import drain
 from napari_alunet.model import build_model
 from napari_alunet.training.checkpoint import (
-    FORMAT, CheckpointError, load_checkpoint, save_checkpoint,
+    FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
 )
 
 NAMES = list(DEFAULT_CLASS_NAMES)
@@ -125,9 +127,6 @@ def test_not_a_checkpoint(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
 
 
-@pytest.mark.xfail(strict=True, raises=Exception,
-                   reason="training/checkpoint.py lets struct.error from a damaged data.pkl "
-                          "escape instead of a CheckpointError (reported; not ours to edit)")
 def test_corrupted_member_inside_the_zip(good, tmp_path):
     """Bytes flipped inside the archive (bit rot) are caught, not loaded as other weights."""
     bad = tmp_path / "rot.pt"
@@ -199,6 +198,7 @@ def test_project_round_with_a_swapped_checkpoint(tmp_path):
     """A round's checkpoint replaced by another model's is refused when the round resumes,
     naming what differs, and the project is not changed."""
     from _crash_worker import db_rows
+
     from napari_alunet.importer import import_pool
     from napari_alunet.loop import run_round
     from napari_alunet.store import Project

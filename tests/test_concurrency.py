@@ -12,12 +12,11 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _crash_worker import HERE, embryo_labels, write_binary_pool
+
 from napari_alunet.config import DataConfig
 from napari_alunet.events import drain
 from napari_alunet.fileio import sha256_file
@@ -45,7 +44,7 @@ def start_worker(task: str, **args) -> subprocess.Popen:
 
 
 def test_second_writer_refused_with_holder_pid_then_waits(project_dir):
-    holder = start_worker("hold", project=str(project_dir), seconds=1.5)
+    holder = start_worker("hold", project=str(project_dir), seconds=3.0)
     try:
         start = time.monotonic()
         with pytest.raises(ProjectLockedError, match=rf"open for writing in another process "
@@ -72,22 +71,27 @@ def test_second_writer_refused_with_holder_pid_then_waits(project_dir):
 def test_cli_against_an_open_project(project_dir):
     """The GUI holds the project: `alunet` commands that write say so in one line; reading works;
     --wait waits for the GUI to close."""
-    holder = start_worker("hold", project=str(project_dir), seconds=2.0)
+    holder = start_worker("hold", project=str(project_dir), seconds=120)
     try:
         out = subprocess.run(["alunet", "oracle", str(project_dir)], capture_output=True,
-                             text=True, timeout=120)
+                             text=True, timeout=120, check=False)
         assert out.returncode == 2
-        assert out.stderr.strip().splitlines() == [
+        assert out.stderr.strip().splitlines() == [(
             f"error: project {project_dir} is open for writing in another process "
-            f"(pid {holder.pid}); close it there first, or open it read-only"]
+            f"(pid {holder.pid}); close it there first, or open it read-only")]
         status = subprocess.run(["alunet", "status", str(project_dir), "--json"],
-                                capture_output=True, text=True, timeout=120)
+                                capture_output=True, text=True, timeout=120, check=False)
         assert status.returncode == 0, status.stderr
         assert json.loads(status.stdout)["images"] == 12
-        waited = subprocess.run(["alunet", "oracle", str(project_dir), "--wait", "60"],
-                                capture_output=True, text=True, timeout=120)
-        assert waited.returncode == 0, waited.stderr
-        assert holder.wait(5) == 0
+        waiting = subprocess.Popen(["alunet", "oracle", str(project_dir), "--wait", "60"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3.0)  # long enough for it to start and find the project locked
+        assert waiting.poll() is None, waiting.communicate()
+        holder.kill()  # the GUI goes away (even by kill -9): the waiting command proceeds
+        holder.wait()
+        out, err = waiting.communicate(timeout=120)
+        assert waiting.returncode == 0, err
+        assert out.startswith("committed stored ground truth")
     finally:
         holder.kill()
         holder.wait()

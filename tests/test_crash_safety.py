@@ -16,16 +16,15 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
-
 from _crash_worker import HERE, db_rows, integrity_ok, round_settings, write_binary_pool
+
 from napari_alunet.config import DataConfig
 from napari_alunet.events import drain
 from napari_alunet.fileio import TEMP_PREFIX, sha256_file
@@ -49,7 +48,7 @@ class Zygote:
         line = self.proc.stdout.readline()
         assert line.strip() == "READY", f"worker server did not start: {line!r}"
 
-    def submit(self, job: "Job") -> None:
+    def submit(self, job: Job) -> None:
         spec = {"task": job.task, "args": job.args, "out": str(job.out),
                 "kill": {"prefix": job.prefix, "count": job.count, "jitter": job.jitter}}
         self.proc.stdin.write(json.dumps(spec) + "\n")
@@ -278,10 +277,10 @@ def test_kill_during_training_resumes(zygote, base_project, tmp_path):
     # Steps per epoch: 8 labelled images -> 6 train / 2 validation, batch 2 -> 3 steps.
     total_steps = settings.train.epochs * 3
     jobs = []
-    for i in range(KILLS):
+    for i in range(KILLS + 2):
         path = tmp_path / f"p{i}"
         shutil.copytree(base_project, path)
-        k = int(rng.integers(1, total_steps - 2))  # after step k: an epoch or more to go
+        k = int(rng.integers(1, total_steps - 5))  # after step k: two epochs or more to go
         jobs.append(Job(f"train-{i}", "round", {"project": str(path)}, tmp_path / f"train-{i}.log",
                         "S ", k, _uniform(rng, 0.0, 0.01)))
     where = Counter()
@@ -292,7 +291,8 @@ def test_kill_during_training_resumes(zygote, base_project, tmp_path):
 
     done = run_campaign(zygote, jobs, check)
     print(f"\ntraining kills: {len(done)}, round status at the kill: {dict(where)}")
-    assert where["started"] >= 20, where  # killed while training, before the checkpoint
+    # Killed while training, before the checkpoint (a busy machine may let one or two through).
+    assert where["started"] >= 20, where
 
 
 def test_kill_during_scoring_resumes(zygote, evaluated_project, tmp_path):
@@ -301,10 +301,10 @@ def test_kill_during_scoring_resumes(zygote, evaluated_project, tmp_path):
         n_pool = len(project.images("unlabelled"))
     n_events = -(-n_pool // 2)  # one ScoreProgress per batch of 2
     jobs = []
-    for i in range(KILLS):
+    for i in range(KILLS + 2):
         path = tmp_path / f"p{i}"
         shutil.copytree(evaluated_project, path)
-        k = int(rng.integers(1, n_events + 1))
+        k = int(rng.integers(1, n_events))  # a batch or more still to score
         jobs.append(Job(f"score-{i}", "round", {"project": str(path)}, tmp_path / f"score-{i}.log",
                         "Q ", k, _uniform(rng, 0.0, 0.02)))
     where = Counter()
@@ -325,7 +325,7 @@ def test_kill_during_import_leaves_nothing_or_everything(zygote, pool, tmp_path)
     rng = np.random.default_rng(3)
     n = len(list((pool / "images").iterdir()))
     jobs = []
-    for i in range(KILLS):
+    for i in range(KILLS + 2):
         parent = tmp_path / f"parent{i}"
         parent.mkdir()
         k = int(rng.integers(0, n + 1))  # after image k is stored (k = n: while finishing)
@@ -336,7 +336,10 @@ def test_kill_during_import_leaves_nothing_or_everything(zygote, pool, tmp_path)
 
     def check(job: Job) -> None:
         dst = Path(job.args["dst"])
-        assert job.killed, f"{job.name} ended by itself"
+        # A kill aimed at the last moments may come after the import finished: then it must be
+        # complete like any other.
+        assert job.killed or job.lines[-1].startswith("DONE"), job.lines[-3:]
+        outcome["killed"] += job.killed
         if dst.exists():  # the rename happened: the project must be complete
             assert_sound(dst)
             with Project.open(dst, read_only=True) as project:
@@ -354,7 +357,7 @@ def test_kill_during_import_leaves_nothing_or_everything(zygote, pool, tmp_path)
 
     done = run_campaign(zygote, jobs, check)
     print(f"\nimport kills: {len(done)}, project after the kill: {dict(outcome)}")
-    assert outcome["absent"] >= 15, outcome
+    assert outcome["killed"] >= 20 and outcome["absent"] >= 15, outcome
 
 
 def test_crash_state_is_stable_on_reopen(base_project, tmp_path):

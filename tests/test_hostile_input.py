@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _crash_worker import db_rows, embryo_labels, tree, write_binary_pool
 from PIL import Image
 
-from _crash_worker import db_rows, embryo_labels, tree, write_binary_pool
 from napari_alunet import fileio
 from napari_alunet.config import DEFAULT_CLASS_COLOURS, DataConfig
 from napari_alunet.data import io as dio

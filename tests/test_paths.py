@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _crash_worker import round_settings, write_binary_pool
+
 from napari_alunet.config import DataConfig
 from napari_alunet.events import drain
 from napari_alunet.export import export_labels
@@ -104,8 +104,8 @@ def warm_imports():
     empty cache folder /tmp/torchinductor_<user> (once per process, torch's own doing)."""
     import torch
 
-    import napari_alunet.loop  # noqa: F401
-    import napari_alunet.scoring  # noqa: F401
+    import napari_alunet.loop
+    import napari_alunet.scoring
     import napari_alunet.training.engine  # noqa: F401
 
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
