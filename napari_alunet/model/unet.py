@@ -80,7 +80,7 @@ class UNet(nn.Module):
             self.enc_dropouts.append(_dropout(config.dropout, enc_drop))
             c_in = widths[i]
         self.pool = nn.MaxPool2d(2)
-        self.bottleneck = ConvBlock(widths[-2] if config.depth else c_in, widths[-1])
+        self.bottleneck = ConvBlock(c_in, widths[-1])
         self.bottleneck_dropout = _dropout(config.dropout, all_drop)
 
         self.upsamples = nn.ModuleList()
