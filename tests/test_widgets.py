@@ -98,9 +98,10 @@ def test_whole_round(app, qtbot, tmp_path):
     assert list(labels.features["class"]) == list(project.classes.names)
     overlay = viewer.layers["alunet: uncertainty"]
     assert overlay.visible and overlay.metadata["kind"] == "bald"
-    assert overlay.blending == "additive" and overlay.data.shape == SHAPE
+    assert overlay.data.shape == SHAPE
+    assert overlay.colormap.colors[0][3] == 0.0 and overlay.colormap.colors[-1][3] > 0.5
     review.map_choice.setCurrentText("js")  # another map of the same image
-    assert overlay.metadata["kind"] == "js" and overlay.colormap.name == "plasma"
+    assert overlay.metadata["kind"] == "js" and overlay.colormap.name == "alunet plasma"
     review.map_choice.setCurrentText("none")
     assert not overlay.visible
     review.map_choice.setCurrentText("bald")
@@ -190,8 +191,9 @@ def test_whole_round(app, qtbot, tmp_path):
     assert "bottleneck" in [features.block.itemText(i) for i in range(features.block.count())]
     features.show_features("enc0")
     wait_idle(qtbot, state)
-    layer = viewer.layers["alunet: features enc0"]
-    assert layer.data.ndim == 3 and layer.data.shape[0] == 8
+    layer = viewer.layers["alunet: features"]
+    assert layer.data.ndim == 3 and layer.data.shape[0] == 8 and layer.metadata["block"] == "enc0"
+    assert layer.metadata["image_id"] == state.display.current.image_id
 
     # The oracle commits stored ground truth for the rest of the queue.
     review.oracle()

@@ -117,8 +117,9 @@ class LineChart(QWidget):
         plot.setRight(self.width() - 10)
         plot.setBottom(self.height() - 2 * line_h - 6)
         painter.setPen(text)
+        title = metrics.elidedText(self.title, Qt.TextElideMode.ElideRight, self.width() - 8)
         painter.drawText(QRectF(0, 2, self.width(), line_h + 4),
-                         Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, self.title)
+                         Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, title)
         painter.drawText(QRectF(plot.left(), self.height() - line_h - 2, plot.width(), line_h),
                          Qt.AlignmentFlag.AlignHCenter, self.xlabel)
         ranges = self._ranges()

@@ -120,7 +120,7 @@ class JobBar(QWidget):
         super().__init__(parent)
         self.state = state
         self.jobs = set(jobs)
-        self.text = QLabel("idle")
+        self.text = QLabel("")
         self.text.setWordWrap(True)
         self.bar = QProgressBar()
         self.bar.setTextVisible(False)
@@ -130,7 +130,8 @@ class JobBar(QWidget):
         self.stop_button.clicked.connect(state.stop)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(row(self.bar, self.stop_button))
+        self.bar_row = row(self.bar, self.stop_button)
+        layout.addWidget(self.bar_row)
         layout.addWidget(self.text)
         self._following = False
         listen(self, state.busy_changed, self._busy)
@@ -138,18 +139,18 @@ class JobBar(QWidget):
         self._busy(state.job.name if state.job else "")
 
     def _busy(self, name: str) -> None:
+        # Idle: only the last outcome ('done: ...') shows; the bar and Stop appear with a job.
         self._following = name in self.jobs
         self.stop_button.setEnabled(self._following)
+        self.bar_row.setVisible(self._following)
         if self._following:
             self.bar.setRange(0, 0)
             self.text.setText(f"{name}: starting...")
-        else:
-            self.bar.setRange(0, 1)
-            self.bar.setValue(0)
-            if name:
-                self.text.setText(f"busy: {name} is running")
-            elif not self.text.text().startswith(("done", "stopped", "failed")):
-                self.text.setText("idle")
+        elif name:
+            self.text.setText(f"waiting: {name} is running")
+        elif not self.text.text().startswith(("done", "stopped", "failed")):
+            self.text.setText("")
+        self.text.setVisible(bool(self.text.text()))
 
     def _progress(self, shown: Progress) -> None:
         if not self._following:
@@ -160,7 +161,9 @@ class JobBar(QWidget):
         else:
             self.bar.setRange(0, 0)  # indeterminate
         self.text.setText(shown.text)
+        self.text.setVisible(True)
 
     def finish(self, text: str) -> None:
         """Show a closing line (e.g. 'done: round 2 queued 4 images')."""
         self.text.setText(text)
+        self.text.setVisible(True)

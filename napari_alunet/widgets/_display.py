@@ -101,6 +101,7 @@ class Display:
             _layers.show_image(viewer, image, name=record.name, image_id=image_id)
             kind = self.visible_map(maps)
             _layers.show_map(viewer, maps.get(kind) if kind else None, kind, shape=image.shape)
+            _layers.hide_stale_features(viewer, image_id)
             layer = _layers.show_labels(viewer, labels, project.classes, image_id=image_id)
             layer.mode = "paint"
             viewer.layers.selection.active = layer

@@ -16,16 +16,33 @@ from napari_alunet.config import ClassSpec
 IMAGE = "alunet: image"
 LABELS = "alunet: labels"
 MAP = "alunet: uncertainty"
-FEATURES_PREFIX = "alunet: features "
+FEATURES = "alunet: features"
 
-#: Colormap of each uncertainty map (perceptually uniform, dark = certain, so that an additive
-#: overlay leaves confident regions of the image untouched).
+#: Matplotlib colormap of each uncertainty map (perceptually uniform). The overlay fades it in:
+#: transparent where the model is sure, opaque where it is not (see :func:`map_colormap`).
 MAP_COLORMAPS = {"entropy": "magma", "bald": "inferno", "kl": "viridis", "js": "plasma",
                  "margin": "cividis", "variation_ratio": "turbo"}
 
 #: The map shown for each acquisition strategy (others are added hidden).
 STRATEGY_MAP = {"entropy": "entropy", "bald": "bald", "kl": "kl", "js": "js", "margin": "entropy",
                 "variation_ratio": "entropy", "random": "entropy"}
+
+
+def map_colormap(kind: str) -> Any:
+    """A napari colormap for an uncertainty map whose alpha rises with the value.
+
+    An additive overlay washed the image out wherever the model was even mildly unsure; with
+    the alpha ramp (0 below 15 % of the range, 0.85 at the top) only the uncertain regions are
+    coloured and the image stays readable under them.
+    """
+    import matplotlib
+    from napari.utils.colormaps import Colormap
+
+    name = MAP_COLORMAPS.get(kind, "magma")
+    positions = np.linspace(0.0, 1.0, 32)
+    rgba = np.asarray(matplotlib.colormaps[name](0.25 + 0.75 * positions), dtype=np.float32)
+    rgba[:, 3] = np.clip((positions - 0.15) / 0.85, 0.0, 1.0) ** 0.8 * 0.85
+    return Colormap(colors=rgba, controls=positions, name=f"alunet {name}")
 
 
 def class_colormap(classes: ClassSpec) -> Any:
@@ -64,10 +81,11 @@ def show_image(viewer: Any, image: np.ndarray, *, name: str, image_id: int) -> A
         layer = viewer.add_image(image, name=IMAGE, colormap="gray", contrast_limits=limits)
         reset = True
     else:
-        reset = layer.data.shape != image.shape
+        reset = layer.data.shape != image.shape or not layer.visible
         layer.data = image
         layer.contrast_limits_range = limits
         layer.contrast_limits = limits
+        layer.visible = True
     layer.metadata["image_id"] = image_id
     layer.metadata["name"] = name
     if reset:
@@ -81,10 +99,11 @@ def show_labels(viewer: Any, labels: np.ndarray, classes: ClassSpec, *, image_id
     labels = np.ascontiguousarray(labels, dtype=np.uint8)
     if layer is None:
         layer = viewer.add_labels(labels, name=LABELS, colormap=class_colormap(classes),
-                                  features=class_features(classes), opacity=0.55)
+                                  features=class_features(classes), opacity=0.45)
         layer.selected_label = 1
     else:
         layer.data = labels
+        layer.visible = True
     layer.metadata["image_id"] = image_id
     layer.brush_size = max(2, min(labels.shape) // 40)
     return layer
@@ -92,7 +111,7 @@ def show_labels(viewer: Any, labels: np.ndarray, classes: ClassSpec, *, image_id
 
 def show_map(viewer: Any, data: np.ndarray | None, kind: str | None, *, shape: tuple[int, int]
              ) -> Any:
-    """Show one uncertainty map as an additive overlay (one layer, whatever the kind).
+    """Show one uncertainty map as an overlay (one layer, whatever the kind).
 
     One layer rather than one per kind: fewer layer controls to build (each costs the GUI
     thread tens of milliseconds) and a shorter layer list; Review switches the kind. Without a
@@ -103,10 +122,10 @@ def show_map(viewer: Any, data: np.ndarray | None, kind: str | None, *, shape: t
     empty = data is None or kind is None
     values = np.zeros(shape, np.float32) if empty else np.asarray(data, dtype=np.float32)
     limits = (0.0, 1.0) if empty else (0.0, max(_limits(values, low=0.0, high=99.5)[1], 1e-6))
-    colormap = MAP_COLORMAPS.get(kind or "", "magma")
+    colormap = map_colormap(kind or "")
     if layer is None:
-        layer = viewer.add_image(values, name=MAP, colormap=colormap, blending="additive",
-                                 opacity=0.7, contrast_limits=limits, visible=not empty)
+        layer = viewer.add_image(values, name=MAP, colormap=colormap, blending="translucent",
+                                 opacity=1.0, contrast_limits=limits, visible=not empty)
     else:
         layer.data = values
         layer.colormap = colormap
@@ -118,7 +137,8 @@ def show_map(viewer: Any, data: np.ndarray | None, kind: str | None, *, shape: t
     return layer
 
 
-def show_features(viewer: Any, activations: np.ndarray, box: Any, block: str) -> Any:
+def show_features(viewer: Any, activations: np.ndarray, box: Any, block: str, *,
+                  image_id: int | None = None) -> Any:
     """Show a (channels, h, w) activation stack over the original image.
 
     The block sees the letter-boxed canvas at ``size / h`` canvas pixels per feature pixel; the
@@ -130,15 +150,24 @@ def show_features(viewer: Any, activations: np.ndarray, box: Any, block: str) ->
     step = factor / scale
     translate_y = (0.5 * factor - box.top) / scale - 0.5
     translate_x = (0.5 * factor - box.left) / scale - 0.5
-    for layer in [lyr for lyr in viewer.layers if lyr.name.startswith(FEATURES_PREFIX)]:
-        viewer.layers.remove(layer)
-    layer = viewer.add_image(
-        activations.astype(np.float32), name=FEATURES_PREFIX + block, colormap="viridis",
-        contrast_limits=_limits(activations, low=1.0, high=99.0), opacity=0.85,
-        scale=(1.0, step, step), translate=(0.0, translate_y, translate_x),
-        blending="translucent",
-    )
+    data = activations.astype(np.float32)
+    limits = _limits(activations, low=1.0, high=99.0)
+    layer = _layer(viewer, FEATURES)
+    if layer is None:
+        layer = viewer.add_image(
+            data, name=FEATURES, colormap="viridis", contrast_limits=limits, opacity=0.85,
+            scale=(1.0, step, step), translate=(0.0, translate_y, translate_x),
+            blending="translucent",
+        )
+    else:  # updated in place (see clear_review_layers for why layers are not removed)
+        layer.data = data
+        layer.scale = (1.0, step, step)
+        layer.translate = (0.0, translate_y, translate_x)
+        layer.contrast_limits_range = limits
+        layer.contrast_limits = limits
+        layer.visible = True
     layer.metadata["block"] = block
+    layer.metadata["image_id"] = image_id
     viewer.dims.set_current_step(0, 0)
     return layer
 
@@ -152,8 +181,22 @@ def _order(viewer: Any) -> None:
         layers.move(layers.index(LABELS), len(layers))
 
 
+def hide_stale_features(viewer: Any, image_id: int) -> None:
+    """Hide feature maps computed for another image."""
+    layer = _layer(viewer, FEATURES)
+    if layer is not None and layer.metadata.get("image_id") != image_id:
+        layer.visible = False
+
+
 def clear_review_layers(viewer: Any) -> None:
-    """Remove the layers of a project (another project is being opened)."""
+    """Hide the layers of the project (another project opens, or the queue is done).
+
+    They are hidden, not removed: removing a Labels layer that was in paint mode and adding
+    layers again crashed vispy (a segmentation fault in ``glDrawArrays`` drawing a stale
+    overlay mesh, napari 0.9 / Mesa under Xvfb), and re-creating layers costs the GUI thread
+    far more than updating their data. The next image shown makes them visible again.
+    """
     for layer in list(viewer.layers):
         if layer.name.startswith("alunet: "):
-            viewer.layers.remove(layer)
+            layer.visible = False
+            layer.metadata["image_id"] = None

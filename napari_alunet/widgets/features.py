@@ -106,7 +106,7 @@ class FeaturesWidget(QWidget):
 
         def done(result: tuple[Any, Any, str]) -> None:
             activations, box, name = result
-            _layers.show_features(self.viewer, activations, box, name)
+            _layers.show_features(self.viewer, activations, box, name, image_id=shown.image_id)
             self.job_bar.finish(f"done: {activations.shape[0]} channels of {name} "
                                 f"({activations.shape[1]} x {activations.shape[2]})")
 

@@ -51,18 +51,20 @@ class RoundsWidget(QWidget):
         self.job_bar = JobBar(self.state, {"round"})
 
         self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels(["round", "status", "labelled", "pixels changed",
+        self.table.setHorizontalHeaderLabels(["round", "status", "labelled", "effort (px)",
                                               "test Dice"])
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(
+            QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setMaximumHeight(150)
 
         colours = theme_colours(napari_viewer)
-        self.by_labelled = LineChart("Test mean Dice vs labelled images", "labelled images",
-                                     colours, ylim=(0.0, 1.0))
-        self.by_effort = LineChart("vs annotation effort", "pixels changed", colours,
-                                   ylim=(0.0, 1.0))
+        self.by_labelled = LineChart("Test Dice / labelled images", "labelled images",
+                                     colours, ylim=(0.0, 1.0), height=180)
+        self.by_effort = LineChart("Test Dice / annotation effort", "pixels changed", colours,
+                                   ylim=(0.0, 1.0), height=180)
         for chart in (self.by_labelled, self.by_effort):
             chart.placeholder = "no evaluated round yet"
         self.png_button = QPushButton("PNG...")

@@ -62,7 +62,9 @@ class TrainWidget(QWidget):
         self.learning_rate.setRange(1e-5, 1.0)
         self.learning_rate.setSingleStep(1e-4)
         self.learning_rate.setValue(1e-3)
-        self.warm_start = QCheckBox("start from the previous round's model")
+        self.warm_start = QCheckBox("from the last round's model")
+        self.warm_start.setToolTip("Start training from the previous round's weights (faster); "
+                                   "off: train from scratch")
         self.warm_start.setChecked(True)
         form = QFormLayout()
         form.addRow("Model preset", self.preset)
@@ -79,8 +81,9 @@ class TrainWidget(QWidget):
         self.start_button.clicked.connect(self.start)
         self.job_bar = JobBar(self.state, {"round"})
         colours = theme_colours(napari_viewer)
-        self.loss_chart = LineChart("Loss", "epoch", colours)
-        self.dice_chart = LineChart("Validation Dice", "epoch", colours, ylim=(0.0, 1.0))
+        self.loss_chart = LineChart("Loss", "epoch", colours, height=170)
+        self.dice_chart = LineChart("Validation Dice", "epoch", colours, ylim=(0.0, 1.0),
+                                    height=170)
         for chart in (self.loss_chart, self.dice_chart):
             chart.placeholder = "waiting for the first epoch"
         self.metrics_label = QLabel("No round evaluated yet.")
