@@ -32,8 +32,8 @@ def map_colormap(kind: str) -> Any:
     """A napari colormap for an uncertainty map whose alpha rises with the value.
 
     An additive overlay washed the image out wherever the model was even mildly unsure; with
-    the alpha ramp (0 below 15 % of the range, 0.85 at the top) only the uncertain regions are
-    coloured and the image stays readable under them.
+    the alpha ramp (0 below 15 % of the range, 0.75 at the top) only the uncertain regions are
+    coloured and the image and labels stay readable under them.
     """
     import matplotlib
     from napari.utils.colormaps import Colormap
@@ -41,7 +41,7 @@ def map_colormap(kind: str) -> Any:
     name = MAP_COLORMAPS.get(kind, "magma")
     positions = np.linspace(0.0, 1.0, 32)
     rgba = np.asarray(matplotlib.colormaps[name](0.25 + 0.75 * positions), dtype=np.float32)
-    rgba[:, 3] = np.clip((positions - 0.15) / 0.85, 0.0, 1.0) ** 0.8 * 0.85
+    rgba[:, 3] = np.clip((positions - 0.15) / 0.85, 0.0, 1.0) ** 0.8 * 0.75
     return Colormap(colors=rgba, controls=positions, name=f"alunet {name}")
 
 
@@ -106,6 +106,7 @@ def show_labels(viewer: Any, labels: np.ndarray, classes: ClassSpec, *, image_id
         layer.visible = True
     layer.metadata["image_id"] = image_id
     layer.brush_size = max(2, min(labels.shape) // 40)
+    _order(viewer)
     return layer
 
 
@@ -121,7 +122,9 @@ def show_map(viewer: Any, data: np.ndarray | None, kind: str | None, *, shape: t
     layer = _layer(viewer, MAP)
     empty = data is None or kind is None
     values = np.zeros(shape, np.float32) if empty else np.asarray(data, dtype=np.float32)
-    limits = (0.0, 1.0) if empty else (0.0, max(_limits(values, low=0.0, high=99.5)[1], 1e-6))
+    # From the image's median: the overlay marks where this image is least certain (the score
+    # column ranks images against each other).
+    limits = (0.0, 1.0) if empty else _limits(values, low=50.0, high=99.5)
     colormap = map_colormap(kind or "")
     if layer is None:
         layer = viewer.add_image(values, name=MAP, colormap=colormap, blending="translucent",
@@ -173,12 +176,16 @@ def show_features(viewer: Any, activations: np.ndarray, box: Any, block: str, *,
 
 
 def _order(viewer: Any) -> None:
-    """Image at the bottom, maps above it, labels on top (so painting is never hidden)."""
+    """Image at the bottom, the labels above it, the uncertainty overlay over the labels.
+
+    The overlay is transparent where the model is sure, so it only tints the labels where they
+    most need checking (usually class boundaries); painting goes to the labels layer whatever
+    the order.
+    """
     layers = viewer.layers
-    if IMAGE in layers and layers.index(IMAGE) != 0:
-        layers.move(layers.index(IMAGE), 0)
-    if LABELS in layers and layers.index(LABELS) != len(layers) - 1:
-        layers.move(layers.index(LABELS), len(layers))
+    for position, name in enumerate((IMAGE, LABELS, MAP)):
+        if name in layers and layers.index(name) != position:
+            layers.move(layers.index(name), position)
 
 
 def hide_stale_features(viewer: Any, image_id: int) -> None:
