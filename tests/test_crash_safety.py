@@ -1,8 +1,9 @@
 """kill -9 at seeded random moments during a commit, training, scoring and an import.
 
-Each kill runs in its own process, forked from a warm worker server (``_crash_worker.py``) and
-killed with SIGKILL by this test when a seeded random trigger fires (a delay, or the k-th
-progress line plus a random jitter). After every kill the project must open, pass SQLite's
+Each kill runs in its own process, forked from a warm worker server (``_crash_worker.py``, which
+imports torch once) and killed with SIGKILL by that server, its parent, the moment a seeded
+random trigger fires (a delay after READY, or the k-th progress line plus a random jitter); the
+server does nothing else, so the kill is on time even while this process checks another project. After every kill the project must open, pass SQLite's
 ``integrity_check`` and :meth:`Project.verify`, hold every commit the worker saw return (with its
 file intact and matching its hash), hold no temporary debris, reference no missing or
 half-written file, and resume: a round continues to 'queued', an import is either absent (and
