@@ -48,6 +48,7 @@ def export_labels(
     written: list[Path] = []
     rows = [("file", "image", "pool", "source", "label_version", "height", "width")]
     colours = project.classes.colours
+    used: set[str] = set()
     for record in project.images():
         version = project.current_label(record.id)
         if version is not None:
@@ -57,7 +58,13 @@ def export_labels(
         else:
             continue
         assert labels is not None
-        name = export_name(record.name) + ".png"
+        name = export_name(record.name)
+        if name.casefold() in used:
+            # Two image names that differ only in characters a file name cannot hold (or only in
+            # case, on a case-insensitive disk) must not overwrite each other: add the id.
+            name = f"{name}__id{record.id}"
+        used.add(name.casefold())
+        name += ".png"
         atomic_write_png(out / name, labels)
         if colour:
             atomic_write_png(out / "colour" / name, colourise(labels, colours))

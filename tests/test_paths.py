@@ -181,8 +181,6 @@ def test_safe_file_names_are_bounded_and_tame():
             assert safe.startswith(f"{i:06d}_") and len(safe) <= 6 + 1 + 80 + 8
 
 
-@pytest.mark.xfail(strict=True, reason="export.py maps 'a\\b' and 'a_b' to one file name: the "
-                   "second label silently replaces the first (reported; export.py is not ours)")
 def test_export_does_not_merge_two_images_into_one_file(tmp_path):
     pool = write_binary_pool(tmp_path / "pool", n=2, h=32, w=40, names=["a\\b", "a_b"])
     project_dir = tmp_path / "project"
