@@ -50,15 +50,6 @@ def style_axes(ax: Any, colours: dict[str, str]) -> None:
     ax.grid(True, color=colours["grid"], linewidth=0.6, alpha=0.8)
 
 
-def style_legend(legend: Any, colours: dict[str, str]) -> None:
-    if legend is None:
-        return
-    legend.get_frame().set_facecolor(colours["background"])
-    legend.get_frame().set_edgecolor(colours["grid"])
-    for text in legend.get_texts():
-        text.set_color(colours["text"])
-
-
 def build_figure(draw: DrawFunction, data: Any, colours: dict[str, str], *, ncols: int,
                  size: tuple[float, float], dpi: float = DPI) -> Figure:
     """A new figure (no pyplot) with ``ncols`` axes drawn by ``draw``; ``size`` in inches."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -50,7 +51,7 @@ class TrainWidget(QWidget):
         self.preset = QComboBox()
         self.preset.addItems(list(MODEL_PRESETS))
         for i, name in enumerate(MODEL_PRESETS):
-            self.preset.setItemData(i, PRESET_HINTS.get(name, ""), 3)  # 3: Qt.ToolTipRole
+            self.preset.setItemData(i, PRESET_HINTS.get(name, ""), Qt.ItemDataRole.ToolTipRole)
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
         self.device_label = QLabel()
