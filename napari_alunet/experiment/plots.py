@@ -150,7 +150,8 @@ def plot_learning_curves(rounds: pd.DataFrame, stem: str | Path, *,
     _full_lines(ax, _full_dice(rounds, metric), label=True)
     ax.set_xlabel("labelled fraction of the training pool (%)")
     ax.set_ylabel("test Dice, mean over foreground classes")
-    ax.set_title("all foreground classes", fontsize=10)
+    names = [c[5:] for c in per_class]
+    ax.set_title("mean over " + ", ".join(names) if names else "foreground classes", fontsize=10)
     ax.grid(True, alpha=0.3, lw=0.5)
     ax.legend(fontsize=8, loc="lower right", framealpha=0.9)
     share = None

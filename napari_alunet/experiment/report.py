@@ -234,7 +234,9 @@ def summarise(rounds: pd.DataFrame, *, metric: str = "mean_dice",
         return pd.DataFrame(columns=columns)
     wide = per_seed.pivot(index="seed", columns="strategy", values="aulc")
     tests = paired_tests(wide, reference)
-    order = _strategy_order(per_seed["strategy"].unique(), reference)
+    # Table rows in the order the strategies were given (rounds.csv order), random first.
+    present = set(per_seed["strategy"])
+    order = _strategy_order([s for s in rounds["strategy"].unique() if s in present], reference)
     rows = []
     for strategy in order:
         s = per_seed[per_seed["strategy"] == strategy]
