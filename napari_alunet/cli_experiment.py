@@ -56,8 +56,6 @@ class _Bars:
     def __call__(self, event: Any) -> None:
         name = type(event).__name__
         if name == "ExperimentPlan":
-            self.overall = progress_bar(event.total_rows, "experiment", quiet=self.quiet)
-            self.overall.update(event.done_rows)
             if not self.quiet:
                 resumed = f", resuming after {event.done_rows} recorded round(s)" \
                     if event.done_rows else ""
@@ -68,6 +66,8 @@ class _Bars:
                 if event.skipped_images:
                     print(f"left out {len(event.skipped_images)} image(s) without ground "
                           "truth: " + ", ".join(event.skipped_images[:10]), file=sys.stderr)
+            self.overall = progress_bar(event.total_rows, "experiment", quiet=self.quiet)
+            self.overall.update(event.done_rows)
         elif name == "RoundStarted":
             self.label = f"{event.strategy} s{event.seed} r{event.round}"
             if event.stage == "train":
