@@ -188,7 +188,7 @@ def test_whole_round(app, qtbot, tmp_path):
 
     # Inside the model: feature maps of a block for the image on screen.
     features = widget.panel("Model")
-    assert "bottleneck" in [features.block.itemText(i) for i in range(features.block.count())]
+    assert "bottleneck" in features.blocks()
     features.show_features("enc0")
     wait_idle(qtbot, state)
     layer = viewer.layers["alunet: features"]

@@ -28,6 +28,7 @@ class FeaturesWidget(QWidget):
         self.viewer = napari_viewer
         self.state = get_state(napari_viewer)
         self.display = get_display(napari_viewer)
+        self._stale = True
 
         self.block = QComboBox()
         self.block.setToolTip("enc: encoder (detail), bottleneck: context, dec: decoder, "
@@ -68,9 +69,31 @@ class FeaturesWidget(QWidget):
                 return rnd
         return None
 
-    def refresh(self) -> None:
+    def refresh(self, *_: Any) -> None:
+        """List the blocks of the newest model (when this panel is on screen)."""
+        self._stale = True
+        if self.isVisible():
+            self._populate()
+        self._update()
+
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        # Listing blocks builds the architecture (tens of ms): only for a panel someone sees,
+        # not at the end of every round.
+        super().showEvent(event)
+        if getattr(self, "_stale", True):
+            self._populate()
+            self._update()
+
+    def blocks(self) -> list[str]:
+        """The block names offered (listing them now if the panel was not shown yet)."""
+        if self._stale:
+            self._populate()
+        return [self.block.itemText(i) for i in range(self.block.count())]
+
+    def _populate(self) -> None:
         from napari_alunet.loop import RoundSettings
 
+        self._stale = False
         rnd = self.model_round()
         selected = self.block.currentText()
         self.block.clear()
@@ -83,14 +106,13 @@ class FeaturesWidget(QWidget):
                                      f"channels, {settings.model.input_size} px)")
             if selected:
                 self.block.setCurrentText(selected)
-        self._update()
 
     def _update(self) -> None:
         shown = self.display.current
         self.image_label.setText("no image shown (Review or Acquire)" if shown is None
                                  else shown.name)
-        self.show_button.setEnabled(shown is not None and self.block.count() > 0
-                                    and not self.state.busy)
+        self.show_button.setEnabled(shown is not None and not self.state.busy
+                                    and (self.block.count() > 0 or self._stale))
 
     @guarded
     def show_features(self, block: str | None = None) -> Any:
@@ -102,6 +124,8 @@ class FeaturesWidget(QWidget):
         shown = self.display.current
         if shown is None:
             raise ValueError("show an image first (Review, or click a row in Acquire)")
+        if self._stale:
+            self._populate()
         block = block or self.block.currentText()
 
         def done(result: tuple[Any, Any, str]) -> None:
