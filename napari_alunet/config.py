@@ -123,6 +123,8 @@ class TrainConfig:
     border_sigma: float = 5.0
     augment: bool = True
     seed: int = 0
+    scheduler: str = "none"  # "none", "cosine", "plateau"
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32", "bf16"
     device: str = "auto"  # "auto", "cpu", "cuda", "mps"
     num_threads: int = 0  # 0: leave torch's default
 

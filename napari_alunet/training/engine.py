@@ -165,8 +165,8 @@ def fit(
     val_images, val_labels : the same for validation, or None / empty: model selection and
         early stopping then use the training loss (reported in ``FitResult.monitor``/``note``).
     config : epochs, patience, batch size, optimiser, loss, augmentation, seed, device.
-        ``getattr(config, "scheduler", "none")`` picks ``"cosine"`` or ``"plateau"``;
-        ``getattr(config, "precision", "auto")`` is passed to :func:`.device.autocast`.
+        ``config.scheduler`` picks ``"cosine"`` or ``"plateau"``;
+        ``config.precision`` is passed to :func:`.device.autocast`.
     n_classes : number of classes C.
     checkpoint_path : where to save the best weights at the end (also when cancelled).
     checkpoint_meta : ``class_names``, ``model_config`` (needed if the model has no
@@ -221,8 +221,8 @@ def fit(
     n_train = x_train.shape[0]
     steps_per_epoch = len(_batches(n_train, config.batch_size, None))
     # Not (yet) TrainConfig fields: read with defaults so a config that gains them just works.
-    scheduler_name = getattr(config, "scheduler", "none")
-    precision = getattr(config, "precision", "auto")
+    scheduler_name = config.scheduler
+    precision = config.precision
     autocast(dev, precision)  # validates the name before any work
     scheduler: Any = None
     if scheduler_name == "cosine":
