@@ -105,32 +105,28 @@ def cmd_round(args: argparse.Namespace) -> int:
 
 @command("score")
 def cmd_score(args: argparse.Namespace) -> int:
-    from napari_alunet.config import to_dict
     from napari_alunet.events import drain
-    from napari_alunet.loop import RoundSettings, load_round_model, score_and_queue
+    from napari_alunet.loop import rescore
     from napari_alunet.store import Project
 
     with Project.open(args.project, timeout=args.wait) as project:
-        current = project.current_round()
-        if current is None or current.status not in ("evaluated", "queued", "trained"):
-            raise ValueError("no trained model in this project yet: run 'alunet train' first")
-        settings = RoundSettings.from_dict(current.config)
-        settings.acquisition = _settings(args, project).acquisition
-        model = load_round_model(project, current, settings)
         progress = _Progress(args.quiet or args.json)
-        result = drain(score_and_queue(project, current, model, settings, args.device), progress)
-        progress.close()
-        project.update_round(current.idx, status="queued", config=to_dict(settings))
+        try:
+            result = drain(rescore(project, _settings(args, project).acquisition,
+                                   device=args.device), progress)
+        finally:
+            progress.close()
         ranked = [] if result is None else result.ranked
         scores = {} if result is None else result.scores
-        names = {i: project.image(i).name for i in scores}
+        names = {i: project.image(i).name for i in set(scores) | set(ranked)}
     if args.json:
         print(json.dumps({"strategy": args.strategy, "queue": [names[i] for i in ranked],
                           "scores": {names[i]: s for i, s in scores.items()}}, indent=2))
     else:
         print(f"scored {len(scores)} image(s) with {args.strategy}; top {len(ranked)}:")
         for image_id in ranked:
-            print(f"  {scores[image_id]:.5f}  {names[image_id]}")
+            shown = f"{scores[image_id]:.5f}" if image_id in scores else "(random)"
+            print(f"  {shown}  {names[image_id]}")
     return 0
 
 

@@ -175,8 +175,10 @@ def _train(project: Project, current: RoundRecord, settings: RoundSettings, devi
     train_ids, val_ids = validation_split(labelled, settings.train.validation_fraction,
                                           settings.train.seed,
                                           minimum=settings.train.min_validation_images)
-    model = None
-    if settings.train.warm_start and current.idx > 0:
+    # A round whose training was stopped or killed resumes from the best weights it saved;
+    # otherwise warm start from the newest earlier round (or train from scratch).
+    model = _load_if_compatible(project, project.checkpoint_path(current.idx), settings)
+    if model is None and settings.train.warm_start and current.idx > 0:
         model = _previous_model(project, current.idx, settings)
     if model is None:
         model = build_model(settings.model)
@@ -228,14 +230,44 @@ def score_and_queue(project: Project, current: RoundRecord, model: Any,
     )
     project.save_scores(current.idx, model_version(project, current.idx), acq.strategy,
                         result.scores)
-    for image_id in result.ranked:
-        record = project.image(image_id)
-        box = Letterbox.fit(record.height, record.width, size)
-        prediction = result.predictions.get(image_id)
-        maps = {name: box.invert_map(m) for name, m in result.maps.get(image_id, {}).items()}
-        _write_review(project, current.idx, image_id,
-                      None if prediction is None else box.invert_labels(prediction), maps)
-    project.set_queue(current.idx, result.ranked)
+    ranked = list(result.ranked)
+    if ranked:
+        # The prediction a reviewer corrects: probabilities of the deterministic pass mapped
+        # back to the original grid smoothly, then argmax. Nearest-neighbour upsampling of the
+        # canvas labels would leave 3-4 px steps on every boundary for the annotator to fix.
+        from napari_alunet.training.engine import predict_probabilities
+
+        probabilities = predict_probabilities(model, load_images(project, ranked, size),
+                                              device=device)
+        for image_id, probs in zip(ranked, probabilities):
+            record = project.image(image_id)
+            box = Letterbox.fit(record.height, record.width, size)
+            prediction = np.argmax(box.invert_map(probs), axis=0).astype(np.uint8)
+            maps = {name: box.invert_map(m) for name, m in result.maps.get(image_id, {}).items()}
+            _write_review(project, current.idx, image_id, prediction, maps)
+    project.set_queue(current.idx, ranked)
+    return result
+
+
+def rescore(project: Project, acquisition: AcquisitionConfig, *,
+            device: Any = None) -> Generator[Any, None, Any]:
+    """Score the pool again with the current round's model and another acquisition setting.
+
+    The round's pending queue is replaced (committed images stay committed) and the new
+    acquisition settings are saved with the round. Returns the scorer's result.
+    """
+    from napari_alunet.training.device import resolve_device
+
+    current = project.current_round()
+    if current is None or current.status not in ("evaluated", "queued"):
+        raise ValueError("no evaluated model in this project yet: run a round (Train, or "
+                         "'alunet train') before scoring")
+    settings = RoundSettings.from_dict(current.config) if current.config else RoundSettings()
+    settings.acquisition = acquisition
+    model = load_round_model(project, current, settings)
+    result = yield from score_and_queue(project, current, model, settings,
+                                        resolve_device(device or settings.train.device))
+    project.update_round(current.idx, status="queued", config=to_dict(settings))
     return result
 
 
@@ -260,8 +292,8 @@ def review_item(project: Project, image_id: int, round_idx: int | None = None) -
         with np.load(path) as data:
             prediction = data["prediction"] if "prediction" in data.files else None
             maps = {k[4:]: data[k].astype(np.float32) for k in data.files if k.startswith("map_")}
-    scores = project.load_scores(current.idx, model_version(project, current.idx),
-                                 (current.config or {}).get("acquisition", {}).get("strategy", ""))
+    strategy = (current.config or {}).get("acquisition", {}).get("strategy", "")
+    scores = project.load_scores(current.idx, model_version(project, current.idx), strategy)
     return ReviewItem(image_id, prediction, maps, scores.get(image_id))
 
 
@@ -304,17 +336,24 @@ def load_round_model(project: Project, current: RoundRecord, settings: RoundSett
 
 
 def _previous_model(project: Project, idx: int, settings: RoundSettings) -> Any:
-    from napari_alunet.training.checkpoint import CheckpointError, load_checkpoint
-
     for previous in range(idx - 1, -1, -1):
         path = project.checkpoint_path(previous)
         if path.is_file():
-            try:
-                return load_checkpoint(path, expected_model_config=settings.model,
-                                       expected_class_names=list(project.classes.names))[0]
-            except CheckpointError:
-                return None  # the architecture changed between rounds: start from scratch
+            return _load_if_compatible(project, path, settings)
     return None
+
+
+def _load_if_compatible(project: Project, path: Any, settings: RoundSettings) -> Any:
+    """The model in ``path``, or None if there is none or its architecture/classes differ."""
+    from napari_alunet.training.checkpoint import CheckpointError, load_checkpoint
+
+    if not path.is_file():
+        return None
+    try:
+        return load_checkpoint(path, expected_model_config=settings.model,
+                               expected_class_names=list(project.classes.names))[0]
+    except CheckpointError:
+        return None  # the architecture changed (or the file is damaged): start afresh
 
 
 def model_version(project: Project, round_idx: int) -> str:
@@ -346,6 +385,6 @@ def _now() -> str:
 
 __all__ = [
     "ReviewItem", "RoundReport", "RoundSettings", "StageEvent", "commit_review",
-    "load_round_model", "model_version", "oracle_commit", "review_item", "run_round",
-    "score_and_queue",
+    "load_round_model", "model_version", "oracle_commit", "rescore", "review_item",
+    "run_round", "score_and_queue",
 ]

@@ -129,7 +129,7 @@ class AcquireWidget(QWidget):
         self.apply_settings()
         project = self.state.require_project(writable=True)
         current = project.current_round()
-        if current is None or current.status not in ("trained", "evaluated", "queued") \
+        if current is None or current.status not in ("evaluated", "queued") \
                 or not current.checkpoint:
             raise ValueError(
                 "no trained model in the current round yet: label the queued images (Review) "
@@ -209,18 +209,10 @@ class AcquireWidget(QWidget):
 
 
 def _rescore(project: Any, round_idx: int, acquisition: Any) -> Generator[Any, None, Any]:
-    """Score the pool with round ``round_idx``'s model and queue the new top k (worker)."""
-    from napari_alunet.loop import RoundSettings, load_round_model, score_and_queue
-    from napari_alunet.training.device import resolve_device
+    """Score the pool with the current round's model and queue the new top k (worker)."""
+    from napari_alunet.loop import rescore
 
-    current = project.round(round_idx)
-    settings = RoundSettings.from_dict(current.config) if current.config else RoundSettings()
-    settings = dataclasses.replace(settings, acquisition=acquisition)
-    model = load_round_model(project, current, settings)
-    # The loop's own stage (scores saved, review cache written, queue replaced), so re-scoring
-    # and a round's scoring can never disagree.
-    result = yield from score_and_queue(project, current, model, settings,
-                                        resolve_device(settings.train.device))
+    result = yield from rescore(project, acquisition)
     return {} if result is None else dict(result.scores)
 
 
