@@ -161,6 +161,14 @@ def test_config_differences_names_fields():
     old = {"experiment": {"k": 2, "train": {"epochs": 1, "device": "cpu"}}, "pool": {"n": 1}}
     new = {"experiment": {"k": 3, "train": {"epochs": 1, "device": "cuda"}}, "pool": {"n": 1}}
     assert config_differences(old, new) == ["experiment.k: 2 -> 3"]  # device may change
+    # A field added to TrainConfig since the experiment was saved, at its default: no difference.
+    new["experiment"]["k"] = 2
+    new["experiment"]["train"]["added_later"] = 1
+    assert config_differences(old, new) == ["experiment.train.added_later: '<absent>' -> 1"]
+    new["experiment"]["train"] = {"epochs": 1, "scheduler": "none"}
+    assert config_differences(old, new) == []
+    new["experiment"]["train"]["scheduler"] = "cosine"
+    assert config_differences(old, new) == ["experiment.train.scheduler: '<absent>' -> 'cosine'"]
 
 
 # -- a tiny experiment, end to end ----------------------------------------------------------------

@@ -118,9 +118,14 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Human-readable ``key: old -> new`` lines for the resumable parts of two config.json."""
     a = _flatten(json.loads(json.dumps({k: old.get(k) for k in _COMPARED})))
     b = _flatten(json.loads(json.dumps({k: new.get(k) for k in _COMPARED})))
+    # A setting added to the config classes after the experiment was saved is absent from the
+    # old file; at its default value it cannot have changed anything, so it is no difference.
+    defaults = _flatten(json.loads(json.dumps({"experiment": to_dict(ExperimentConfig())})))
     lines = []
     for key in sorted(set(a) | set(b)):
         if key in RESUMABLE_DIFFERENCES:
+            continue
+        if key not in a and key in defaults and b.get(key) == defaults[key]:
             continue
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             lines.append(f"{key}: {_short(a.get(key, '<absent>'))} -> "
