@@ -207,4 +207,8 @@ def _load_extensions() -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run as `python -m napari_alunet.cli` this module is __main__, while the extensions register
+    # their commands in napari_alunet.cli: call that module's main so they are found.
+    from napari_alunet.cli import main as package_main
+
+    sys.exit(package_main())

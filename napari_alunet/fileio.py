@@ -15,6 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
 #: Prefix of temporary files; anything with it left in a project folder is debris of a crash and
 #: is safe to delete (see :meth:`napari_alunet.store.Project.clean_debris`).
 TEMP_PREFIX = ".tmp-alunet-"
@@ -43,6 +51,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
+        # mkstemp creates the file 0600; give it the permissions a plain open() would (0666
+        # less the umask) so collaborators in a shared lab folder can read exported results.
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

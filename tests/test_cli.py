@@ -67,3 +67,28 @@ def test_console_script_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-m", "napari_alunet.cli", "--version"],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("alunet ")
+
+
+def test_module_entry_point_sees_every_command():
+    out = subprocess.run([sys.executable, "-m", "napari_alunet.cli", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    for name in ("sample", "import", "status", "export", "train", "round", "score", "oracle",
+                 "predict", "experiment"):
+        assert name in out.stdout
+
+
+def test_written_files_are_group_readable(tmp_path):
+    import os
+
+    from napari_alunet.fileio import atomic_write_bytes
+
+    path = atomic_write_bytes(tmp_path / "f.bin", b"x")
+    assert os.stat(path).st_mode & 0o044 == 0o044 & ~_umask()
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
