@@ -30,14 +30,7 @@ from napari_alunet.training.metrics import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():  # type: ignore[no-untyped-def]
-    # The models here are tiny: a second OpenMP thread gains nothing, and on a shared 2-core
-    # machine spinning OpenMP threads made a 1 s fit take 20 s.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # Four pixels: truth 0 1 2 2, prediction 0 1 1 2.

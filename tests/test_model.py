@@ -12,14 +12,7 @@ from napari_alunet.model import build_model, count_parameters, mc_dropout_mode, 
 from napari_alunet.model.features import block_activations, list_blocks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():  # type: ignore[no-untyped-def]
-    # The models here are tiny: a second OpenMP thread gains nothing, and on a shared 2-core
-    # machine spinning OpenMP threads made a 1 s fit take 20 s.
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bn_buffers(model: nn.Module) -> dict[str, torch.Tensor]:

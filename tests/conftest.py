@@ -1,0 +1,20 @@
+"""Fixtures shared by the test files."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():  # type: ignore[no-untyped-def]
+    """Run a module's tests with one torch thread.
+
+    The models in the unit tests are tiny: a second OpenMP thread gains nothing, and on a shared
+    2-core machine spinning OpenMP threads made a 1 s fit take 20 s.
+    """
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
