@@ -58,6 +58,7 @@ class TrainWidget(QWidget):
         self.epochs = _spin(1, 10000, 60, "Most epochs to train (early stopping may end sooner)")
         self.patience = _spin(0, 1000, 10, "Stop after this many epochs without a better "
                                            "validation Dice (0: never)")
+        self.patience.setSpecialValueText("off")  # 0 reads as 'off', not as 'stop at once'
         self.learning_rate = QDoubleSpinBox()
         self.learning_rate.setDecimals(5)
         self.learning_rate.setRange(1e-5, 1.0)
