@@ -16,6 +16,18 @@ from typing import Any
 from napari_alunet.cli import EXTENSIONS, command, progress_bar
 
 STRATEGY_CHOICES = ("random", "entropy", "bald", "kl", "js", "margin", "variation_ratio")
+DIVERSITY_CHOICES = ("none", "power", "feature")
+
+
+def strategy_name(value: str) -> str:
+    """argparse type of a strategy: a name, optionally with a diversity (``bald+power``)."""
+    from napari_alunet.experiment import split_strategy
+
+    try:
+        split_strategy(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
 
 
 def config_from_args(args: argparse.Namespace) -> Any:
@@ -31,7 +43,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         data=str(args.data), strategies=tuple(args.strategies), seeds=args.seeds, k=args.k,
         initial_fraction=args.initial_fraction, test_fraction=args.test_fraction,
         rounds=rounds, until_fraction=until, passes=args.passes, sample_n=args.sample_n,
-        sample_seed=args.sample_seed,
+        sample_seed=args.sample_seed, diversity=args.diversity, power_beta=args.power_beta,
     )
 
 
@@ -122,7 +134,7 @@ def command_line(args: argparse.Namespace) -> str:
              "--strategies", *args.strategies]
     for flag in ("seeds", "k", "initial_fraction", "test_fraction", "rounds", "until_fraction",
                  "passes", "preset", "epochs", "patience", "sample_n", "sample_seed", "subset",
-                 "device", "threads"):
+                 "device", "threads", "diversity", "power_beta"):
         value = getattr(args, flag)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
@@ -144,8 +156,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--data", default="sample",
                    help="'sample' (synthetic pool) or a folder with images and masks")
     p.add_argument("--strategies", nargs="+", default=["random", "entropy", "bald", "kl", "js"],
-                   choices=STRATEGY_CHOICES, metavar="STRATEGY",
-                   help="strategies to compare (default: random entropy bald kl js)")
+                   type=strategy_name, metavar="STRATEGY",
+                   help="strategies to compare (default: random entropy bald kl js); one of "
+                   f"{', '.join(STRATEGY_CHOICES)}, optionally with a diversity suffix: "
+                   "'bald+power' (PowerBALD), 'bald+feature'")
+    p.add_argument("--diversity", choices=DIVERSITY_CHOICES, default="none",
+                   help="diversity of the strategies named without a '+' suffix (random never "
+                   "takes one; default none: plain top k)")
+    p.add_argument("--power-beta", type=float, default=1.0,
+                   help="exponent of power sampling, 'power' diversity (default 1.0)")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     p.add_argument("--k", type=int, default=2, help="images acquired per round (default 2)")
     p.add_argument("--initial-fraction", type=float, default=0.1,

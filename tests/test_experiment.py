@@ -357,3 +357,47 @@ def test_cli_runs_and_reports(tmp_path, capsys):
     assert main(argv + ["--epochs", "2"]) == 2  # the last --epochs wins
     assert "train.epochs: 1 -> 2" in capsys.readouterr().err
     assert main(["experiment", "--report-only", "--out", str(out)]) == 0
+
+
+def test_split_strategy_names_and_errors():
+    from napari_alunet.experiment import split_strategy
+
+    assert split_strategy("bald") == ("bald", "none")
+    assert split_strategy("bald", "power") == ("bald", "power")  # --diversity default
+    assert split_strategy("bald+power") == ("bald", "power")
+    assert split_strategy("entropy+feature", "power") == ("entropy", "feature")  # suffix wins
+    assert split_strategy("random", "power") == ("random", "none")  # random never diversifies
+    for bad in ("bald+foo", "foo+power", "random+power"):
+        with pytest.raises(ValueError):
+            split_strategy(bad)
+
+
+def test_cli_diversity_reaches_the_scorer(tmp_path, capsys, monkeypatch):
+    from napari_alunet import scoring
+    from napari_alunet.cli import main
+
+    seen = []
+    real = scoring.score_pool
+
+    def spy(model, ids, load, config, **kwargs):
+        seen.append((config.strategy, config.diversity, config.power_beta))
+        return (yield from real(model, ids, load, config, **kwargs))
+
+    monkeypatch.setattr(scoring, "score_pool", spy)
+    out = tmp_path / "div"
+    argv = ["experiment", "--preset", "tiny", "--strategies", "random", "bald", "bald+power",
+            "entropy+feature", "--diversity", "none", "--power-beta", "2", "--seeds", "1",
+            "--rounds", "1", "--sample-n", "10", "--sample-shape", "40", "40", "--epochs", "1",
+            "--passes", "2", "--device", "cpu", "--threads", "1", "--quiet", "--out", str(out)]
+    assert main(argv) == 0
+    assert "| bald+power |" in capsys.readouterr().out
+    assert set(seen) >= {("bald", "none", 2.0), ("bald", "power", 2.0),
+                         ("entropy", "feature", 2.0)}
+    table = read_rounds(out / "rounds.csv")
+    assert {"bald+power", "entropy+feature"} <= set(table["strategy"])
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["experiment"]["strategies"] == ["random", "bald", "bald+power", "entropy+feature"]
+    assert saved["experiment"]["acquisition"]["power_beta"] == 2.0
+    assert "--power-beta 2.0" in saved["command"] and "--diversity none" in saved["command"]
+    with pytest.raises(SystemExit):  # argparse rejects an unknown diversity suffix
+        main(argv[:-2] + ["--strategies", "bald+foo", "--out", str(out)])

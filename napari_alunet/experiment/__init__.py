@@ -12,7 +12,7 @@ from napari_alunet.experiment.pool import (
     Pool, Splits, load_pool, make_splits, planned_sizes,
 )
 from napari_alunet.experiment.records import (
-    load_experiment_config, make_config, parse_ids, read_rounds, round_columns,
+    load_experiment_config, make_config, parse_ids, read_rounds, round_columns, split_strategy,
 )
 from napari_alunet.experiment.report import (
     aulc, dice_at, fraction_to_reach, markdown_table, paired_tests, summarise,
@@ -26,6 +26,6 @@ __all__ = [
     "ExperimentPlan", "ExperimentResult", "Pool", "ReportWritten", "RoundRecorded",
     "RoundStarted", "Splits", "aulc", "dice_at", "fraction_to_reach", "load_experiment_config",
     "load_pool", "make_config", "make_splits", "markdown_table", "paired_tests", "parse_ids",
-    "planned_sizes", "read_rounds", "round_columns", "run_experiment", "summarise",
-    "write_report",
+    "planned_sizes", "read_rounds", "round_columns", "run_experiment", "split_strategy",
+    "summarise", "write_report",
 ]

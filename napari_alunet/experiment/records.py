@@ -46,12 +46,14 @@ def round_columns(class_names: Sequence[str]) -> list[str]:
 # -- configuration file ---------------------------------------------------------------------------
 def make_config(*, preset: str = "cpu", epochs: int | None = None, patience: int | None = None,
                 device: str | None = None, subset: int | None = None, warm_start: bool = True,
-                threads: int | None = None, **fields: Any) -> ExperimentConfig:
+                threads: int | None = None, diversity: str = "none", power_beta: float = 1.0,
+                **fields: Any) -> ExperimentConfig:
     """An :class:`ExperimentConfig` with the model of ``preset`` and consistent sub-configs.
 
     ``threads`` sets ``train.num_threads`` (torch intra-op threads for the whole experiment;
-    0 leaves torch's default). ``fields`` are ExperimentConfig fields (``strategies``,
-    ``seeds``, ``k``, ...). The
+    0 leaves torch's default). ``diversity`` / ``power_beta`` go to the acquisition config:
+    the diversity of strategies named without a ``+diversity`` suffix (:func:`split_strategy`).
+    ``fields`` are ExperimentConfig fields (``strategies``, ``seeds``, ``k``, ...). The
     acquisition config gets the experiment's ``k`` and ``passes`` so the saved config does not
     hold two different values of either.
     """
@@ -67,16 +69,36 @@ def make_config(*, preset: str = "cpu", epochs: int | None = None, patience: int
         train_changes["num_threads"] = threads
     config.train = dataclasses.replace(config.train, **train_changes)
     config.acquisition = dataclasses.replace(config.acquisition, k=config.k,
-                                             passes=config.passes, subset=subset)
+                                             passes=config.passes, subset=subset,
+                                             diversity=diversity, power_beta=power_beta)
     config.strategies = tuple(config.strategies)
     if config.data != "sample":
         config.data = str(Path(config.data).expanduser().resolve())
     return config
 
 
-def check_config(config: ExperimentConfig) -> None:
-    from napari_alunet.acquisition import strategy_map
+def split_strategy(name: str, default_diversity: str = "none") -> tuple[str, str]:
+    """``(strategy, diversity)`` of an experiment strategy name.
 
+    ``"bald+power"`` is BALD with PowerBALD sampling, ``"bald+feature"`` BALD with feature
+    diversity; a name without ``+`` uses ``default_diversity`` (``--diversity``), except
+    ``random``, which never takes a diversity. ValueError for unknown parts.
+    """
+    from napari_alunet.acquisition import DIVERSITY, strategy_map
+
+    strategy, plus, diversity = name.partition("+")
+    if not plus:
+        diversity = "none" if strategy == "random" else default_diversity
+    strategy_map(strategy)
+    if diversity not in DIVERSITY:
+        raise ValueError(f"unknown diversity {diversity!r} in {name!r}; choose one of "
+                         f"{', '.join(DIVERSITY)}")
+    if strategy == "random" and diversity != "none":
+        raise ValueError(f"{name!r}: random acquisition takes no diversity")
+    return strategy, diversity
+
+
+def check_config(config: ExperimentConfig) -> None:
     if not config.strategies:
         raise ValueError("give at least one strategy")
     if len(set(config.strategies)) != len(config.strategies):
@@ -84,7 +106,7 @@ def check_config(config: ExperimentConfig) -> None:
     for s in config.strategies:
         if s == FULL:
             raise ValueError(f"'{FULL}' is the name of the full-data baseline, not a strategy")
-        strategy_map(s)
+        split_strategy(s, config.acquisition.diversity)
     if config.seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {config.seeds}")
     if config.k < 1:
@@ -296,5 +318,5 @@ __all__ = [
     "CONFIG_FILE", "RESUMABLE_DIFFERENCES", "RESUME_MODEL", "ROUNDS_FILE", "SUMMARY_FILE",
     "RoundsFile", "check_config", "config_differences", "config_record",
     "load_experiment_config", "make_config", "parse_ids", "prepare_out", "read_rounds",
-    "round_columns",
+    "round_columns", "split_strategy",
 ]

@@ -64,6 +64,7 @@ from napari_alunet.experiment.pool import Pool, Splits, load_pool, make_splits, 
 from napari_alunet.experiment.records import (
     CONFIG_FILE, RESUME_MODEL, ROUNDS_FILE, SUMMARY_FILE, RoundsFile, check_config,
     config_record, load_experiment_config, parse_ids, prepare_out, read_rounds, round_columns,
+    split_strategy,
 )
 from napari_alunet.experiment.report import FULL
 
@@ -431,8 +432,9 @@ def _acquire(ctx: _Context, model: Any, strategy: str, seed: int, round_idx: int
     cfg = ctx.config
     taken = set(labelled)
     unlabelled = [i for i in ctx.splits.train_pool if i not in taken]
-    acq = dataclasses.replace(cfg.acquisition, strategy=strategy, k=cfg.k, passes=cfg.passes,
-                              seed=_train_seed(seed, round_idx))
+    base, diversity = split_strategy(strategy, cfg.acquisition.diversity)
+    acq = dataclasses.replace(cfg.acquisition, strategy=base, diversity=diversity, k=cfg.k,
+                              passes=cfg.passes, seed=_train_seed(seed, round_idx))
     result = yield from score_pool(model, unlabelled, ctx.pool.load_batch, acq,
                                    top_k=min(k, len(unlabelled)), device=ctx.device,
                                    keep_maps=())
