@@ -36,8 +36,8 @@ STRATEGY_TIPS = {
     "random": "baseline: a random sample of the pool",
     "entropy": "predictive entropy of the MC-mean (total uncertainty)",
     "bald": "mutual information between prediction and weights (model uncertainty)",
-    "kl": "mean KL divergence of the MC samples from their mean",
-    "js": "Jensen-Shannon divergence among the MC samples",
+    "kl": "committee KL: divergence of the dropout-off prediction from the MC mean",
+    "js": "committee JS: Jensen-Shannon divergence of the dropout-off prediction and MC mean",
     "margin": "small gap between the two most likely classes",
     "variation_ratio": "share of MC samples disagreeing with the majority class",
 }
