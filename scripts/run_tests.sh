@@ -33,5 +33,10 @@ tool() { if [ -x "$BIN/$1" ]; then echo "$BIN/$1"; else echo "$1"; fi; }
 "$(tool lint-imports)"
 
 export QT_QPA_PLATFORM=offscreen
-# pytest exits 5 when it collects no test, which fails this script as it should.
-xvfb-run -a -s "-screen 0 1600x1000x24" "$PY" -m pytest "$@"
+XVFB=(xvfb-run -a -s "-screen 0 1600x1000x24")
+# The widgets are written against qtpy: prove they also work on PyQt6 (PyQt5 is the default).
+QT_API=pyqt6 "${XVFB[@]}" "$PY" -m pytest -q -p no:cacheprovider tests/test_widgets.py \
+  tests/test_manifest.py
+# The whole suite on the default binding (PyQt5). pytest exits 5 when it collects no test,
+# which fails this script as it should.
+"${XVFB[@]}" "$PY" -m pytest "$@"
