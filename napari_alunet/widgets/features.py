@@ -126,6 +126,8 @@ class FeaturesWidget(QWidget):
             raise ValueError("show an image first (Review, or click a row in Acquire)")
         if self._stale:
             self._populate()
+        if block:
+            self.block.setCurrentText(block)  # the selector names what is shown
         block = block or self.block.currentText()
 
         def done(result: tuple[Any, Any, str]) -> None:
