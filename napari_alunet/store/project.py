@@ -38,8 +38,16 @@ from napari_alunet.config import ClassSpec, DataConfig, from_dict, to_dict
 from napari_alunet.fileio import TEMP_PREFIX, atomic_write_png, sha256_file
 from napari_alunet.store.lock import acquire_lock
 from napari_alunet.store.records import (
-    _SCHEMA, LABEL_SOURCES, POOLS, SCHEMA_VERSION, ImageRecord, LabelVersion, ProjectError,
-    _image, _label, now_iso,
+    LABEL_SOURCES,
+    POOLS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    ImageRecord,
+    LabelVersion,
+    ProjectError,
+    image_from_row,
+    label_from_row,
+    now_iso,
 )
 from napari_alunet.store.rounds import RoundsMixin
 
@@ -143,7 +151,7 @@ class Project(RoundsMixin):
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA foreign_keys=ON")
             if create:
-                conn.executescript(_SCHEMA)
+                conn.executescript(SCHEMA)
         except sqlite3.Error as exc:
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -236,13 +244,13 @@ class Project(RoundsMixin):
         if pool is not None and pool not in POOLS:
             raise ValueError(f"pool must be one of {POOLS}, not {pool!r}")
         sql = "SELECT * FROM images" + (" WHERE pool = ?" if pool else "") + " ORDER BY id"
-        return [_image(r) for r in self._query(sql, (pool,) if pool else ())]
+        return [image_from_row(r) for r in self._query(sql, (pool,) if pool else ())]
 
     def image(self, image_id: int) -> ImageRecord:
         rows = self._query("SELECT * FROM images WHERE id = ?", (int(image_id),))
         if not rows:
             raise KeyError(f"no image with id {image_id} in project {self.path}")
-        return _image(rows[0])
+        return image_from_row(rows[0])
 
     def counts(self) -> dict[str, int]:
         """Number of images per pool (every pool present, zeros included)."""
@@ -269,7 +277,7 @@ class Project(RoundsMixin):
             "LIMIT 1",
             (int(image_id),),
         )
-        return _label(rows[0]) if rows else None
+        return label_from_row(rows[0]) if rows else None
 
     def read_label(self, image_id: int) -> np.ndarray | None:
         """The current label image, (height, width) uint8, or None if never labelled."""
@@ -280,7 +288,7 @@ class Project(RoundsMixin):
         rows = self._query(
             "SELECT * FROM label_versions WHERE image_id = ? ORDER BY id", (int(image_id),)
         )
-        return [_label(r) for r in rows]
+        return [label_from_row(r) for r in rows]
 
     def commit_label(
         self,
@@ -358,7 +366,7 @@ class Project(RoundsMixin):
                     "'committed'",
                     (image_id,),
                 )
-        return _label(self._query("SELECT * FROM label_versions WHERE id = ?", (version_id,))[0])
+        return label_from_row(self._query("SELECT * FROM label_versions WHERE id = ?", (version_id,))[0])
 
     def undo_last_commit(self) -> LabelVersion | None:
         """Withdraw the newest active human/oracle label version.
@@ -374,7 +382,7 @@ class Project(RoundsMixin):
             )
             if not rows:
                 return None
-            version = _label(rows[0])
+            version = label_from_row(rows[0])
             with self.transaction() as cur:
                 cur.execute("UPDATE label_versions SET active = 0 WHERE id = ?", (version.id,))
                 remaining = cur.execute(

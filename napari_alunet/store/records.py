@@ -12,7 +12,7 @@ SCHEMA_VERSION = 1
 POOLS = ("labelled", "unlabelled", "test")
 LABEL_SOURCES = ("imported", "human", "oracle", "model")
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
     id INTEGER PRIMARY KEY,
@@ -144,17 +144,17 @@ def now_iso() -> str:
 
 
 
-def _image(row: sqlite3.Row) -> ImageRecord:
+def image_from_row(row: sqlite3.Row) -> ImageRecord:
     return ImageRecord(**{k: row[k] for k in ImageRecord.__dataclass_fields__})
 
 
-def _label(row: sqlite3.Row) -> LabelVersion:
+def label_from_row(row: sqlite3.Row) -> LabelVersion:
     values = {k: row[k] for k in LabelVersion.__dataclass_fields__}
     values["active"] = bool(values["active"])
     return LabelVersion(**values)
 
 
-def _round(row: sqlite3.Row) -> RoundRecord:
+def round_from_row(row: sqlite3.Row) -> RoundRecord:
     values = {k: row[k] for k in RoundRecord.__dataclass_fields__}
     values["config"] = json.loads(values["config"]) if values["config"] else None
     return RoundRecord(**values)

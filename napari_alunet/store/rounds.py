@@ -8,18 +8,18 @@ from typing import Any
 
 import numpy as np
 
-from napari_alunet.store.records import RoundRecord, _round, now_iso
+from napari_alunet.store.records import RoundRecord, now_iso, round_from_row
 
 
 class RoundsMixin:
     """Round bookkeeping; relies on ``Project.transaction`` and ``Project._query``."""
 
     def rounds(self) -> list[RoundRecord]:
-        return [_round(r) for r in self._query("SELECT * FROM rounds ORDER BY idx")]
+        return [round_from_row(r) for r in self._query("SELECT * FROM rounds ORDER BY idx")]
 
     def current_round(self) -> RoundRecord | None:
         rows = self._query("SELECT * FROM rounds ORDER BY idx DESC LIMIT 1")
-        return _round(rows[0]) if rows else None
+        return round_from_row(rows[0]) if rows else None
 
     def start_round(self, config: dict[str, Any] | None = None) -> RoundRecord:
         """Open round ``last + 1`` with status 'started'."""
@@ -40,7 +40,7 @@ class RoundsMixin:
         rows = self._query("SELECT * FROM rounds WHERE idx = ?", (int(idx),))
         if not rows:
             raise KeyError(f"no round {idx} in project {self.path}")
-        return _round(rows[0])
+        return round_from_row(rows[0])
 
     def update_round(self, idx: int, **fields: Any) -> RoundRecord:
         """Set ``status``, ``checkpoint``, ``model_version``, ``finished_at``, ``n_labelled``, ``config``."""
