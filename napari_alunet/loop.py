@@ -297,17 +297,35 @@ def review_item(project: Project, image_id: int, round_idx: int | None = None) -
     return ReviewItem(image_id, prediction, maps, scores.get(image_id))
 
 
+_CACHED = object()
+
+
 def commit_review(
     project: Project, image_id: int, labels: np.ndarray, *, seconds_spent: float | None = None,
-    source: str = "human", author: str | None = None,
+    source: str = "human", author: str | None = None, reference: Any = _CACHED,
 ) -> Any:
-    """Commit a reviewed label; the reference for 'pixels changed' is the model's prediction."""
+    """Commit a reviewed label; the reference for 'pixels changed' is the model's prediction.
+
+    ``reference`` is the prediction the annotator started from; by default it is read from the
+    round's review cache (a caller that already holds it, like the Review panel, passes it and
+    saves that read on the GUI thread).
+    """
     current = project.current_round()
-    reference = review_item(project, image_id).prediction if current is not None else None
+    if reference is _CACHED:
+        reference = _cached_prediction(project, current.idx, image_id) if current else None
     return project.commit_label(
         image_id, labels, source=source, author=author, seconds_spent=seconds_spent,
         round_index=(current.idx + 1) if current is not None else 0, reference=reference,
     )
+
+
+def _cached_prediction(project: Project, round_idx: int, image_id: int) -> np.ndarray | None:
+    """Only the prediction of a review cache entry (the maps are not decompressed)."""
+    path = project.review_cache_path(round_idx, image_id)
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return data["prediction"] if "prediction" in data.files else None
 
 
 def oracle_commit(project: Project, image_ids: Sequence[int] | None = None) -> list[Any]:

@@ -92,7 +92,9 @@ class Display:
             labels = project.read_ground_truth(image_id)
         reference = item.prediction if item is not None else None
         if labels is None:
-            labels = reference if reference is not None else np.zeros(image.shape, np.uint8)
+            # A copy: painting edits the layer's array in place, and the reference must stay the
+            # model's prediction so that 'pixels changed' measures the annotator's work.
+            labels = reference.copy() if reference is not None else np.zeros(image.shape, np.uint8)
         maps = item.maps if item is not None else {}
         score = item.score if item is not None else None
         if score is None and self.state.scores is not None:

@@ -133,7 +133,8 @@ class ReviewWidget(QWidget):
             raise RuntimeError("a round is running: commit when it has finished")
         labels = self.display.labels()
         seconds = time.monotonic() - shown.shown_at
-        version = commit_review(project, shown.image_id, labels, seconds_spent=seconds)
+        version = commit_review(project, shown.image_id, labels, seconds_spent=seconds,
+                                reference=shown.reference)
         self.status.setText(f"committed <b>{shown.name}</b>: {version.pixels_changed} pixel(s) "
                             f"changed in {seconds:.0f} s")
         self.state.labels_changed.emit()
