@@ -33,6 +33,57 @@ def progress_bar(total: int | None, desc: str, *, quiet: bool = False) -> Any:
     return tqdm(total=total, desc=desc, disable=quiet, leave=False, file=sys.stderr)
 
 
+# -- training options and progress, shared by train / round / experiment --------------------------
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    """The recipe's options (``TrainConfig``); unset ones keep the recipe's defaults."""
+    p.add_argument("--steps", type=int, default=None,
+                   help="optimiser steps per fit (default: automatic, 300 + 10 per training "
+                   "image, at most 4000)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="count the budget in passes over the labelled images instead (the "
+                   "recipe before 0.2; for comparisons)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="evaluations without improvement before early stopping (only with a "
+                   "validation split of >= 8 images; 0: off)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+    p.add_argument("--semi-supervised", action=argparse.BooleanOptionalAction, default=None,
+                   help="consistency training on the unlabelled pool (default on)")
+
+
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig fields given on the command line (for ``dataclasses.replace``)."""
+    given = {"steps": getattr(args, "steps", None), "epochs": getattr(args, "epochs", None),
+             "patience": getattr(args, "patience", None), "learning_rate": getattr(args, "lr", None),
+             "semi_supervised": getattr(args, "semi_supervised", None)}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def show_fit_event(event: Any, bar: Callable[[str, int | None], Any], quiet: bool) -> bool:
+    """Show a fit's StepEvent / EvalEvent / HealthEvent on a bar from ``bar(kind, total)``.
+
+    Progress is in optimiser steps, with passes over the labelled images (the old epochs) beside
+    it. Returns False for an event that is not a fit's.
+    """
+    name = type(event).__name__
+    if name == "StepEvent":
+        shown = bar("steps", event.steps)
+        shown.n = event.step
+        if event.step == 1 or event.step % 10 == 0 or event.step == event.steps:
+            shown.set_postfix_str(f"passes {event.passes:.1f}, loss {event.loss:.3f}")
+    elif name == "EvalEvent":
+        shown = bar("steps", event.steps)
+        shown.n = event.step
+        val = "" if event.val_dice != event.val_dice else f", val Dice {event.val_dice:.3f}"
+        shown.set_postfix_str(f"passes {event.passes:.1f}, loss {event.train_loss:.3f}{val}")
+    elif name == "HealthEvent":
+        if not quiet:
+            print(f"warning: {event.message} (attempt {event.attempt}/{event.attempts})",
+                  file=sys.stderr, flush=True)
+    else:
+        return False
+    return True
+
+
 # -- sample / import / status / export ----------------------------------------------------------
 @command("sample")
 def cmd_sample(args: argparse.Namespace) -> int:

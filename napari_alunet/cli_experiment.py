@@ -1,7 +1,7 @@
 """``alunet experiment``: oracle-replay comparison of acquisition strategies over seeds.
 
 Drains :func:`napari_alunet.experiment.run_experiment` with two tqdm bars on stderr: the
-whole experiment (rounds) and the current round (epochs, then scoring). Running the same
+whole experiment (rounds) and the current round (training steps, then scoring). Running the same
 command again resumes an interrupted experiment.
 """
 
@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_alunet.cli import EXTENSIONS, command, progress_bar
+from napari_alunet.cli import (
+    EXTENSIONS, add_train_options, command, progress_bar, show_fit_event, train_overrides,
+)
 
 STRATEGY_CHOICES = ("random", "entropy", "bald", "kl", "js", "margin", "variation_ratio")
 DIVERSITY_CHOICES = ("none", "power", "feature")
@@ -38,7 +40,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         args.until_fraction = 0.5  # resolved here so config.json and the command agree
     rounds, until = args.rounds, args.until_fraction
     return make_config(
-        preset=args.preset, epochs=args.epochs, patience=args.patience, device=args.device,
+        preset=args.preset, train=train_overrides(args), device=args.device,
         subset=args.subset, warm_start=not args.from_scratch, threads=args.threads,
         data=str(args.data), strategies=tuple(args.strategies), seeds=args.seeds, k=args.k,
         initial_fraction=args.initial_fraction, test_fraction=args.test_fraction,
@@ -48,7 +50,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 class _Bars:
-    """Feeds experiment events to an overall bar (rounds) and a per-round bar (epochs/scoring)."""
+    """Feeds experiment events to an overall bar (rounds) and a per-round bar (steps/scoring)."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -83,11 +85,9 @@ class _Bars:
         elif name == "RoundStarted":
             self.label = f"{event.strategy} s{event.seed} r{event.round}"
             if event.stage == "train":
-                self._round_bar("epochs", event.epochs)
-        elif name == "EpochEvent":
-            bar = self._round_bar("epochs", event.epochs)
-            bar.n = event.epoch
-            bar.set_postfix(loss=f"{event.train_loss:.3f}", val_dice=f"{event.val_dice:.3f}")
+                self._round_bar("steps", event.steps)
+        elif show_fit_event(event, self._round_bar, self.quiet):
+            pass
         elif name == "ScoreProgress":
             bar = self._round_bar(event.stage, event.total)
             bar.n = event.done
@@ -133,13 +133,16 @@ def command_line(args: argparse.Namespace) -> str:
     parts = ["alunet", "experiment", "--data", str(args.data),
              "--strategies", *args.strategies]
     for flag in ("seeds", "k", "initial_fraction", "test_fraction", "rounds", "until_fraction",
-                 "passes", "preset", "epochs", "patience", "sample_n", "sample_seed", "subset",
+                 "passes", "preset", "steps", "epochs", "patience", "lr", "sample_n",
+                 "sample_seed", "subset",
                  "device", "threads", "diversity", "power_beta"):
         value = getattr(args, flag)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
     if args.sample_shape:
         parts += ["--sample-shape", *map(str, args.sample_shape)]
+    if args.semi_supervised is not None:
+        parts.append("--semi-supervised" if args.semi_supervised else "--no-semi-supervised")
     if args.from_scratch:
         parts.append("--from-scratch")
     parts += ["--out", str(args.out)]
@@ -178,8 +181,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--passes", type=int, default=8, help="MC-dropout passes (default 8)")
     p.add_argument("--preset", choices=("cpu", "gpu", "tiny"), default="cpu",
                    help="model size (default cpu: 128x128 input)")
-    p.add_argument("--epochs", type=int, default=None, help="max epochs per round")
-    p.add_argument("--patience", type=int, default=None, help="early-stopping patience")
+    add_train_options(p)
     p.add_argument("--from-scratch", action="store_true",
                    help="reset the weights every round instead of warm-starting")
     p.add_argument("--sample-n", type=int, default=60, help="sample pool size (default 60)")

@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from napari_alunet.cli import EXTENSIONS, command, progress_bar
+from napari_alunet.cli import (
+    EXTENSIONS, add_train_options, command, progress_bar, show_fit_event, train_overrides,
+)
 
 
 def _settings(args: argparse.Namespace, project: Any) -> Any:
@@ -18,8 +20,7 @@ def _settings(args: argparse.Namespace, project: Any) -> Any:
 
     model = model_preset(args.preset, n_classes=project.classes.n_classes)
     train = TrainConfig()
-    overrides = {"epochs": args.epochs, "patience": args.patience,
-                 "learning_rate": args.lr, "device": args.device, "seed": args.seed}
+    overrides = {**train_overrides(args), "device": args.device, "seed": args.seed}
     train = dataclasses.replace(train, **{k: v for k, v in overrides.items() if v is not None})
     acq = AcquisitionConfig(
         strategy=getattr(args, "strategy", "bald"), passes=getattr(args, "passes", 8),
@@ -28,7 +29,7 @@ def _settings(args: argparse.Namespace, project: Any) -> Any:
 
 
 class _Progress:
-    """Feeds the core's events to tqdm bars (epochs, steps, scoring)."""
+    """Feeds the core's events to tqdm bars (training steps, scoring)."""
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
@@ -49,10 +50,8 @@ class _Progress:
             self.close()
             if not self.quiet:
                 print(f"[round {event.round_idx}] {event.message}", flush=True)
-        elif name == "EpochEvent":
-            bar = self._bar("epochs", event.epochs)
-            bar.n = event.epoch
-            bar.set_postfix(loss=f"{event.train_loss:.3f}", val_dice=f"{event.val_dice:.3f}")
+        elif show_fit_event(event, self._bar, self.quiet):
+            pass
         elif name == "ScoreProgress":
             bar = self._bar("scoring", event.total)
             bar.n = event.done
@@ -173,9 +172,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("project", type=Path)
     p.add_argument("--preset", choices=("cpu", "gpu", "tiny"), default="cpu")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--patience", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    add_train_options(p)
 
 
 def _acq_args(p: argparse.ArgumentParser) -> None:
@@ -197,7 +194,7 @@ def add_commands(sub: Any) -> None:
     p = sub.add_parser("score", help="score the unlabelled pool with the current model, queue top k")
     p.add_argument("project", type=Path)
     p.add_argument("--preset", choices=("cpu", "gpu", "tiny"), default="cpu")
-    for name in ("epochs", "patience", "lr"):
+    for name in ("steps", "epochs", "patience", "lr", "semi_supervised"):
         p.set_defaults(**{name: None})
     _acq_args(p)
     _common(p)

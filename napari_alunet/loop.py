@@ -124,9 +124,13 @@ def run_round(
             # The stage did not finish: the round stays 'started' and is retrained on resume.
             return RoundReport(idx, "started", current.n_labelled or 0, {}, [], seconds, fit_result)
         checkpoint = project.checkpoint_path(idx)
+        # The round's record says how its model was chosen and whether it passed the health
+        # check (the settings stay as they were; "fit" is what happened).
+        record = {**(current.config or to_dict(settings)),
+                  "fit": fit_result.record(settings.train)}
         project.update_round(idx, status="trained",
                              checkpoint=str(checkpoint.relative_to(project.path)),
-                             model_version=_file_hash(checkpoint))
+                             model_version=_file_hash(checkpoint), config=record)
         current = project.round(idx)
 
     if stop_after == current.status:
@@ -167,31 +171,41 @@ def _report(project: Project, current: RoundRecord, seconds: dict[str, float],
 
 # -- stages -----------------------------------------------------------------------------------
 def _train(project: Project, current: RoundRecord, settings: RoundSettings, device: Any):
+    """Fit the round's model with the few-labels recipe (:mod:`napari_alunet.training.recipe`).
+
+    The unlabelled pool (never the test pool) feeds the semi-supervised term. Returns the model
+    and the :class:`~napari_alunet.training.recipe.TrainedModel`.
+    """
     from napari_alunet.model import build_model
-    from napari_alunet.training.engine import fit
+    from napari_alunet.training.recipe import plan_fit, train_model
 
     size = settings.model.input_size
     labelled = [r.id for r in project.images("labelled")]
-    train_ids, val_ids = validation_split(labelled, settings.train.validation_fraction,
-                                          settings.train.seed,
-                                          minimum=settings.train.min_validation_images)
-    # A round whose training was stopped or killed resumes from the best weights it saved;
+    unlabelled = [r.id for r in project.images("unlabelled")]
+    # The split hashes (seed, image id): an image keeps its side as the labelled pool grows.
+    # The unlabelled subset changes with the round so a big pool is covered over the rounds.
+    plan = plan_fit(labelled, unlabelled, settings.train, seed=settings.train.seed,
+                    unlabelled_seed=current.idx)
+    # A round whose training was stopped or killed resumes from the weights it saved;
     # otherwise warm start from the newest earlier round (or train from scratch).
     model = _load_if_compatible(project, project.checkpoint_path(current.idx), settings)
     if model is None and settings.train.warm_start and current.idx > 0:
         model = _previous_model(project, current.idx, settings)
     if model is None:
         model = build_model(settings.model)
-    meta = {"round": current.idx, "train_ids": train_ids, "val_ids": val_ids,
+    meta = {"round": current.idx, "train_ids": plan.train_ids, "val_ids": plan.val_ids,
             "class_names": list(project.classes.names)}
-    result = yield from fit(
-        model,
-        load_images(project, train_ids, size), load_labels(project, train_ids, size),
-        load_images(project, val_ids, size), load_labels(project, val_ids, size),
-        settings.train, n_classes=settings.model.n_classes,
-        checkpoint_path=project.checkpoint_path(current.idx), checkpoint_meta=meta, device=device,
+
+    def load(ids: Sequence[int], with_labels: bool) -> tuple[np.ndarray, Any]:
+        images = load_images(project, ids, size)
+        return images, load_labels(project, ids, size) if with_labels else None
+
+    trained = yield from train_model(
+        model, plan, load, settings.train, n_classes=settings.model.n_classes,
+        checkpoint_path=project.checkpoint_path(current.idx), checkpoint_meta=meta,
+        device=device,
     )
-    return model, result
+    return model, trained
 
 
 def _evaluate(project: Project, model: Any, settings: RoundSettings, device: Any) -> dict[str, float]:

@@ -16,7 +16,7 @@ from napari_alunet.training.augment import Augmenter, AugmentSettings
 from napari_alunet.training.checkpoint import load_checkpoint
 from napari_alunet.training.device import resolve_device
 from napari_alunet.training.engine import (
-    EpochEvent,
+    EvalEvent,
     FitResult,
     StepEvent,
     evaluate,
@@ -75,7 +75,7 @@ def test_smoke_fit_improves_validation_dice(data, tmp_path) -> None:  # type: ig
     xt, yt, xv, yv = data
     model = _tiny()
     before = evaluate(model, xv, yv, n_classes=N_CLASSES)["mean_dice"]
-    config = TrainConfig(epochs=12, patience=4, batch_size=8, learning_rate=3e-3)
+    config = TrainConfig(steps=36, eval_every=3, patience=4, batch_size=8, learning_rate=3e-3)
     path = tmp_path / "best.pt"
     events, result = drain(
         fit(model, xt, yt, xv, yv, config, n_classes=N_CLASSES, checkpoint_path=str(path),
@@ -84,16 +84,20 @@ def test_smoke_fit_improves_validation_dice(data, tmp_path) -> None:  # type: ig
     after = evaluate(model, xv, yv, n_classes=N_CLASSES)
     assert after["mean_dice"] > max(0.7, before + 0.3), (before, after)
     assert isinstance(result, FitResult) and not result.cancelled
-    assert result.monitor == "val_dice" and result.note == ""
+    assert result.selection == "validation" and "validation" in result.note
     assert after["mean_dice"] == pytest.approx(result.best_val_dice)  # best weights restored
     steps = [e for e in events if isinstance(e, StepEvent)]
-    epochs = [e for e in events if isinstance(e, EpochEvent)]
-    assert len(epochs) == result.epochs_run == len(result.history)
-    assert len(steps) == result.epochs_run * steps[0].steps_per_epoch == result.epochs_run * 3
+    evals = [e for e in events if isinstance(e, EvalEvent)]
+    assert len(evals) == len(result.history) and len(steps) == result.steps_run
+    assert [s.step for s in steps] == list(range(1, result.steps_run + 1))
+    assert all(s.steps == 36 for s in steps) and result.steps_planned == 36
+    # 24 images in batches of 8: a pass every 3 steps (the epoch, as a display unit).
+    assert steps[2].passes == pytest.approx(1.0) and result.passes == pytest.approx(
+        result.steps_run / 3)
     assert all(math.isfinite(s.loss) for s in steps)
-    assert [e.epoch for e in epochs] == list(range(1, result.epochs_run + 1))
+    assert [e.step for e in evals] == list(range(3, result.steps_run + 1, 3))
     loaded, meta = load_checkpoint(path, expected_class_names=["bg", "disk", "ring"])
-    assert meta["epoch"] == result.best_epoch
+    assert meta["epoch"] == result.best_step
     assert meta["extra"] == {"round": 1, "monitor": "val_dice"}
     assert meta["best_metric"] == pytest.approx(result.best_val_dice)
     for key, value in model.state_dict().items():
@@ -102,31 +106,35 @@ def test_smoke_fit_improves_validation_dice(data, tmp_path) -> None:  # type: ig
 
 def test_same_seed_gives_identical_losses(data) -> None:  # type: ignore[no-untyped-def]
     xt, yt, xv, yv = data
-    config = TrainConfig(epochs=2, batch_size=8, seed=7, border_weight=True, loss="ce+dice")
+    config = TrainConfig(steps=6, eval_every=3, batch_size=8, seed=7, border_weight=True,
+                         loss="ce+dice")
     runs = []
     for _ in range(2):
-        events, _ = drain(fit(_tiny(), xt, yt, xv, yv, config, n_classes=N_CLASSES))
+        events, _ = drain(fit(_tiny(), xt, yt, xv, yv, config, n_classes=N_CLASSES,
+                              unlabelled_images=xv))
         runs.append([(type(e).__name__, getattr(e, "loss", None), getattr(e, "val_dice", None))
                      for e in events])
     assert runs[0] == runs[1]
     other, _ = drain(fit(_tiny(), xt, yt, xv, yv, dataclasses.replace(config, seed=8),
-                         n_classes=N_CLASSES))
+                         n_classes=N_CLASSES, unlabelled_images=xv))
     assert [getattr(e, "loss", None) for e in other] != [r[1] for r in runs[0]]
 
 
-def test_cancel_mid_epoch_restores_and_saves_best(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_mid_fit_restores_and_saves_best(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
     xt, yt, xv, yv = data
     model = _tiny()
     path = tmp_path / "ckpt.pt"
-    config = TrainConfig(epochs=20, batch_size=8, learning_rate=3e-3)
+    # Without EMA the evaluated weights are the model's own, which the test can copy.
+    config = TrainConfig(steps=60, eval_every=3, batch_size=8, learning_rate=3e-3,
+                         ema_decay=0.0)
     gen = fit(model, xt, yt, xv, yv, config, n_classes=N_CLASSES, checkpoint_path=str(path))
-    best_state, best_epoch = None, 0
+    best_state, best_step = None, 0
     for event in gen:
-        if isinstance(event, EpochEvent) and event.improved:
+        if isinstance(event, EvalEvent) and event.improved:
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
-            best_epoch = event.epoch
-        if isinstance(event, StepEvent) and event.epoch == 4 and event.step == 2:
-            break  # the model now holds half-epoch weights that are not the best
+            best_step = event.step
+        if isinstance(event, StepEvent) and event.step == 11:
+            break  # the model now holds weights between evaluations
     assert best_state is not None
     changed = any(not torch.equal(v, best_state[k]) for k, v in model.state_dict().items())
     assert changed
@@ -134,20 +142,37 @@ def test_cancel_mid_epoch_restores_and_saves_best(data, tmp_path) -> None:  # ty
     for key, value in model.state_dict().items():
         assert torch.equal(value, best_state[key]), key
     loaded, meta = load_checkpoint(path)
-    assert meta["epoch"] == best_epoch
+    assert meta["epoch"] == best_step
     for key, value in loaded.state_dict().items():
         assert torch.equal(value, best_state[key]), key
 
 
-def test_cancel_in_first_epoch_keeps_incoming_weights(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_cancel_without_validation_keeps_the_current_ema_weights(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    xt, yt, _, _ = data
+    model = _tiny()
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    path = tmp_path / "ckpt.pt"
+    gen = fit(model, xt, yt, None, None, TrainConfig(steps=50, batch_size=8),
+              n_classes=N_CLASSES, checkpoint_path=str(path))
+    for event in gen:
+        if isinstance(event, StepEvent) and event.step == 5:
+            break
+    ema = {k: v.clone() for k, v in gen.gi_frame.f_locals["evaluated"].state_dict().items()}
+    gen.close()
+    assert all(torch.equal(v, ema[k]) for k, v in model.state_dict().items())
+    assert any(not torch.equal(v, start[k]) for k, v in model.state_dict().items())
+    assert load_checkpoint(path)[1]["epoch"] == 5
+
+
+def test_cancel_before_the_first_step_keeps_incoming_weights(data, tmp_path) -> None:  # type: ignore[no-untyped-def]
     xt, yt, xv, yv = data
     model = _tiny()
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    gen = fit(model, xt, yt, xv, yv, TrainConfig(epochs=3, batch_size=8), n_classes=N_CLASSES,
-              checkpoint_path=str(tmp_path / "none.pt"))
+    gen = fit(model, xt, yt, xv, yv, TrainConfig(steps=9, eval_every=3, batch_size=8),
+              n_classes=N_CLASSES, checkpoint_path=str(tmp_path / "none.pt"))
     next(gen)
     next(gen)
-    gen.close()
+    gen.close()  # stopped before the first evaluation with validation: nothing better known
     assert all(torch.equal(v, start[k]) for k, v in model.state_dict().items())
     assert not (tmp_path / "none.pt").exists()
 
@@ -157,36 +182,55 @@ def test_early_stopping_and_no_validation_fallback(data) -> None:  # type: ignor
     model = _tiny()
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.momentum = 0.0  # running stats frozen: with lr 0 every epoch scores the same
-    config = TrainConfig(epochs=30, patience=2, batch_size=8, learning_rate=0.0, augment=False)
+            m.momentum = 0.0  # running stats frozen: with lr 0 every evaluation scores the same
+    config = TrainConfig(steps=90, eval_every=3, patience=2, batch_size=8, learning_rate=0.0,
+                         augment=False)
     _, result = drain(fit(model, xt, yt, xv, yv, config, n_classes=N_CLASSES))
-    assert result.stopped_early and result.best_epoch == 1 and result.epochs_run == 3
+    assert result.stopped_early and result.best_step == 3 and result.steps_run == 9
 
-    config = TrainConfig(epochs=2, batch_size=8)
+    config = TrainConfig(steps=6, batch_size=8)
     events, result = drain(fit(_tiny(), xt, yt, None, None, config, n_classes=N_CLASSES))
-    assert result.monitor == "train_loss" and "no validation" in result.note
-    assert math.isnan(result.best_val_dice) and result.best_epoch >= 1
-    assert all(math.isnan(e.val_dice) for e in events if isinstance(e, EpochEvent))
+    assert result.selection == "final" and "no validation" in result.note
+    assert math.isnan(result.best_val_dice) and result.best_step == result.steps_run == 6
+    assert not result.stopped_early
+    assert all(math.isnan(e.val_dice) for e in events if isinstance(e, EvalEvent))
 
 
-def test_cosine_schedule_lowers_learning_rate(data) -> None:  # type: ignore[no-untyped-def]
+def test_budget_in_epochs_partitions_the_images_per_pass(data) -> None:  # type: ignore[no-untyped-def]
+    # The recipe before 0.2 (LEGACY_RECIPE) is still expressible, for comparisons.
     xt, yt, xv, yv = data
-    config = TrainConfig(epochs=3, batch_size=8, learning_rate=1e-2)
-    config.scheduler = "cosine"  # type: ignore[attr-defined]  # not yet a TrainConfig field
-    events, _ = drain(fit(_tiny(), xt, yt, xv, yv, config, n_classes=N_CLASSES))
-    lrs = [e.learning_rate for e in events if isinstance(e, EpochEvent)]
-    assert lrs[0] < 1e-2 and lrs == sorted(lrs, reverse=True) and lrs[-1] < 1e-6
+    config = TrainConfig(epochs=2, batch_size=8)
+    events, result = drain(fit(_tiny(), xt[:5], yt[:5], xv, yv, config, n_classes=N_CLASSES))
+    assert result.steps_planned == result.steps_run == 2  # one batch of 5 per epoch
+    assert [e.step for e in events if isinstance(e, EvalEvent)] == [1, 2]
+    assert result.passes == pytest.approx(2.0)
+
+
+def test_warmup_cosine_schedule(data) -> None:  # type: ignore[no-untyped-def]
+    xt, yt, xv, yv = data
+    config = TrainConfig(steps=40, eval_every=1, batch_size=8, learning_rate=1e-2,
+                         warmup_fraction=0.1, min_lr_fraction=0.0)
+    events, _ = drain(fit(_tiny(), xt, yt, None, None, config, n_classes=N_CLASSES))
+    lrs = [e.learning_rate for e in events if isinstance(e, EvalEvent)]
+    # Rises linearly over 4 warm-up steps to the peak, then falls as a cosine to ~0.
+    assert lrs[:4] == pytest.approx([2.5e-3, 5e-3, 7.5e-3, 1e-2])
+    assert lrs[3:] == sorted(lrs[3:], reverse=True) and lrs[-1] < 1e-4
+    config = dataclasses.replace(config, scheduler="cosine")
+    events, _ = drain(fit(_tiny(), xt, yt, None, None, config, n_classes=N_CLASSES))
+    lrs = [e.learning_rate for e in events if isinstance(e, EvalEvent)]
+    assert lrs[0] == pytest.approx(1e-2) and lrs == sorted(lrs, reverse=True) and lrs[-1] < 1e-3
 
 
 def test_bf16_precision_trains_on_cpu(data) -> None:  # type: ignore[no-untyped-def]
     # CPUs with native bf16 train ~1.7x faster this way; on any CPU it must stay correct.
     xt, yt, xv, yv = data
-    config = TrainConfig(epochs=2, batch_size=8, learning_rate=3e-3)
-    config.precision = "bf16"  # type: ignore[attr-defined]  # not yet a TrainConfig field
-    events, _ = drain(fit(_tiny(), xt, yt, xv, yv, config, n_classes=N_CLASSES))
-    losses = [e.train_loss for e in events if isinstance(e, EpochEvent)]
+    config = TrainConfig(steps=6, eval_every=3, batch_size=8, learning_rate=3e-3,
+                         precision="bf16")
+    events, _ = drain(fit(_tiny(), xt, yt, xv, yv, config, n_classes=N_CLASSES,
+                          unlabelled_images=xv))
+    losses = [e.train_loss for e in events if isinstance(e, EvalEvent)]
     assert all(math.isfinite(v) for v in losses) and losses[1] < losses[0]
-    config.precision = "fp16"  # type: ignore[attr-defined]
+    config.precision = "fp16"
     with pytest.raises(ValueError, match="precision"):
         drain(fit(_tiny(), xt, yt, xv, yv, config, n_classes=N_CLASSES))
 

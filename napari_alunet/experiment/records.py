@@ -37,20 +37,21 @@ def round_columns(class_names: Sequence[str]) -> list[str]:
     return [
         "strategy", "seed", "round", "n_labelled", "n_train_pool", "fraction", "mean_dice",
         *[f"dice_{n}" for n in class_names], "mean_iou", "pixel_accuracy", "ece", "n_train",
-        "n_val", "init", "epochs", "best_epoch", "stopped_early", "best_val_dice",
-        "train_seconds", "score_seconds", "n_scored", "acquired_ids", "correction_pixels",
+        "n_val", "n_unlabelled", "selection", "init", "steps", "passes", "best_step",
+        "stopped_early", "best_val_dice", "labelled_dice", "attempts", "train_seconds", "score_seconds", "n_scored", "acquired_ids", "correction_pixels",
         "scratch_pixels", "cumulative_correction_pixels", "cumulative_scratch_pixels",
     ]
 
 
 # -- configuration file ---------------------------------------------------------------------------
-def make_config(*, preset: str = "cpu", epochs: int | None = None, patience: int | None = None,
+def make_config(*, preset: str = "cpu", train: dict[str, Any] | None = None,
                 device: str | None = None, subset: int | None = None, warm_start: bool = True,
                 threads: int | None = None, diversity: str = "none", power_beta: float = 1.0,
                 **fields: Any) -> ExperimentConfig:
     """An :class:`ExperimentConfig` with the model of ``preset`` and consistent sub-configs.
 
-    ``threads`` sets ``train.num_threads`` (torch intra-op threads for the whole experiment;
+    ``train`` holds TrainConfig fields to change (``steps``, ``epochs``, ``patience``,
+    ``learning_rate``, ``semi_supervised``, ...). ``threads`` sets ``train.num_threads`` (torch intra-op threads for the whole experiment;
     0 leaves torch's default). ``diversity`` / ``power_beta`` go to the acquisition config:
     the diversity of strategies named without a ``+diversity`` suffix (:func:`split_strategy`).
     ``fields`` are ExperimentConfig fields (``strategies``, ``seeds``, ``k``, ...). The
@@ -58,11 +59,7 @@ def make_config(*, preset: str = "cpu", epochs: int | None = None, patience: int
     hold two different values of either.
     """
     config = ExperimentConfig(preset=preset, model=model_preset(preset), **fields)
-    train_changes: dict[str, Any] = {"warm_start": warm_start}
-    if epochs is not None:
-        train_changes["epochs"] = epochs
-    if patience is not None:
-        train_changes["patience"] = patience
+    train_changes: dict[str, Any] = {"warm_start": warm_start, **(train or {})}
     if device is not None:
         train_changes["device"] = device
     if threads is not None:

@@ -5,8 +5,9 @@ loop reads like the algorithm (BaaL's ``active_loop``)::
 
     labelled = initial set of the seed
     repeat:
-        reset the model (or keep it: warm start) -> train on labelled, early stopping on a
-        validation split of labelled -> evaluate on the fixed test pool -> score the unlabelled
+        reset the model (or keep it: warm start) -> train on labelled with the product's
+        recipe (training/recipe.py: step budget, EMA, the unlabelled rest of the training pool
+        for the semi-supervised term, validation only when big enough) -> evaluate on the fixed test pool -> score the unlabelled
         pool -> acquire the top k -> the oracle labels them -> record the round
     until the labelled fraction (or the number of rounds) is reached
 
@@ -88,7 +89,8 @@ class ExperimentPlan:
 
 @dataclass
 class RoundStarted:
-    """A round of one (strategy, seed) run begins; ``stage`` is ``'train'`` or ``'score'``."""
+    """A round of one (strategy, seed) run begins; ``stage`` is ``'train'`` or ``'score'``;
+    ``steps`` is the planned training budget (optimiser steps) of a fit on ``n_labelled``."""
 
     strategy: str
     seed: int
@@ -96,7 +98,7 @@ class RoundStarted:
     n_labelled: int
     fraction: float
     stage: str
-    epochs: int
+    steps: int
 
 
 @dataclass
@@ -177,7 +179,7 @@ def run_experiment(
     Yields
     ------
     ExperimentPlan once, then per round :class:`RoundStarted`, the engine's ``StepEvent`` /
-    ``EpochEvent``, the scorer's ``ScoreProgress`` and :class:`RoundRecorded`; finally
+    ``EvalEvent``, the recipe's ``HealthEvent``, the scorer's ``ScoreProgress`` and :class:`RoundRecorded`; finally
     :class:`ReportWritten`. Closing the generator stops after the current batch; every round
     already recorded stays in rounds.csv and the next call resumes from there.
 
@@ -284,33 +286,42 @@ def _metrics_row(metrics: dict[str, float], class_names: Sequence[str]) -> dict[
 
 def _train_and_evaluate(ctx: _Context, model: Any, labelled: Sequence[int], seed: int,
                         round_idx: int) -> Generator[Any, None, dict[str, Any]]:
-    """Fit on ``labelled`` (validation drawn from it), evaluate on the test pool."""
-    from napari_alunet.data.dataset import validation_split
-    from napari_alunet.training.engine import evaluate, fit
+    """Fit on ``labelled`` with the product's recipe, evaluate on the test pool.
+
+    The semi-supervised term draws on the rest of the training pool, never on the test pool.
+    """
+    from napari_alunet.training.engine import evaluate
+    from napari_alunet.training.recipe import plan_fit, train_model
 
     cfg = ctx.config
+    train_config = dataclasses.replace(cfg.train, seed=_train_seed(seed, round_idx))
     # The validation split hashes (seed, image id): an image stays on its side as the labelled
     # set grows, and the test pool is never looked at while choosing the model.
-    train_ids, val_ids = validation_split(labelled, cfg.train.validation_fraction, seed,
-                                          minimum=cfg.train.min_validation_images)
-    tr, va = np.asarray(train_ids, dtype=np.intp), np.asarray(val_ids, dtype=np.intp)
-    train_config = dataclasses.replace(cfg.train, seed=_train_seed(seed, round_idx))
+    unlabelled = sorted(set(ctx.splits.train_pool) - set(labelled))
+    plan = plan_fit(labelled, unlabelled, train_config, seed=seed, unlabelled_seed=round_idx)
+    pool = ctx.pool
+
+    def load(ids: Sequence[int], with_labels: bool) -> tuple[np.ndarray, Any]:
+        rows = np.asarray(ids, dtype=np.intp)
+        return pool.images[rows], pool.labels[rows] if with_labels else None
+
     start = time.perf_counter()
-    result = yield from fit(
-        model, ctx.pool.images[tr], ctx.pool.labels[tr],
-        ctx.pool.images[va] if len(va) else None, ctx.pool.labels[va] if len(va) else None,
-        train_config, n_classes=cfg.model.n_classes, device=ctx.device,
-    )
+    trained = yield from train_model(model, plan, load, train_config,
+                                     n_classes=cfg.model.n_classes, device=ctx.device)
     train_seconds = time.perf_counter() - start
     test = np.asarray(ctx.splits.test, dtype=np.intp)
     metrics = evaluate(model, ctx.pool.images[test], ctx.pool.labels[test],
                        n_classes=cfg.model.n_classes, batch_size=cfg.acquisition.batch_size,
                        device=ctx.device)
+    record = trained.record(train_config)
     return {
         **_metrics_row(metrics, ctx.pool.class_names),
-        "n_train": len(train_ids), "n_val": len(val_ids), "epochs": result.epochs_run,
-        "best_epoch": result.best_epoch, "stopped_early": result.stopped_early,
-        "best_val_dice": result.best_val_dice, "train_seconds": train_seconds,
+        "n_train": record["n_train"], "n_val": record["n_val"],
+        "n_unlabelled": record["n_unlabelled"], "selection": record["selection"],
+        "steps": record["steps_run"], "passes": record["passes"],
+        "best_step": record["best_step"], "stopped_early": record["stopped_early"],
+        "best_val_dice": trained.fit.best_val_dice, "labelled_dice": trained.labelled_dice,
+        "attempts": record["attempts"], "train_seconds": train_seconds,
     }
 
 
@@ -325,7 +336,7 @@ def _fresh_model(config: ExperimentConfig, seed: int) -> Any:
 
 def _full_run(ctx: _Context, seed: int) -> Generator[Any, None, None]:
     n = len(ctx.splits.train_pool)
-    yield RoundStarted(FULL, seed, 0, n, 1.0, "train", ctx.config.train.epochs)
+    yield RoundStarted(FULL, seed, 0, n, 1.0, "train", ctx.config.train.planned_steps(n))
     model = _fresh_model(ctx.config, seed)
     # Round index 999 keeps the full run's training seed apart from the active runs' rounds.
     stats = yield from _train_and_evaluate(ctx, model, ctx.splits.train_pool, seed, 999)
@@ -374,7 +385,8 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
                 f"says {ctx.sizes[r]}; rounds.csv does not belong to these settings, use a new "
                 "--out")
         fraction = len(labelled) / n_train_pool
-        yield RoundStarted(strategy, seed, r, len(labelled), fraction, "train", cfg.train.epochs)
+        yield RoundStarted(strategy, seed, r, len(labelled), fraction, "train",
+                           cfg.train.planned_steps(len(labelled)))
         resumed = " (resumed)" if r == start_round and r > 0 else ""
         if r == 0 and seed in ctx.shared_round0:
             # Round 0 has the same labels, weights and seeds for every strategy of a seed:
@@ -399,7 +411,7 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
         score_seconds, n_scored = 0.0, 0
         if r < last_round:
             yield RoundStarted(strategy, seed, r, len(labelled), fraction, "score",
-                               cfg.train.epochs)
+                               cfg.train.planned_steps(len(labelled)))
             start = time.perf_counter()
             k = ctx.sizes[r + 1] - len(labelled)
             acquired, n_scored, costs = yield from _acquire(ctx, model, strategy, seed, r,

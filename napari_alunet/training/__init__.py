@@ -1,13 +1,13 @@
 """Training: the one engine (:mod:`.engine`), losses, metrics, augmentation, checkpoints.
 
-``fit`` is a generator of :class:`StepEvent` / :class:`EpochEvent` returning a
-:class:`FitResult`; see ``docs/ARCHITECTURE.md`` for the contract.
+``fit`` is a generator of :class:`StepEvent` / :class:`EvalEvent` returning a
+:class:`FitResult`; :mod:`.recipe` wraps it with the validation rule and the health check. See ``docs/ARCHITECTURE.md`` for the contract.
 """
 
 from napari_alunet.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from napari_alunet.training.device import resolve_device
 from napari_alunet.training.engine import (
-    EpochEvent,
+    EvalEvent,
     FitResult,
     StepEvent,
     evaluate,
@@ -20,7 +20,7 @@ from napari_alunet.training.engine import (
 
 __all__ = [
     "CheckpointError",
-    "EpochEvent",
+    "EvalEvent",
     "FitResult",
     "StepEvent",
     "evaluate",

@@ -172,3 +172,100 @@ class Augmenter:
         if intensity:
             out_images = self._intensity(out_images)
         return out_images, out_masks[:, 0].round().long(), out_w
+
+
+@dataclass
+class StrongSettings:
+    """The strong view of the semi-supervised term (:class:`StrongAugmenter`); per image."""
+
+    contrast_range: tuple[float, float] = (0.5, 1.5)
+    brightness: float = 0.5  # shift in units of the image standard deviation
+    gamma_range: tuple[float, float] = (0.7, 1.5)
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.5, 2.0)  # pixels
+    noise_p: float = 0.5
+    noise_std: float = 0.3
+    cutout_p: float = 0.5
+    cutout_size: tuple[float, float] = (0.1, 0.4)  # side of the square, fraction of the image
+
+
+class StrongAugmenter:
+    """Photometric strong augmentation for consistency training, geometry unchanged.
+
+    Callable ``images (B, C, H, W) -> (images, keep (B, H, W) bool)``. Intensity (contrast,
+    brightness, a gamma-like curve), Gaussian blur, noise and a cut-out square per image, as in
+    FixMatch / UniMatch's strong view, all vectorised over the batch. The geometry is left
+    alone so the teacher's prediction on the weak view stays aligned pixel for pixel; ``keep``
+    is False inside the cut-out, where there is nothing to predict from, and the consistency
+    loss ignores those pixels.
+    """
+
+    def __init__(self, settings: StrongSettings | None = None, *, seed: int = 0,
+                 device: torch.device | str = "cpu") -> None:
+        self.settings = settings or StrongSettings()
+        self.device = torch.device(device)
+        self.gen = torch.Generator().manual_seed(int(seed) + 7919)
+        self.device_gen = torch.Generator(device=self.device)
+        self.device_gen.manual_seed(int(torch.randint(2**62, (1,), generator=self.gen)))
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        s, g = self.settings, self.gen
+        n, _, height, width = images.shape
+        shape = (n, 1, 1, 1)
+        dev, dtype = images.device, images.dtype
+
+        def per_image(values: torch.Tensor) -> torch.Tensor:
+            return values.to(device=dev, dtype=dtype).view(shape)
+
+        # Gamma on the standardised image: map through a sigmoid, apply the power, map back,
+        # so the curve bends mid-tones without producing NaN for negative values.
+        gamma = per_image(_uniform(g, n, *s.gamma_range))
+        unit = torch.sigmoid(images).clamp(1e-4, 1 - 1e-4) ** gamma
+        out = torch.log(unit / (1 - unit))
+        out = out * per_image(_uniform(g, n, *s.contrast_range))
+        out = out + per_image(_uniform(g, n, -s.brightness, s.brightness))
+        blur = torch.rand(n, generator=g) < s.blur_p
+        if bool(blur.any()):
+            sigma = torch.where(blur, _uniform(g, n, *s.blur_sigma), torch.zeros(n))
+            out = _gaussian_blur(out, sigma)
+        noisy = (torch.rand(n, generator=g) < s.noise_p).float()
+        if bool(noisy.any()):
+            std = per_image(noisy * _uniform(g, n, 0.0, s.noise_std))
+            out = out + torch.randn(out.shape, generator=self.device_gen, device=dev,
+                                    dtype=dtype) * std
+        keep = torch.ones((n, height, width), dtype=torch.bool, device=dev)
+        cut = torch.rand(n, generator=g) < s.cutout_p
+        if bool(cut.any()):
+            side = _uniform(g, n, *s.cutout_size)
+            half_h, half_w = side * height / 2, side * width / 2
+            cy, cx = torch.rand(n, generator=g) * height, torch.rand(n, generator=g) * width
+            yy = torch.arange(height, dtype=torch.float32)[None, :, None]
+            xx = torch.arange(width, dtype=torch.float32)[None, None, :]
+            inside = ((yy - cy[:, None, None]).abs() < half_h[:, None, None]) & (
+                (xx - cx[:, None, None]).abs() < half_w[:, None, None]) & cut[:, None, None]
+            inside = inside.to(dev)
+            keep = ~inside
+            out = out.masked_fill(inside[:, None], 0.0)  # 0 is the mean of a standardised image
+        return out, keep
+
+
+def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each image with its own sigma (0: unchanged); separable, one grouped conv per axis.
+
+    images (B, C, H, W), sigma (B,) pixels.
+    """
+    n, c, height, width = images.shape
+    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    safe = sigma.clamp(min=1e-3)[:, None]
+    kernel = torch.exp(-0.5 * (offsets[None] / safe) ** 2)
+    kernel = torch.where(sigma[:, None] > 0, kernel, (offsets[None] == 0).float())
+    kernel = (kernel / kernel.sum(1, keepdim=True)).repeat_interleave(c, 0)
+    kernel = kernel.to(device=images.device, dtype=images.dtype)
+    flat = images.reshape(1, n * c, height, width)
+    flat = F.pad(flat, (radius, radius, 0, 0), mode="reflect" if width > radius else "replicate")
+    flat = F.conv2d(flat, kernel[:, None, None, :], groups=n * c)
+    flat = F.pad(flat, (0, 0, radius, radius), mode="reflect" if height > radius else "replicate")
+    flat = F.conv2d(flat, kernel[:, None, :, None], groups=n * c)
+    return flat.reshape(n, c, height, width)

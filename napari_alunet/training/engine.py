@@ -1,10 +1,16 @@
 """The one training engine: ``fit`` as a generator of events, plus evaluation and prediction.
 
-Rounds, the CLI, the GUI workers, experiments and benchmarks all train through :func:`fit`. It
-yields a :class:`StepEvent` after every batch (so a GUI Stop is answered within one batch) and an
-:class:`EpochEvent` after every epoch, and returns a :class:`FitResult`. The consumer stops it by
-closing the generator (``gen.close()``, or leaving a ``for`` loop and dropping it); the best
-weights so far are then put back into the model and saved.
+Rounds, the CLI, the GUI workers, experiments and benchmarks all train through :func:`fit`
+(through :func:`napari_alunet.training.recipe.train_model`, which adds the validation rule and
+the health check). It yields a :class:`StepEvent` after every optimiser step (so a GUI Stop is
+answered within one step) and an :class:`EvalEvent` every ``eval_every`` steps, and returns a
+:class:`FitResult`. The consumer stops it by closing the generator (``gen.close()``, or leaving a
+``for`` loop and dropping it); the weights it would keep so far are then put into the model and
+saved.
+
+The recipe (``TrainConfig``, ``docs/TRAINING.md``): a budget in optimiser steps, warm-up + cosine
+learning rate, an EMA of the weights that is evaluated and kept, best-weights selection only
+when validation images are given, and a FixMatch-style consistency term on unlabelled images.
 
 Shapes: images ``(N, 1, S, S)`` float32 (already normalised), labels ``(N, S, S)`` integer class
 indices; numpy arrays or tensors. Both are moved to the device once, so the only host-device
@@ -15,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,12 +29,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_alunet.config import TrainConfig
-from napari_alunet.training.augment import Augmenter
+from napari_alunet.config import TrainConfig, steps_per_pass
+from napari_alunet.training.augment import Augmenter, StrongAugmenter
 from napari_alunet.training.checkpoint import plain_data, save_checkpoint
 from napari_alunet.training.device import autocast, memory_format, resolve_device
+from napari_alunet.training.ema import WeightEMA, batchnorm_statistics_frozen
 from napari_alunet.training.losses import (
     border_weight_map,
+    consistency_loss,
     make_loss,
     median_frequency_weights,
 )
@@ -41,32 +49,46 @@ from napari_alunet.training.metrics import (
 #: On CUDA the running loss is read back (a device sync) only every this many steps.
 SYNC_EVERY = 25
 
+#: Evaluations per fit when ``TrainConfig.eval_every`` is 0 (automatic).
+EVALUATIONS_PER_FIT = 20
+
 
 @dataclass
 class StepEvent:
-    """After one optimisation step. ``loss`` is the epoch's mean batch loss at the last read-back
-    (every step on the CPU, every :data:`SYNC_EVERY` steps on a GPU); ``seconds`` since fit
-    started; ``epoch`` and ``step`` count from 1."""
+    """After one optimiser step. ``step`` counts from 1 to ``steps`` (the budget); ``passes``
+    is how many times the labelled training images have been seen (images drawn / n), the
+    epoch as a display unit. ``loss`` is the mean supervised batch loss since the last
+    evaluation at the last read-back (every step on the CPU, every :data:`SYNC_EVERY` steps on
+    a GPU); ``unlabelled_loss`` / ``confident_fraction`` the same for the consistency term (NaN
+    without it); ``seconds`` since the fit started."""
 
-    epoch: int
     step: int
-    steps_per_epoch: int
+    steps: int
+    passes: float
     loss: float
+    unlabelled_loss: float
+    confident_fraction: float
     seconds: float
 
 
 @dataclass
-class EpochEvent:
-    """After one epoch (training and validation). ``val_loss``/``val_dice`` are NaN without
-    validation data; ``seconds`` since fit started."""
+class EvalEvent:
+    """Every ``eval_every`` steps and after the last. ``train_loss`` is the mean supervised loss
+    since the previous evaluation; ``val_loss``/``val_dice`` are those of the evaluated (EMA)
+    weights on the validation images, NaN without them; ``best_step`` is the step whose weights
+    are kept so far (the latest one without validation); ``learning_rate`` is the rate the last
+    step used."""
 
-    epoch: int
-    epochs: int
+    step: int
+    steps: int
+    passes: float
     train_loss: float
+    unlabelled_loss: float
+    confident_fraction: float
     val_loss: float
     val_dice: float
     best_val_dice: float
-    best_epoch: int
+    best_step: int
     improved: bool
     seconds: float
     learning_rate: float
@@ -74,21 +96,31 @@ class EpochEvent:
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns. ``monitor`` is ``"val_dice"``, or ``"train_loss"`` when there was
-    no validation data (then ``best_val_dice`` is NaN and ``note`` says so). ``best_epoch`` is
-    0 and ``checkpoint_path`` None when it was cancelled before finishing an epoch (the model is
-    then returned to the weights it came in with)."""
+    """What :func:`fit` returns.
 
-    best_epoch: int
+    ``selection`` is ``"validation"`` (best weights on the validation images, early stopping
+    allowed) or ``"final"`` (no validation images: the whole budget, the final EMA weights);
+    ``note`` says it in words. ``best_step`` is 0 and ``checkpoint_path`` None when it was
+    cancelled before its first step (the model is then returned to the weights it came in
+    with). ``passes`` counts passes over the training images; ``n_unlabelled`` the unlabelled
+    images the consistency term drew from (0: off).
+    """
+
+    best_step: int
     best_val_dice: float
-    epochs_run: int
+    steps_run: int
+    steps_planned: int
+    passes: float
     stopped_early: bool
     cancelled: bool
     seconds: float
     checkpoint_path: str | None
     history: list[dict[str, Any]] = field(default_factory=list)
-    monitor: str = "val_dice"
+    selection: str = "final"
     note: str = ""
+    n_train: int = 0
+    n_val: int = 0
+    n_unlabelled: int = 0
 
 
 def _images(x: Any, name: str) -> torch.Tensor:
@@ -121,12 +153,31 @@ def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> list[torch.Tensor]:
+    """One pass: a partition of ``range(n)`` into batches (a lone last image joins the one
+    before, so BatchNorm never sees a batch of one)."""
     order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
     parts = list(order.split(batch_size))
     if len(parts) > 1 and len(parts[-1]) == 1:
-        # A lone last image would make BatchNorm statistics of one sample; merge it instead.
         parts[-2:] = [torch.cat(parts[-2:])]
     return parts
+
+
+def _stream(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Endless full batches of ``batch_size`` indices drawn pass after pass, each pass a fresh
+    permutation: with fewer images than a batch, a batch holds each image more than once (each
+    copy augmented differently), so every step costs and teaches the same."""
+    buffer = torch.empty(0, dtype=torch.long)
+    while True:
+        while len(buffer) < batch_size:
+            buffer = torch.cat([buffer, torch.randperm(n, generator=gen)])
+        yield buffer[:batch_size]
+        buffer = buffer[batch_size:]
+
+
+def _epoch_stream(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """The pre-0.2 batches: one partition of the images per epoch (batches of n < batch_size)."""
+    while True:
+        yield from _batches(n, batch_size, gen)
 
 
 def reset_parameters(model: nn.Module, *, seed: int | None = None) -> nn.Module:
@@ -143,6 +194,35 @@ def reset_parameters(model: nn.Module, *, seed: int | None = None) -> nn.Module:
     return model
 
 
+def eval_interval(config: TrainConfig, steps: int, n_train: int) -> int:
+    """Steps between evaluations: ``config.eval_every``; one pass with a budget in epochs;
+    else about :data:`EVALUATIONS_PER_FIT` per fit."""
+    if config.eval_every > 0:
+        return int(config.eval_every)
+    if config.epochs > 0 and config.steps == 0:
+        return steps_per_pass(n_train, config.batch_size)
+    return max(1, math.ceil(steps / EVALUATIONS_PER_FIT))
+
+
+def _lr_factor(config: TrainConfig, steps: int) -> Any:
+    """Step -> learning-rate factor of the schedule (LambdaLR), or None for none/plateau."""
+    if config.scheduler == "warmup_cosine":
+        warmup = max(1, round(config.warmup_fraction * steps)) if config.warmup_fraction else 0
+    elif config.scheduler == "cosine":
+        warmup = 0
+    else:
+        return None
+    floor = config.min_lr_fraction
+
+    def factor(step: int) -> float:  # step = optimiser steps taken so far
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
 def fit(
     model: nn.Module,
     train_images: Any,
@@ -152,30 +232,33 @@ def fit(
     config: TrainConfig,
     *,
     n_classes: int,
+    unlabelled_images: Any = None,
     checkpoint_path: str | None = None,
     checkpoint_meta: dict[str, Any] | None = None,
     device: str | torch.device | None = None,
-) -> Generator[StepEvent | EpochEvent, None, FitResult]:
-    """Train ``model`` in place, yielding progress; the best weights end up in the model.
+) -> Generator[StepEvent | EvalEvent, None, FitResult]:
+    """Train ``model`` in place, yielding progress; the kept weights end up in the model.
 
     Parameters
     ----------
     model : a fresh (see :func:`reset_parameters`) or warm-started network.
     train_images, train_labels : (N, 1, S, S) float32 and (N, S, S) integer arrays or tensors.
-    val_images, val_labels : the same for validation, or None / empty: model selection and
-        early stopping then use the training loss (reported in ``FitResult.monitor``/``note``).
-    config : epochs, patience, batch size, optimiser, loss, augmentation, seed, device.
-        ``config.scheduler`` picks ``"cosine"`` or ``"plateau"``;
-        ``config.precision`` is passed to :func:`.device.autocast`.
+    val_images, val_labels : the same for validation, or None / empty. Given, the fit keeps the
+        weights with the best validation Dice and may stop early (``patience``); not given, it
+        trains the whole budget and keeps the final weights (``FitResult.selection``). Which
+        of the two a round gets is decided by :func:`napari_alunet.training.recipe.plan_fit`.
+    config : budget, schedule, EMA, loss, augmentation, semi-supervised term, seed, device.
     n_classes : number of classes C.
-    checkpoint_path : where to save the best weights at the end (also when cancelled).
+    unlabelled_images : (M, 1, S, S) images without labels for the consistency term (used when
+        ``config.semi_supervised``); never the test pool.
+    checkpoint_path : where to save the kept weights at the end (also when cancelled).
     checkpoint_meta : ``class_names``, ``model_config`` (needed if the model has no
         ``.config``) and anything else, which goes into the checkpoint's ``extra``.
     device : overrides ``config.device``.
 
     Yields
     ------
-    StepEvent after every batch, EpochEvent after every epoch.
+    StepEvent after every optimiser step, EvalEvent every ``eval_interval`` steps.
 
     Returns
     -------
@@ -197,6 +280,13 @@ def fit(
     if has_val:
         x_val = _images(val_images, "val_images").to(dev)
         y_val = _labels(val_labels, x_val, "val_labels", n_classes).to(dev)
+    x_unl = None
+    if config.semi_supervised and unlabelled_images is not None and len(unlabelled_images):
+        x_unl = _images(unlabelled_images, "unlabelled_images")
+        if x_unl.shape[1:] != x_train.shape[1:]:
+            raise ValueError(f"unlabelled_images {tuple(x_unl.shape)} do not match the training "
+                             f"images {tuple(x_train.shape)}")
+        x_unl = x_unl.to(dev)
     fmt = memory_format(dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
@@ -219,80 +309,121 @@ def fit(
     )
     augmenter = Augmenter(seed=config.seed, device=dev) if config.augment else None
     n_train = x_train.shape[0]
-    steps_per_epoch = len(_batches(n_train, config.batch_size, None))
-    # Not (yet) TrainConfig fields: read with defaults so a config that gains them just works.
-    scheduler_name = config.scheduler
+    steps = config.planned_steps(n_train)
+    every = eval_interval(config, steps, n_train)
+    batch_size = min(config.batch_size, n_train) if config.epochs > 0 else config.batch_size
+    if config.epochs > 0 and config.steps == 0:
+        batches = _epoch_stream(n_train, config.batch_size, shuffle_gen)
+    else:
+        batches = _stream(n_train, batch_size, shuffle_gen)
     precision = config.precision
     autocast(dev, precision)  # validates the name before any work
+    factor = _lr_factor(config, steps)
     scheduler: Any = None
-    if scheduler_name == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=max(1, config.epochs * steps_per_epoch)
-        )
-    elif scheduler_name == "plateau":
+    if factor is not None:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    elif config.scheduler == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max", factor=0.5, patience=max(1, config.patience // 3)
         )
-    elif scheduler_name != "none":
-        raise ValueError(f"unknown scheduler {scheduler_name!r}: use 'none', 'cosine', 'plateau'")
+    ema = WeightEMA(model, config.ema_decay) if config.ema_decay > 0 else None
+    evaluated = ema.model if ema is not None else model
+
+    # The consistency term: the EMA teacher (or the model itself without EMA, in eval mode)
+    # labels a weak (geometric) view; the student learns those labels on a strong view.
+    semi = x_unl is not None
+    unl_batches = strong = weak = None
+    if semi:
+        unl_gen = torch.Generator().manual_seed(config.seed + 1)
+        unl_batches = _stream(x_unl.shape[0], config.unlabelled_batch_size, unl_gen)
+        weak = Augmenter(seed=config.seed + 2, device=dev)
+        strong = StrongAugmenter(seed=config.seed + 3, device=dev)
+    # The term starts after the warm-up and reaches full weight at a quarter of the budget:
+    # until then the teacher is close to its initialisation and confidently wrong pixels
+    # would be learnt as targets.
+    ramp_start = max(1, round(config.warmup_fraction * steps))
+    ramp_end = max(ramp_start + 1, round(0.25 * steps))
 
     initial_state = _clone_state(model)
-    best_state: dict[str, torch.Tensor] | None = None
-    best_score, best_epoch, best_val_dice = -math.inf, 0, math.nan
+    kept_state: dict[str, torch.Tensor] | None = None
+    best_score, best_step, best_val_dice = -math.inf, 0, math.nan
     history: list[dict[str, Any]] = []
-    stale = epochs_run = 0
+    stale = steps_run = 0
     cancelled = stopped_early = False
+    images_seen = 0
+    sums = torch.zeros(3, device=dev)  # supervised loss, unlabelled loss, confident fraction
+    n_sum = n_unl_sum = 0
+    shown = (math.nan, math.nan, math.nan)
     try:
-        for epoch in range(1, config.epochs + 1):
+        for step in range(1, steps + 1):
             model.train()
-            loss_sum = torch.zeros((), device=dev)
-            last_loss = math.nan
-            batches = _batches(n_train, config.batch_size, shuffle_gen)
-            for step, idx in enumerate(batches, 1):
-                idx = idx.to(dev)
-                xb, yb = x_train[idx], y_train[idx]
-                wb = pixel_w[idx] if pixel_w is not None else None
-                if augmenter is not None:
-                    xb, yb, wb = augmenter(xb, yb, wb)
-                with autocast(dev, precision):
-                    logits = model(xb.contiguous(memory_format=fmt))
-                loss = loss_fn(logits, yb, wb)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                if scheduler_name == "cosine":
-                    scheduler.step()
-                loss_sum += loss.detach()
-                if dev.type == "cpu" or step == 1 or step % SYNC_EVERY == 0:
-                    last_loss = float(loss_sum) / step
-                yield StepEvent(epoch, step, steps_per_epoch, last_loss, since())
-            train_loss = float(loss_sum) / len(batches)
+            idx = next(batches).to(dev)
+            xb, yb = x_train[idx], y_train[idx]
+            wb = pixel_w[idx] if pixel_w is not None else None
+            if augmenter is not None:
+                xb, yb, wb = augmenter(xb, yb, wb)
+            with autocast(dev, precision):
+                logits = model(xb.contiguous(memory_format=fmt))
+            loss = loss_fn(logits, yb, wb)
+            sup_loss = loss.detach()
+            weight = 0.0
+            if semi:
+                weight = config.unlabelled_weight * min(
+                    1.0, max(0.0, (step - ramp_start) / (ramp_end - ramp_start)))
+            if weight > 0:
+                unl_loss, confident = _consistency(
+                    model, ema.model if ema is not None else model, x_unl[next(unl_batches)
+                    .to(dev)], weak, strong, config.confidence_threshold, dev, precision, fmt)
+                loss = loss + weight * unl_loss
+                sums[1:] += torch.stack([unl_loss.detach(), confident])
+                n_unl_sum += 1
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            step_lr = float(optimizer.param_groups[0]["lr"])  # the rate this step used
+            optimizer.step()
+            if factor is not None:
+                scheduler.step()
+            if ema is not None:
+                ema.update(model)
+            sums[0] += sup_loss
+            n_sum += 1
+            images_seen += len(idx)
+            steps_run = step
+            if dev.type == "cpu" or step == 1 or step % SYNC_EVERY == 0:
+                shown = _means(sums, n_sum, n_unl_sum)
+            passes = images_seen / n_train
+            yield StepEvent(step, steps, passes, shown[0], shown[1], shown[2], since())
+            if step % every and step != steps:
+                continue
+            # -- evaluation ----------------------------------------------------------------
+            train_loss, unl_mean, conf_mean = _means(sums, n_sum, n_unl_sum)
+            sums.zero_()
+            n_sum = n_unl_sum = 0
             if has_val:
                 val_loss, val_dice = _validate(
-                    model, x_val, y_val, loss_fn, n_classes, config.batch_size, dev, precision
-                )
+                    evaluated, x_val, y_val, loss_fn, n_classes, config.batch_size, dev,
+                    precision)
                 score = val_dice if not math.isnan(val_dice) else -math.inf
+                improved = kept_state is None or score > best_score
             else:
-                val_loss, val_dice = math.nan, math.nan
-                score = -train_loss
-            improved = best_state is None or score > best_score
+                val_loss, val_dice, score, improved = math.nan, math.nan, -train_loss, True
             if improved:
-                best_state, best_score, best_epoch = _clone_state(model), score, epoch
+                # Without validation this is only the latest state; the final one is kept.
+                kept_state, best_score, best_step = _clone_state(evaluated), score, step
                 best_val_dice = val_dice
                 stale = 0
             else:
                 stale += 1
-            if scheduler_name == "plateau":
+            if config.scheduler == "plateau":
                 scheduler.step(score)
-            epochs_run = epoch
-            event = EpochEvent(
-                epoch, config.epochs, train_loss, val_loss, val_dice, best_val_dice, best_epoch,
-                improved, since(), float(optimizer.param_groups[0]["lr"]),
+            event = EvalEvent(
+                step, steps, passes, train_loss, unl_mean, conf_mean, val_loss, val_dice,
+                best_val_dice, best_step, improved, since(), step_lr,
             )
             history.append(asdict(event))
             yield event
-            if config.patience > 0 and stale >= config.patience:
-                stopped_early = epoch < config.epochs
+            if has_val and config.patience > 0 and stale >= config.patience:
+                stopped_early = step < steps
                 break
     except GeneratorExit:
         # The consumer stopped us (GUI Stop): fall through to restore and save, then return
@@ -302,17 +433,58 @@ def fit(
         if config.num_threads > 0:
             torch.set_num_threads(saved_threads)
         # Also on an error (e.g. out of memory): never leave half-trained weights in the model.
-        model.load_state_dict(best_state if best_state is not None else initial_state)
-    monitor = "val_dice" if has_val else "train_loss"
+        # Stopped between evaluations without validation: the current (EMA) weights are kept.
+        if steps_run and not has_val and best_step != steps_run:
+            kept_state, best_step = _clone_state(evaluated), steps_run
+        model.load_state_dict(kept_state if kept_state is not None else initial_state)
+    selection = "validation" if has_val else "final"
     saved_path = None
-    if checkpoint_path is not None and best_state is not None:
+    if checkpoint_path is not None and kept_state is not None:
         metric = best_val_dice if has_val else -best_score  # the training loss
-        saved_path = _save(checkpoint_path, model, checkpoint_meta, best_epoch, metric, monitor)
-    note = "" if has_val else (
-        "no validation images: the best epoch and early stopping used the training loss"
-    )
-    return FitResult(best_epoch, best_val_dice, epochs_run, stopped_early, cancelled, since(),
-                     saved_path, history, monitor, note)
+        saved_path = save_fit_checkpoint(checkpoint_path, model, checkpoint_meta, best_step,
+                                         metric, "val_dice" if has_val else "train_loss")
+    if has_val:
+        note = (f"best weights on {len(x_val)} validation image(s), evaluated every {every} "
+                f"steps (step {best_step} of {steps_run})")
+    else:
+        note = (f"no validation split: all {n_train} labelled image(s) trained for the whole "
+                f"budget ({steps_run} of {steps} steps); the final "
+                f"{'EMA ' if ema is not None else ''}weights are kept")
+    return FitResult(best_step, best_val_dice, steps_run, steps, images_seen / n_train,
+                     stopped_early, cancelled, since(), saved_path, history, selection, note,
+                     n_train, len(x_val) if has_val else 0,
+                     0 if x_unl is None else int(x_unl.shape[0]))
+
+
+def _means(sums: torch.Tensor, n: int, n_unl: int) -> tuple[float, float, float]:
+    values = sums.tolist()  # one read-back
+    sup = values[0] / n if n else math.nan
+    if not n_unl:
+        return sup, math.nan, math.nan
+    return sup, values[1] / n_unl, values[2] / n_unl
+
+
+def _consistency(
+    student: nn.Module, teacher: nn.Module, images: torch.Tensor, weak: Augmenter,
+    strong: StrongAugmenter, threshold: float, dev: torch.device, precision: str,
+    fmt: torch.memory_format,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(consistency loss with gradient, confident fraction) on one unlabelled batch."""
+    blank = torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.long, device=dev)
+    weak_view, _, inside = weak(images, blank, None, intensity=False)
+    with torch.no_grad():
+        was_training = teacher.training
+        teacher.eval()  # the EMA teacher always is; a teacher without EMA is the student
+        with autocast(dev, precision):
+            teacher_logits = teacher(weak_view.contiguous(memory_format=fmt))
+        teacher.train(was_training)
+        probs = torch.softmax(teacher_logits.float(), dim=1)
+    strong_view, keep = strong(weak_view)
+    # The strong batch normalises with its own statistics but must not move the running ones
+    # (they are what mc_predict and every prediction use).
+    with batchnorm_statistics_frozen(student), autocast(dev, precision):
+        student_logits = student(strong_view.contiguous(memory_format=fmt))
+    return consistency_loss(student_logits, probs, threshold, (inside > 0.5) & keep)
 
 
 def _criterion(config: TrainConfig, labels: torch.Tensor, n_classes: int, dev: torch.device) -> Any:
@@ -330,10 +502,12 @@ def _criterion(config: TrainConfig, labels: torch.Tensor, n_classes: int, dev: t
     )
 
 
-def _save(
-    path: str, model: nn.Module, meta: dict[str, Any] | None, epoch: int, metric: float,
+def save_fit_checkpoint(
+    path: Any, model: nn.Module, meta: dict[str, Any] | None, step: int, metric: float,
     monitor: str,
 ) -> str:
+    """Save the model as a fit's result; ``step`` goes into the checkpoint's ``epoch`` field
+    (the format's name for "where training was")."""
     extra = dict(meta or {})
     model_config = extra.pop("model_config", getattr(model, "config", None))
     if model_config is None:
@@ -341,7 +515,7 @@ def _save(
     class_names = extra.pop("class_names", None)
     extra.setdefault("monitor", monitor)
     return str(save_checkpoint(
-        path, model, model_config=model_config, epoch=epoch, best_metric=metric,
+        path, model, model_config=model_config, epoch=step, best_metric=metric,
         class_names=class_names, extra=extra,
     ))
 

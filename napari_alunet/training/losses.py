@@ -208,3 +208,35 @@ def make_loss(
         return total
 
     return loss
+
+
+def consistency_loss(
+    student_logits: torch.Tensor,
+    teacher_probs: torch.Tensor,
+    threshold: float,
+    valid: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """FixMatch's unsupervised term for segmentation: confident teacher pixels as hard targets.
+
+    Parameters
+    ----------
+    student_logits : (B, C, H, W) logits of the student on the strong view.
+    teacher_probs : (B, C, H, W) softmax of the teacher on the weak view (no gradient).
+    threshold : a pixel counts when the teacher's top probability is >= this.
+    valid : (B, H, W) bool or float, False/0 where a pixel must not count (padding introduced
+        by augmentation, a cut-out square); None: all pixels.
+
+    Returns
+    -------
+    (loss, confident fraction): the cross-entropy summed over the counted pixels and divided by
+    all B*H*W pixels (FixMatch's normalisation, so the term grows as the teacher becomes
+    confident and is exactly 0 when no pixel passes), and the fraction of pixels that counted.
+    """
+    confidence, pseudo = teacher_probs.max(dim=1)
+    mask = confidence >= threshold
+    if valid is not None:
+        mask = mask & (valid > 0)
+    ce = F.cross_entropy(student_logits.float(), pseudo, reduction="none")
+    counted = mask.float()
+    loss = (ce * counted).sum() / counted.numel()
+    return loss, counted.mean()

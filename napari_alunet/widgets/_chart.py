@@ -127,7 +127,10 @@ class LineChart(QWidget):
         painter.drawRect(plot)
         if ranges is None or plot.width() < 20 or plot.height() < 20:
             painter.setPen(text)
-            painter.drawText(plot, Qt.AlignmentFlag.AlignCenter, self.placeholder)
+            # Wrapped: a placeholder can explain why there is no curve in a sentence.
+            painter.drawText(plot.adjusted(4, 0, -4, 0),
+                             int(Qt.AlignmentFlag.AlignCenter) | int(Qt.TextFlag.TextWordWrap),
+                             self.placeholder)
             painter.end()
             return
         x0, x1, y0, y1 = ranges

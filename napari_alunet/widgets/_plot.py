@@ -14,7 +14,8 @@ from matplotlib.figure import Figure
 DPI = 100
 
 #: Line colours readable on napari's dark and light themes.
-COLOURS = {"train": "#4fa3ff", "val": "#ffa23a", "dice": "#5fd068", "effort": "#c792ea"}
+COLOURS = {"train": "#4fa3ff", "val": "#ffa23a", "dice": "#5fd068", "effort": "#c792ea",
+           "unlabelled": "#b0b7c3"}
 
 _LIGHT = {"background": "#ffffff", "text": "#202124", "grid": "#d0d4da"}
 

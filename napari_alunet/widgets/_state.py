@@ -121,7 +121,6 @@ class AppState:
         on_event: Callable[[Any], None] | None = None,
         on_done: Callable[[Any], None] | None = None,
         on_error: Callable[[Failure], None] | None = None,
-        epochs: int | None = None,
         uses_torch: bool = False,
     ) -> Job:
         """Run ``factory()`` (a core generator) in a worker; one job at a time.
@@ -148,7 +147,7 @@ class AppState:
         if uses_torch:
             factory = leaving_a_core(factory, self.torch_threads)
         self.job = Job(name, factory, on_event=on_event, on_progress=self.progress.emit,
-                       on_done=on_done, on_error=failed, on_finished=finished, epochs=epochs)
+                       on_done=on_done, on_error=failed, on_finished=finished)
         self.busy_changed.emit(name)
         self.progress.emit(Progress(f"{name}: starting..."))
         return self.job.start()
@@ -175,11 +174,6 @@ class AppState:
 
         project = self.require_project(writable=True)
         settings = copy.deepcopy(self.settings)
-        epochs = settings.train.epochs
-        current = project.current_round()
-        if current is not None and current.status not in ("queued", "complete") and current.config:
-            # run_round resumes an unfinished round with the settings it started with.
-            epochs = RoundSettings.from_dict(current.config).train.epochs
 
         def done(report: Any) -> None:
             self.last_report = report
@@ -196,9 +190,16 @@ class AppState:
             self.round_finished.emit(None)
             self.queue_changed.emit()
 
+        def on_event(event: Any) -> None:
+            if type(event).__name__ == "HealthEvent":
+                # A collapsed fit is retried; the researcher should know why it takes longer
+                # (and, with no retries left, that the model to correct from is poor).
+                notify_warning(f"round training: {event.message}")
+            self.round_event.emit(event)
+
         return self.start_job(
-            "round", lambda: run_round(project, settings), on_event=self.round_event.emit,
-            on_done=done, on_error=failed, epochs=epochs, uses_torch=True,
+            "round", lambda: run_round(project, settings), on_event=on_event,
+            on_done=done, on_error=failed, uses_torch=True,
         )
 
 

@@ -129,14 +129,14 @@ def warm_up() -> None:
     threading.Thread(target=run, name="alunet-warm-up", daemon=True).start()
 
 
-def describe(event: Any, epochs: int | None = None) -> Progress | None:
+def describe(event: Any) -> Progress | None:
     """A progress line for any core event (None for events that do not move a bar).
 
     Parameters
     ----------
-    event : StageEvent, StepEvent, EpochEvent, ScoreProgress, ImportProgress or any object with
-        ``done``/``total``.
-    epochs : planned epochs of a fit (a StepEvent does not carry it).
+    event : StageEvent, StepEvent, EvalEvent, HealthEvent, ScoreProgress, ImportProgress or any
+        object with ``done``/``total``. Training shows optimiser steps, with passes over the
+        labelled images (what used to be epochs) beside them.
     """
     if isinstance(event, Progress):
         return event
@@ -144,15 +144,15 @@ def describe(event: Any, epochs: int | None = None) -> Progress | None:
     if kind == "StageEvent":
         return Progress(event.message)
     if kind == "StepEvent":
-        n_epochs = epochs or event.epoch
-        total = max(1, n_epochs * event.steps_per_epoch)
-        done = (event.epoch - 1) * event.steps_per_epoch + event.step
-        return Progress(f"training: epoch {event.epoch}/{n_epochs}, loss {event.loss:.3f}",
-                        min(done, total), total)
-    if kind == "EpochEvent":
+        return Progress(f"training: step {event.step}/{event.steps} ({event.passes:.1f} passes "
+                        f"over the labelled images), loss {event.loss:.3f}",
+                        event.step, max(1, event.steps))
+    if kind == "EvalEvent":
         dice = "" if event.val_dice != event.val_dice else f", val Dice {event.val_dice:.3f}"
-        return Progress(f"training: epoch {event.epoch}/{event.epochs}{dice}",
-                        event.epoch, event.epochs)
+        return Progress(f"training: step {event.step}/{event.steps} ({event.passes:.1f} "
+                        f"passes){dice}", event.step, max(1, event.steps))
+    if kind == "HealthEvent":
+        return Progress(event.message)
     done, total = getattr(event, "done", None), getattr(event, "total", None)
     if done is not None and total is not None:
         what = getattr(event, "stage", "") or kind.replace("Progress", "").lower() or "working"
@@ -175,7 +175,6 @@ class Job:
     on_error : called with a :class:`Failure`.
     on_finished : called when the worker has ended, always (also after Stop), before
         ``on_done``/``on_error``: ``on_finished(cancelled)``.
-    epochs : planned epochs, for the training bar.
     """
 
     def __init__(
@@ -188,10 +187,8 @@ class Job:
         on_done: Callable[[Any], None] | None = None,
         on_error: Callable[[Failure], None] | None = None,
         on_finished: Callable[[bool], None] | None = None,
-        epochs: int | None = None,
     ) -> None:
         self.name = name
-        self.epochs = epochs
         self.cancelled = False
         self._on_event, self._on_progress = on_event, on_progress
         self._on_done, self._on_error, self._on_finished = on_done, on_error, on_finished
@@ -231,7 +228,7 @@ class Job:
     def _event(self, event: Any) -> None:
         if self._on_event is not None:
             self._on_event(event)
-        shown = describe(event, self.epochs)
+        shown = describe(event)
         if shown is None:
             return
         now = time.monotonic()

@@ -1,9 +1,10 @@
 """Train: model preset and training settings, Start / Stop of a round, a live loss/Dice plot.
 
 Start runs :func:`napari_alunet.loop.run_round` (train -> evaluate -> score -> queue) in a
-worker; Stop closes it at the next batch, the engine saves the best weights so far and the round
-stays open, to be trained again by the next Start. The plot is fed from ``EpochEvent`` in the
-GUI thread and painted with QPainter (see :mod:`._chart` for why not matplotlib).
+worker; Stop closes it at the next optimiser step, the engine saves the weights it would keep
+so far and the round stays open, to be trained again by the next Start. The plot is fed from
+``EvalEvent`` in the GUI thread (x axis: optimiser steps) and painted with QPainter (see
+:mod:`._chart` for why not matplotlib).
 """
 
 from __future__ import annotations
@@ -55,9 +56,14 @@ class TrainWidget(QWidget):
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
         self.device_label = QLabel()
-        self.epochs = _spin(1, 10000, 60, "Most epochs to train (early stopping may end sooner)")
-        self.patience = _spin(0, 1000, 10, "Stop after this many epochs without a better "
-                                           "validation Dice (0: never)")
+        self.steps = _spin(0, 100000, 0, "Optimiser steps per round. auto: 300 + 10 per "
+                           "labelled image (at most 4000), the same floor for 4 images as for "
+                           "30, so a first round is trained properly")
+        self.steps.setSpecialValueText("auto")
+        self.patience = _spin(0, 1000, 10, "Stop after this many evaluations without a better "
+                                           "validation Dice (0: never). Only used once the "
+                                           "validation split holds 8 or more images; with "
+                                           "fewer, the whole budget is trained")
         self.patience.setSpecialValueText("off")  # 0 reads as 'off', not as 'stop at once'
         self.learning_rate = QDoubleSpinBox()
         self.learning_rate.setDecimals(5)
@@ -68,13 +74,20 @@ class TrainWidget(QWidget):
         self.warm_start.setToolTip("Start training from the previous round's weights (faster); "
                                    "off: train from scratch")
         self.warm_start.setChecked(True)
+        self.semi_supervised = QCheckBox("also learn from unlabelled images")
+        self.semi_supervised.setToolTip(
+            "Semi-supervised training: the model's confident predictions on the unlabelled "
+            "pool (never the test pool) become extra targets under strong augmentation "
+            "(FixMatch-style); makes a model from a handful of labels much steadier")
+        self.semi_supervised.setChecked(True)
         form = QFormLayout()
         form.addRow("Model preset", self.preset)
         form.addRow("Device", row(self.device, self.device_label))
-        form.addRow("Epochs", self.epochs)
+        form.addRow("Steps", self.steps)
         form.addRow("Patience", self.patience)
         form.addRow("Learning rate", self.learning_rate)
         form.addRow("Warm start", self.warm_start)
+        form.addRow("Unlabelled", self.semi_supervised)
         settings_box = group("Model and training", layout=form)
 
         self.start_button = QPushButton("Start round")
@@ -83,11 +96,11 @@ class TrainWidget(QWidget):
         self.start_button.clicked.connect(self.start)
         self.job_bar = JobBar(self.state, {"round"})
         colours = theme_colours(napari_viewer)
-        self.loss_chart = LineChart("Loss", "epoch", colours, height=170)
-        self.dice_chart = LineChart("Validation Dice", "epoch", colours, ylim=(0.0, 1.0),
+        self.loss_chart = LineChart("Loss", "step", colours, height=170)
+        self.dice_chart = LineChart("Validation Dice", "step", colours, ylim=(0.0, 1.0),
                                     height=170)
         for chart in (self.loss_chart, self.dice_chart):
-            chart.placeholder = "waiting for the first epoch"
+            chart.placeholder = "waiting for the first evaluation"
         self.metrics_label = QLabel("No round evaluated yet.")
         self.metrics_label.setWordWrap(True)
 
@@ -101,8 +114,9 @@ class TrainWidget(QWidget):
         layout.addStretch(1)
 
         for signal in (self.preset.currentIndexChanged, self.device.currentIndexChanged,
-                       self.epochs.valueChanged, self.patience.valueChanged,
-                       self.learning_rate.valueChanged, self.warm_start.toggled):
+                       self.steps.valueChanged, self.patience.valueChanged,
+                       self.learning_rate.valueChanged, self.warm_start.toggled,
+                       self.semi_supervised.toggled):
             signal.connect(self.apply_settings)
         listen(self, self.state.round_event, self._on_event)
         listen(self, self.state.round_finished, self._on_finished)
@@ -116,8 +130,8 @@ class TrainWidget(QWidget):
     def _load_settings(self) -> None:
         """Show the state's settings (restored from the project's newest round)."""
         settings = self.state.settings
-        widgets = (self.preset, self.device, self.epochs, self.patience, self.learning_rate,
-                   self.warm_start)
+        widgets = (self.preset, self.device, self.steps, self.patience, self.learning_rate,
+                   self.warm_start, self.semi_supervised)
         for widget in widgets:
             widget.blockSignals(True)
         try:
@@ -127,10 +141,11 @@ class TrainWidget(QWidget):
             if preset is not None:
                 self.preset.setCurrentText(preset)
             self.device.setCurrentText(settings.train.device)
-            self.epochs.setValue(settings.train.epochs)
+            self.steps.setValue(settings.train.steps)
             self.patience.setValue(settings.train.patience)
             self.learning_rate.setValue(settings.train.learning_rate)
             self.warm_start.setChecked(settings.train.warm_start)
+            self.semi_supervised.setChecked(settings.train.semi_supervised)
         finally:
             for widget in widgets:
                 widget.blockSignals(False)
@@ -143,9 +158,9 @@ class TrainWidget(QWidget):
                      else settings.model.n_classes)
         settings.model = model_preset(self.preset.currentText(), n_classes=n_classes)
         settings.train = dataclasses.replace(
-            settings.train, epochs=self.epochs.value(), patience=self.patience.value(),
+            settings.train, steps=self.steps.value(), patience=self.patience.value(),
             learning_rate=self.learning_rate.value(), warm_start=self.warm_start.isChecked(),
-            device=self.device.currentText(),
+            semi_supervised=self.semi_supervised.isChecked(), device=self.device.currentText(),
         )
         self._show_device()
 
@@ -187,9 +202,14 @@ class TrainWidget(QWidget):
         if kind == "StageEvent" and event.stage == "train":
             self.history.clear()
             self._draw()
-        elif kind == "EpochEvent":
+        elif kind == "EvalEvent":
             self.history.append(event)
             self._draw()
+        elif kind == "HealthEvent":
+            # The next attempt starts from a fresh initialisation: a new curve.
+            self.history.clear()
+            self._draw()
+            self.job_bar.finish(event.message)
 
     def _on_finished(self, report: Any) -> None:
         if report is not None:
@@ -198,15 +218,24 @@ class TrainWidget(QWidget):
         self._show_metrics()
 
     def _draw(self) -> None:
-        epochs = [float(e.epoch) for e in self.history]
-        self.loss_chart.set_series([
-            Series("train", epochs, [e.train_loss for e in self.history], COLOURS["train"]),
-            Series("validation", epochs, [e.val_loss for e in self.history], COLOURS["val"]),
-        ])
-        best = self.history[-1].best_epoch if self.history else None
+        steps = [float(e.step) for e in self.history]
+        series = [
+            Series("train", steps, [e.train_loss for e in self.history], COLOURS["train"]),
+            Series("validation", steps, [e.val_loss for e in self.history], COLOURS["val"]),
+        ]
+        if any(e.unlabelled_loss == e.unlabelled_loss for e in self.history):
+            series.append(Series("unlabelled", steps,
+                                 [e.unlabelled_loss for e in self.history], COLOURS["unlabelled"]))
+        self.loss_chart.set_series(series)
+        has_val = any(e.val_dice == e.val_dice for e in self.history)
+        self.dice_chart.placeholder = (
+            "no validation split: with fewer than 8 validation images the whole budget is "
+            "trained and the final weights kept" if self.history and not has_val
+            else "waiting for the first evaluation")
+        best = self.history[-1].best_step if self.history and has_val else None
         self.dice_chart.set_series(
-            [Series("", epochs, [e.val_dice for e in self.history], COLOURS["dice"],
-                    markers=True)], vline=float(best) if best else None)
+            [Series("", steps, [e.val_dice for e in self.history], COLOURS["dice"],
+                    markers=True)] if has_val else [], vline=float(best) if best else None)
 
     def _show_metrics(self) -> None:
         project = self.state.project
