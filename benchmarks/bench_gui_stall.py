@@ -10,7 +10,7 @@ for the whole round.
 
 Run (needs a display)::
 
-    QT_QPA_PLATFORM=offscreen xvfb-run -a python benchmarks/bench_gui_stall.py [--epochs 3]
+    QT_QPA_PLATFORM=offscreen xvfb-run -a python benchmarks/bench_gui_stall.py [--steps 60]
 
 Prints one line per measurement; the figure to quote is ``worker: longest stall``.
 """
@@ -80,7 +80,7 @@ def make_project(folder: Path, n: int, shape: tuple[int, int]) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=24)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--passes", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads of the round (0: the GUI's default, all cores but one)")
@@ -103,7 +103,7 @@ def main() -> None:
         assert widget.panel("Project").open_project(project_path)
         train = widget.panel("Train")  # the controls Start reads
         train.preset.setCurrentText("cpu")
-        train.epochs.setValue(args.epochs)
+        train.steps.setValue(args.steps)
         train.patience.setValue(0)
         train.device.setCurrentText("cpu")
         acquire = widget.panel("Acquire")
@@ -138,9 +138,9 @@ def main() -> None:
                 loop.quit()
 
         state.busy_changed.connect(ended)
-        epochs = []
-        state.round_event.connect(lambda e: epochs.append(e) if type(e).__name__ ==
-                                  "EpochEvent" else None)
+        evals = []
+        state.round_event.connect(lambda e: evals.append(e) if type(e).__name__ ==
+                                  "EvalEvent" else None)
         meter.start()
         start = time.perf_counter()
         widget.panel("Train").start()
@@ -155,10 +155,10 @@ def main() -> None:
         from napari_alunet.widgets._workers import gui_torch_threads
 
         threads = args.threads or gui_torch_threads()
-        print(f"project: {args.images} images 180x214, cpu preset (128 px), {args.epochs} "
-              f"epochs, {args.passes} MC passes, torch threads {threads} of {os.cpu_count()} "
+        print(f"project: {args.images} images 180x214, cpu preset (128 px), {args.steps} "
+              f"optimiser steps, {args.passes} MC passes, torch threads {threads} of {os.cpu_count()} "
               f"cores, load average {os.getloadavg()[0]:.1f}; round took {seconds:.1f} s, "
-              f"{len(epochs)} epoch event(s) plotted")
+              f"{len(evals)} evaluation(s) plotted")
         print(f"idle control (nothing running, 3 s): {summary(idle)}")
         print(f"worker: {summary(during)}  (while training, evaluating and scoring)")
         print(f"worker, incl. showing the queued image layers: {summary(gaps)}")

@@ -2,8 +2,9 @@
 
 Run under a (virtual) display:
     QT_QPA_PLATFORM=offscreen xvfb-run -a -s "-screen 0 1600x1000x24" \
-        python scripts/make_screenshots.py docs/screenshots [EPOCHS] [N_IMAGES]
-Trains three rounds with the cpu preset on a synthetic pool (a few minutes on 2 cores).
+        python scripts/make_screenshots.py docs/screenshots [STEPS] [N_IMAGES]
+Trains three rounds with the cpu preset and the default recipe on a synthetic pool (STEPS 0:
+the automatic budget; about 5 minutes a round on 2 cores).
 """
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from qtpy.QtCore import QEventLoop, QTimer
 from qtpy.QtWidgets import QApplication
 
 OUT = Path(sys.argv[1]); OUT.mkdir(parents=True, exist_ok=True)
-EPOCHS = int(sys.argv[2]) if len(sys.argv) > 2 else 12
+STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 40
 from napari_alunet.widgets.main import ActiveLearningWidget
 
@@ -59,7 +60,7 @@ panel.test_fraction.setValue(0.25); panel.initial_fraction.setValue(0.1)
 panel.create_sample(tmp, n=N)
 wait_idle()
 train = widget.panel("Train")
-train.preset.setCurrentText("cpu"); train.epochs.setValue(EPOCHS); train.patience.setValue(0)
+train.preset.setCurrentText("cpu"); train.steps.setValue(STEPS); train.patience.setValue(0)
 train.device.setCurrentText("cpu")
 acq = widget.panel("Acquire"); acq.strategy.setCurrentText("bald"); acq.passes.setValue(8); acq.k.setValue(4)
 shot("project", "Project")

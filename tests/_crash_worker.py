@@ -21,7 +21,7 @@ Line protocol (all fields space separated):
 ``C image_id version_id sha rel``  commit_label returned this version
 ``U version_id``                    undo_last_commit returned (withdrew) this version
 ``S epoch step``                    the training engine yielded a StepEvent
-``E epoch``                         ... an EpochEvent
+``E step``                          ... an EvalEvent
 ``G stage``                         run_round yielded StageEvent(stage)
 ``Q done total stage``              the scorer yielded ScoreProgress
 ``P done total stage``              the importer yielded ImportProgress
@@ -153,7 +153,7 @@ def round_settings(epochs: int = 6, passes: int = 4, k: int = 2, score_batch: in
     return RoundSettings(
         model=model_preset("tiny"),
         train=TrainConfig(epochs=epochs, patience=0, batch_size=2, device="cpu", seed=0,
-                          validation_fraction=0.25),
+                          validation_fraction=0.25, health_min_dice=0.0),
         acquisition=AcquisitionConfig(strategy="bald", passes=passes, k=k,
                                       batch_size=score_batch, seed=0),
     )
@@ -162,9 +162,9 @@ def round_settings(epochs: int = 6, passes: int = 4, k: int = 2, score_batch: in
 def _emit(event: Any) -> None:
     name = type(event).__name__
     if name == "StepEvent":
-        _say("S", event.epoch, event.step)
-    elif name == "EpochEvent":
-        _say("E", event.epoch)
+        _say("S", event.step, event.steps)
+    elif name == "EvalEvent":
+        _say("E", event.step)
     elif name == "StageEvent":
         _say("G", event.stage)
     elif name == "ScoreProgress":

@@ -165,7 +165,7 @@ def test_config_differences_names_fields():
     new["experiment"]["k"] = 2
     new["experiment"]["train"]["added_later"] = 1
     assert config_differences(old, new) == ["experiment.train.added_later: '<absent>' -> 1"]
-    new["experiment"]["train"] = {"epochs": 1, "scheduler": "none"}
+    new["experiment"]["train"] = {"epochs": 1, "scheduler": "warmup_cosine"}
     assert config_differences(old, new) == []
     new["experiment"]["train"]["scheduler"] = "cosine"
     assert config_differences(old, new) == ["experiment.train.scheduler: '<absent>' -> 'cosine'"]
@@ -179,7 +179,8 @@ STRATEGIES = ("random", "bald")
 def tiny_config(**overrides):
     # One torch thread: the test machines have two busy cores, where two spinning OpenMP
     # threads per process run several times slower.
-    fields = {"preset": "tiny", "epochs": 2, "patience": 2, "device": "cpu", "threads": 1,
+    fields = {"preset": "tiny", "device": "cpu", "threads": 1,
+              "train": {"epochs": 2, "patience": 2, "health_min_dice": 0.0},
               "strategies": STRATEGIES, "seeds": 2, "k": 2, "rounds": 2,
               "until_fraction": None, "sample_n": 16, "passes": 3}
     fields.update(overrides)
@@ -198,6 +199,27 @@ def finished(tmp_path_factory, pool):
     result = drain(run_experiment(tiny_config(), out, sample_shape=SHAPE, pool=pool,
                                   command="pytest"), events.append)
     return out, result, events
+
+
+def test_semi_supervised_term_never_sees_the_test_pool(tmp_path, pool, monkeypatch):
+    from napari_alunet.training import recipe
+
+    plans = []
+    real = recipe.train_model
+
+    def spy(model, plan, load, config, **kwargs):
+        plans.append(plan)
+        return (yield from real(model, plan, load, config, **kwargs))
+
+    monkeypatch.setattr(recipe, "train_model", spy)
+    config = tiny_config(strategies=("random",), seeds=1, rounds=1)
+    drain(run_experiment(config, tmp_path / "x", sample_shape=SHAPE, pool=pool,
+                         command="pytest"))
+    test_ids = set(make_splits(len(pool), config).test)
+    assert len(plans) == 3  # full run, round 0, round 1
+    for plan in plans:
+        assert not test_ids & set(plan.unlabelled_ids + plan.train_ids + plan.val_ids)
+    assert plans[1].unlabelled_ids and plans[0].unlabelled_ids == []  # full: nothing left
 
 
 def test_rounds_csv_columns_and_values(finished, pool):
@@ -231,7 +253,7 @@ def test_rounds_csv_columns_and_values(finished, pool):
             assert 0 <= row.correction_pixels <= sum(pool.truth[i].size for i in acquired)
             assert row.cumulative_scratch_pixels == cum
             assert 0 <= row.mean_dice <= 1 and 0 <= row.pixel_accuracy <= 1
-            assert row.epochs >= 1 and row.train_seconds >= 0
+            assert row.steps >= 1 and row.train_seconds >= 0
             labelled |= set(acquired)
             cum += row.scratch_pixels
     full = table[table["strategy"] == "full"]
@@ -325,7 +347,7 @@ def test_close_generator_then_resume(tmp_path, pool, finished):
     # Interrupted and resumed, seed 0 is the same experiment as seed 0 of the uninterrupted
     # two-seed run: same acquisitions, same scores (splits and seeds depend on the seed only).
     reference = read_rounds(finished[0] / "rounds.csv")
-    columns = ["strategy", "round", "n_labelled", "acquired_ids", "mean_dice", "epochs"]
+    columns = ["strategy", "round", "n_labelled", "acquired_ids", "mean_dice", "steps"]
     pd.testing.assert_frame_equal(
         table[table["seed"] == 0][columns].reset_index(drop=True),
         reference[reference["seed"] == 0][columns].reset_index(drop=True))

@@ -26,7 +26,8 @@ from napari_alunet.store import Project
 def tiny_settings(strategy: str = "bald", epochs: int = 2) -> RoundSettings:
     return RoundSettings(
         model=model_preset("tiny"),
-        train=TrainConfig(epochs=epochs, patience=5, batch_size=4, augment=False, seed=0),
+        train=TrainConfig(epochs=epochs, patience=5, batch_size=4, augment=False, seed=0,
+                          health_min_dice=0.0),
         acquisition=AcquisitionConfig(strategy=strategy, passes=3, k=2, batch_size=8),
     )
 
@@ -53,7 +54,7 @@ def test_round_runs_every_stage_and_queues(project):
     report = drain(run_round(project, tiny_settings()), events.append)
     stages = [e.stage for e in events if isinstance(e, StageEvent)]
     assert stages == ["train", "evaluate", "score", "done"]
-    assert any(type(e).__name__ == "EpochEvent" for e in events)
+    assert any(type(e).__name__ == "EvalEvent" for e in events)
     assert report.status == "queued" and len(report.queue) == 2
     assert set(report.queue) <= {r.id for r in project.images("unlabelled")}
     assert 0.0 <= report.test_metrics["mean_dice"] <= 1.0
@@ -69,6 +70,35 @@ def test_round_runs_every_stage_and_queues(project):
     assert set(item.maps) >= {"entropy", "bald"}
     assert item.maps["bald"].shape == (record.height, record.width)
     assert item.score == pytest.approx(scores[report.queue[0]])
+
+
+def test_round_trains_with_the_recipe_and_never_on_the_test_pool(project, monkeypatch):
+    from napari_alunet.training import recipe
+
+    plans = []
+    real = recipe.train_model
+
+    def spy(model, plan, load, config, **kwargs):
+        plans.append(plan)
+        return (yield from real(model, plan, load, config, **kwargs))
+
+    monkeypatch.setattr(recipe, "train_model", spy)
+    settings = tiny_settings()
+    drain(run_round(project, settings))
+    (plan,) = plans
+    test = {r.id for r in project.images("test")}
+    labelled = {r.id for r in project.images("labelled")}
+    assert set(plan.unlabelled_ids) == {r.id for r in project.images("unlabelled")}
+    assert plan.unlabelled_ids and not test & set(plan.unlabelled_ids)
+    assert not test & set(plan.train_ids + plan.val_ids)
+    assert set(plan.train_ids) == labelled  # 3 labelled: too few for a validation split
+    # The round's record says how the model was chosen and what the fit used.
+    fit = project.current_round().config["fit"]
+    assert fit["selection"] == "final" and "whole budget" in fit["rule"]
+    assert fit["semi_supervised"] is True and fit["n_unlabelled"] == len(plan.unlabelled_ids)
+    assert fit["steps_run"] == settings.train.planned_steps(len(labelled)) and fit["healthy"]
+    # ...and the stored settings still load as settings.
+    assert RoundSettings.from_dict(project.current_round().config).train == settings.train
 
 
 def test_commit_undo_oracle_and_next_round(project):

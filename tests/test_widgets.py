@@ -39,15 +39,16 @@ def app(make_napari_viewer):
     widget.state.stop()
 
 
-def make_tiny(widget, epochs: int = 1) -> None:
-    """Tiny preset, few epochs and MC passes (the widgets' settings overrides)."""
+def make_tiny(widget, steps: int = 4) -> None:
+    """Tiny preset, few optimiser steps and MC passes (the widgets' settings overrides)."""
     state = widget.state
     train = widget.panel("Train")
     train.preset.setCurrentText("tiny")
-    train.epochs.setValue(epochs)
+    train.steps.setValue(steps)
     train.patience.setValue(0)
+    # No health check: a 4-step fit is meant to be poor, retrying it would only cost time.
     state.settings.train = dataclasses.replace(state.settings.train, batch_size=4,
-                                               device="cpu", augment=False)
+                                               device="cpu", augment=False, health_min_dice=0.0)
     acquire = widget.panel("Acquire")
     acquire.passes.setValue(3)
     acquire.k.setValue(3)
@@ -208,7 +209,7 @@ def test_stop_close_and_resume(app, qtbot, tmp_path, make_napari_viewer):
     state = widget.state
     project = create_sample(qtbot, widget, tmp_path)
     path = project.path
-    make_tiny(widget, epochs=200)
+    make_tiny(widget, steps=5000)
     steps = []
     state.round_event.connect(lambda e: steps.append(type(e).__name__))
     widget.panel("Train").start()
@@ -226,10 +227,10 @@ def test_stop_close_and_resume(app, qtbot, tmp_path, make_napari_viewer):
     widget2 = ActiveLearningWidget(viewer2)
     state2 = widget2.state
     assert widget2.panel("Project").open_project(path)
-    assert widget2.panel("Train").epochs.value() == 200  # the round's own settings
+    assert widget2.panel("Train").steps.value() == 5000  # the round's own settings
     # Shorten it for the test: a resumed round keeps its stored settings, so edit them there.
     config = state2.project.current_round().config
-    config["train"]["epochs"] = 1
+    config["train"]["steps"] = 2
     state2.project.update_round(state2.project.current_round().idx, config=config)
     with qtbot.waitSignal(state2.round_finished, timeout=TIMEOUT) as finished:
         widget2.panel("Train").start()
@@ -242,18 +243,22 @@ def test_stop_button_keeps_round_resumable(app, qtbot, tmp_path):
     _viewer, widget = app
     state = widget.state
     project = create_sample(qtbot, widget, tmp_path)
-    make_tiny(widget, epochs=500)
-    epochs = []
-    state.round_event.connect(lambda e: epochs.append(e) if type(e).__name__ == "EpochEvent"
+    make_tiny(widget, steps=20000)
+    steps = []
+    state.round_event.connect(lambda e: steps.append(e) if type(e).__name__ == "StepEvent"
                               else None)
     widget.panel("Train").start()
-    qtbot.waitUntil(lambda: len(epochs) >= 1, timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: len(steps) >= 3, timeout=TIMEOUT)
     started = time.monotonic()
     widget.panel("Train").job_bar.stop_button.click()
     wait_idle(qtbot, state)
-    assert time.monotonic() - started < 5.0  # Stop answers within a batch
+    assert time.monotonic() - started < 5.0  # Stop answers within a step
     assert project.current_round().status == "started"
-    assert project.checkpoint_path(0).is_file()  # the best weights so far were saved
+    # The weights it had (the EMA of the steps taken) were saved, marked with their step.
+    from napari_alunet.training.checkpoint import load_checkpoint
+
+    _model, meta = load_checkpoint(project.checkpoint_path(0))
+    assert 3 <= meta["epoch"] < 20000 and meta["extra"]["selection"] == "final"
 
 
 def test_locked_project_offers_read_only(app, qtbot, tmp_path):
