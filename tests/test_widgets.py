@@ -84,7 +84,7 @@ def test_whole_round(app, qtbot, tmp_path):
         assert not train.start_button.isEnabled()  # one job at a time
     report = finished.args[0]
     assert report.status == "queued" and len(report.queue) == 3
-    assert len(train.history) == 1 and "mean Dice" in train.metrics_label.text()
+    assert len(train.history) == 4 and "mean Dice" in train.metrics_label.text()  # 4 steps
     assert state.settings.model.input_size == 32
     wait_idle(qtbot, state)
 

@@ -187,6 +187,8 @@ class StrongSettings:
     noise_std: float = 0.3
     cutout_p: float = 0.5
     cutout_size: tuple[float, float] = (0.1, 0.4)  # side of the square, fraction of the image
+    cutmix_p: float = 0.0
+    cutmix_size: tuple[float, float] = (0.3, 0.6)  # side of the pasted square
 
 
 class StrongAugmenter:
@@ -234,20 +236,28 @@ class StrongAugmenter:
             std = per_image(noisy * _uniform(g, n, 0.0, s.noise_std))
             out = out + torch.randn(out.shape, generator=self.device_gen, device=dev,
                                     dtype=dtype) * std
-        keep = torch.ones((n, height, width), dtype=torch.bool, device=dev)
-        cut = torch.rand(n, generator=g) < s.cutout_p
-        if bool(cut.any()):
-            side = _uniform(g, n, *s.cutout_size)
-            half_h, half_w = side * height / 2, side * width / 2
-            cy, cx = torch.rand(n, generator=g) * height, torch.rand(n, generator=g) * width
-            yy = torch.arange(height, dtype=torch.float32)[None, :, None]
-            xx = torch.arange(width, dtype=torch.float32)[None, None, :]
-            inside = ((yy - cy[:, None, None]).abs() < half_h[:, None, None]) & (
-                (xx - cx[:, None, None]).abs() < half_w[:, None, None]) & cut[:, None, None]
-            inside = inside.to(dev)
-            keep = ~inside
-            out = out.masked_fill(inside[:, None], 0.0)  # 0 is the mean of a standardised image
-        return out, keep
+        inside = random_boxes(g, n, height, width, s.cutout_p, s.cutout_size).to(dev)
+        out = out.masked_fill(inside[:, None], 0.0)  # 0 is the mean of a standardised image
+        return out, ~inside
+
+    def mix_boxes(self, n: int, height: int, width: int) -> torch.Tensor:
+        """(n, H, W) bool: where image i takes the pixels of image i-1 (CutMix), or None."""
+        return random_boxes(self.gen, n, height, width, self.settings.cutmix_p,
+                            self.settings.cutmix_size)
+
+
+def random_boxes(gen: torch.Generator, n: int, height: int, width: int, p: float,
+                 size: tuple[float, float]) -> torch.Tensor:
+    """(n, H, W) bool: a random square per image with probability ``p`` (else all False);
+    ``size`` bounds its side as a fraction of the image side; centres anywhere (clipped)."""
+    on = torch.rand(n, generator=gen) < p
+    side = _uniform(gen, n, *size)
+    half_h, half_w = side * height / 2, side * width / 2
+    cy, cx = torch.rand(n, generator=gen) * height, torch.rand(n, generator=gen) * width
+    yy = torch.arange(height, dtype=torch.float32)[None, :, None]
+    xx = torch.arange(width, dtype=torch.float32)[None, None, :]
+    return ((yy - cy[:, None, None]).abs() < half_h[:, None, None]) & (
+        (xx - cx[:, None, None]).abs() < half_w[:, None, None]) & on[:, None, None]
 
 
 def _gaussian_blur(images: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
