@@ -182,7 +182,7 @@ def paired_gain(fits, a: str = "recipe", b: str = "supervised"):
 def fmt(table) -> str:
     head = list(table.columns)
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, row in table.iterrows():
+    for row in table.itertuples(index=False):  # keeps each column's type (ints stay ints)
         cells = []
         for v in row:
             if isinstance(v, float):
@@ -267,8 +267,8 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--first-seed", type=int, default=0)
     p.add_argument("--arms", nargs="+", choices=ARMS, default=list(ARMS))
-    p.add_argument("--full-seeds", type=int, default=3,
-                   help="seeds of the full-data reference (default 3)")
+    p.add_argument("--full-seeds", type=int, default=2,
+                   help="seeds of the full-data reference (default 2)")
     p.add_argument("--pool", type=int, default=100, help="synthetic images in all (default 100)")
     p.add_argument("--test", type=int, default=40, help="fixed test images (default 40)")
     p.add_argument("--preset", default="cpu")
@@ -298,9 +298,10 @@ def main() -> None:
     done = {(r.arm, int(r.n), int(r.seed)) for r in read_fits(fits_path).itertuples()}
     plan = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
+        # Seed-major: an interrupted run holds complete, paired seeds.
+        plan += [(arm, n, seed) for n in args.n for arm in args.arms]
         if seed < args.first_seed + args.full_seeds:
             plan.append(("full", len(train_pool), seed))
-        plan += [(arm, n, seed) for n in args.n for arm in args.arms]
     for arm, n, seed in plan:
         if (arm, n, seed) in done:
             continue

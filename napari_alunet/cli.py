@@ -36,16 +36,20 @@ def progress_bar(total: int | None, desc: str, *, quiet: bool = False) -> Any:
 # -- training options and progress, shared by train / round / experiment --------------------------
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """The recipe's options (``TrainConfig``); unset ones keep the recipe's defaults."""
+    from napari_alunet.config import TrainConfig
+
+    d = TrainConfig()
     p.add_argument("--steps", type=int, default=None,
-                   help="optimiser steps per fit (default: automatic, 300 + 10 per training "
-                   "image, at most 4000)")
+                   help=f"optimiser steps per fit (default: automatic, {d.min_steps} + "
+                   f"{d.steps_per_image} per training image, at most {d.max_steps})")
     p.add_argument("--epochs", type=int, default=None,
                    help="count the budget in passes over the labelled images instead (the "
                    "recipe before 0.2; for comparisons)")
     p.add_argument("--patience", type=int, default=None,
                    help="evaluations without improvement before early stopping (only with a "
-                   "validation split of >= 8 images; 0: off)")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 1e-3)")
+                   f"validation split of >= {d.validation_min_images} images; 0: off)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate (default {d.learning_rate:g})")
     p.add_argument("--semi-supervised", action=argparse.BooleanOptionalAction, default=None,
                    help="consistency training on the unlabelled pool (default on)")
 

@@ -135,14 +135,14 @@ class TrainConfig:
     """
 
     steps: int = 0
-    min_steps: int = 300
+    min_steps: int = 400
     steps_per_image: int = 10
     max_steps: int = 4000
     epochs: int = 0
     patience: int = 10
     eval_every: int = 0
     batch_size: int = 8
-    learning_rate: float = 1e-3
+    learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     scheduler: str = "warmup_cosine"  # "warmup_cosine", "cosine", "none", "plateau"
     warmup_fraction: float = 0.05

@@ -25,7 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_alunet.config import MODEL_PRESETS, model_preset
+from napari_alunet.config import MODEL_PRESETS, TrainConfig, model_preset
 from napari_alunet.widgets._chart import LineChart, Series
 from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen, row
 from napari_alunet.widgets._display import get_display
@@ -56,20 +56,23 @@ class TrainWidget(QWidget):
         self.device = QComboBox()
         self.device.addItems(["auto", "cpu", "cuda", "mps"])
         self.device_label = QLabel()
-        self.steps = _spin(0, 100000, 0, "Optimiser steps per round. auto: 300 + 10 per "
-                           "labelled image (at most 4000), the same floor for 4 images as for "
-                           "30, so a first round is trained properly")
+        recipe = TrainConfig()
+        self.steps = _spin(0, 100000, 0, f"Optimiser steps per round. auto: {recipe.min_steps}"
+                           f" + {recipe.steps_per_image} per labelled image (at most "
+                           f"{recipe.max_steps}), the same floor for 4 images as for 30, so a "
+                           "first round is trained properly")
         self.steps.setSpecialValueText("auto")
         self.patience = _spin(0, 1000, 10, "Stop after this many evaluations without a better "
                                            "validation Dice (0: never). Only used once the "
-                                           "validation split holds 8 or more images; with "
-                                           "fewer, the whole budget is trained")
+                                           "validation split holds "
+                                           f"{recipe.validation_min_images} or more images; "
+                                           "with fewer, the whole budget is trained")
         self.patience.setSpecialValueText("off")  # 0 reads as 'off', not as 'stop at once'
         self.learning_rate = QDoubleSpinBox()
         self.learning_rate.setDecimals(5)
         self.learning_rate.setRange(1e-5, 1.0)
         self.learning_rate.setSingleStep(1e-4)
-        self.learning_rate.setValue(1e-3)
+        self.learning_rate.setValue(recipe.learning_rate)
         self.warm_start = QCheckBox("from the last round's model")
         self.warm_start.setToolTip("Start training from the previous round's weights (faster); "
                                    "off: train from scratch")
@@ -229,8 +232,9 @@ class TrainWidget(QWidget):
         self.loss_chart.set_series(series)
         has_val = any(e.val_dice == e.val_dice for e in self.history)
         self.dice_chart.placeholder = (
-            "no validation split: with fewer than 8 validation images the whole budget is "
-            "trained and the final weights kept" if self.history and not has_val
+            "no validation split: with fewer than "
+            f"{self.state.settings.train.validation_min_images} validation images the whole "
+            "budget is trained and the final weights kept" if self.history and not has_val
             else "waiting for the first evaluation")
         best = self.history[-1].best_step if self.history and has_val else None
         self.dice_chart.set_series(
