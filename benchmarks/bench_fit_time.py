@@ -25,31 +25,16 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from few_labels import fit_once  # noqa: E402
 
 from napari_alunet.config import LEGACY_RECIPE, ExperimentConfig, TrainConfig, model_preset  # noqa: E402
 
 
 def whole_fit(pool, labelled, unlabelled, config):
-    from napari_alunet.model import build_model
-    from napari_alunet.training.engine import reset_parameters
-    from napari_alunet.training.recipe import plan_fit, train_model
-
-    model = reset_parameters(build_model(model_preset("cpu")), seed=0)
-    plan = plan_fit(labelled, unlabelled, config, seed=0)
-
-    def load(ids, with_labels):
-        rows = np.asarray(ids, dtype=np.intp)
-        return pool.images[rows], pool.labels[rows] if with_labels else None
-
-    start = time.perf_counter()
-    gen = train_model(model, plan, load, config, n_classes=5, device="cpu")
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            trained = stop.value
-            break
-    return time.perf_counter() - start, trained
+    _model, trained, seconds = fit_once(pool, labelled, unlabelled, config, "cpu", 0)
+    return seconds, trained
 
 
 def parts(pool, labelled, unlabelled, repeat: int) -> dict[str, float]:

@@ -74,19 +74,12 @@ def per_image_dice(model, images, labels, n_classes: int) -> np.ndarray:
                      for p, t in zip(predictions, labels)])
 
 
-def run_fit(pool, arm: str, n: int, seed: int, train_pool: np.ndarray, test: np.ndarray,
-            preset: str, steps: int | None) -> dict:
-    import torch
-
+def fit_once(pool, labelled, unlabelled, config: TrainConfig, preset: str, seed: int):
+    """One fit through the product's recipe on the in-memory pool: (model, TrainedModel, s)."""
     from napari_alunet.model import build_model
-    from napari_alunet.training.engine import evaluate, reset_parameters
+    from napari_alunet.training.engine import reset_parameters
     from napari_alunet.training.recipe import plan_fit, train_model
 
-    order = np.random.default_rng([seed, 31]).permutation(train_pool)
-    labelled = [int(i) for i in (order if n <= 0 else order[:n])]
-    unlabelled = sorted(set(int(i) for i in train_pool) - set(labelled))
-    assert not set(unlabelled) & set(int(i) for i in test)  # the test set never trains
-    config = arm_config("recipe" if arm == "full" else arm, seed, steps)
     model = reset_parameters(build_model(model_preset(preset)), seed=seed)
     plan = plan_fit(labelled, unlabelled, config, seed=seed)
 
@@ -100,11 +93,23 @@ def run_fit(pool, arm: str, n: int, seed: int, train_pool: np.ndarray, test: np.
         try:
             event = next(gen)
         except StopIteration as stop:
-            trained = stop.value
-            break
+            return model, stop.value, time.perf_counter() - start
         if type(event).__name__ == "HealthEvent":
             print(f"    health check: {event.message}", flush=True)
-    seconds = time.perf_counter() - start
+
+
+def run_fit(pool, arm: str, n: int, seed: int, train_pool: np.ndarray, test: np.ndarray,
+            preset: str, steps: int | None) -> dict:
+    import torch
+
+    from napari_alunet.training.engine import evaluate
+
+    order = np.random.default_rng([seed, 31]).permutation(train_pool)
+    labelled = [int(i) for i in (order if n <= 0 else order[:n])]
+    unlabelled = sorted(set(int(i) for i in train_pool) - set(labelled))
+    assert not set(unlabelled) & set(int(i) for i in test)  # the test set never trains
+    config = arm_config("recipe" if arm == "full" else arm, seed, steps)
+    model, trained, seconds = fit_once(pool, labelled, unlabelled, config, preset, seed)
     metrics = evaluate(model, pool.images[test], pool.labels[test], n_classes=5)
     spread = per_image_dice(model, pool.images[test], pool.labels[test], 5)
     return {

@@ -66,6 +66,12 @@ acq = widget.panel("Acquire"); acq.strategy.setCurrentText("bald"); acq.passes.s
 shot("project", "Project")
 for rnd in range(3):
     train.start(); wait_idle()
+    if rnd == 0:
+        # The first model, trained on the 4 initially labelled images: what a researcher
+        # corrects first (issue "few labels": it must look like an embryo).
+        review = widget.panel("Review")
+        review.map_choice.setCurrentText("bald")
+        shot("review_round0", "Review")
     if rnd < 2:
         widget.panel("Review").oracle(); wait_idle()
 shot("train", "Train")

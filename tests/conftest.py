@@ -18,3 +18,19 @@ def one_torch_thread():  # type: ignore[no-untyped-def]
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def recipe_plans(monkeypatch):  # type: ignore[no-untyped-def]
+    """The FitPlan of every fit that goes through the recipe during the test, in order."""
+    from napari_alunet.training import recipe
+
+    plans = []
+    real = recipe.train_model
+
+    def spy(model, plan, load, config, **kwargs):  # type: ignore[no-untyped-def]
+        plans.append(plan)
+        return (yield from real(model, plan, load, config, **kwargs))
+
+    monkeypatch.setattr(recipe, "train_model", spy)
+    return plans

@@ -201,17 +201,8 @@ def finished(tmp_path_factory, pool):
     return out, result, events
 
 
-def test_semi_supervised_term_never_sees_the_test_pool(tmp_path, pool, monkeypatch):
-    from napari_alunet.training import recipe
-
-    plans = []
-    real = recipe.train_model
-
-    def spy(model, plan, load, config, **kwargs):
-        plans.append(plan)
-        return (yield from real(model, plan, load, config, **kwargs))
-
-    monkeypatch.setattr(recipe, "train_model", spy)
+def test_semi_supervised_term_never_sees_the_test_pool(tmp_path, pool, recipe_plans):
+    plans = recipe_plans
     config = tiny_config(strategies=("random",), seeds=1, rounds=1)
     drain(run_experiment(config, tmp_path / "x", sample_shape=SHAPE, pool=pool,
                          command="pytest"))

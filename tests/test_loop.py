@@ -72,20 +72,10 @@ def test_round_runs_every_stage_and_queues(project):
     assert item.score == pytest.approx(scores[report.queue[0]])
 
 
-def test_round_trains_with_the_recipe_and_never_on_the_test_pool(project, monkeypatch):
-    from napari_alunet.training import recipe
-
-    plans = []
-    real = recipe.train_model
-
-    def spy(model, plan, load, config, **kwargs):
-        plans.append(plan)
-        return (yield from real(model, plan, load, config, **kwargs))
-
-    monkeypatch.setattr(recipe, "train_model", spy)
+def test_round_trains_with_the_recipe_and_never_on_the_test_pool(project, recipe_plans):
     settings = tiny_settings()
     drain(run_round(project, settings))
-    (plan,) = plans
+    (plan,) = recipe_plans
     test = {r.id for r in project.images("test")}
     labelled = {r.id for r in project.images("labelled")}
     assert set(plan.unlabelled_ids) == {r.id for r in project.images("unlabelled")}

@@ -85,6 +85,8 @@ def test_whole_round(app, qtbot, tmp_path):
     report = finished.args[0]
     assert report.status == "queued" and len(report.queue) == 3
     assert len(train.history) == 4 and "mean Dice" in train.metrics_label.text()  # 4 steps
+    shown = train.metrics_label.text()  # how the model was trained and chosen
+    assert "4 steps" in shown and "final EMA weights" in shown and "unlabelled" in shown
     assert state.settings.model.input_size == 32
     wait_idle(qtbot, state)
 

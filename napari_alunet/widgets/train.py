@@ -262,7 +262,26 @@ class TrainWidget(QWidget):
         self.metrics_label.setText(
             f"Round {last}: mean Dice <b>{mean_text}</b> on {int(values.get('n_test', 0))} test "
             f"images, trained on {int(values.get('n_labelled', 0))} labelled<br>{per_class}"
+            + fit_summary((project.round(last).config or {}).get("fit"))
         )
+
+
+def fit_summary(fit: dict[str, Any] | None) -> str:
+    """One HTML line on how a round's model was trained and chosen (its record's ``fit``)."""
+    if not fit:
+        return ""
+    chosen = ("best weights on validation" if fit.get("selection") == "validation"
+              else "final EMA weights")
+    semi = (f", learnt also from {fit.get('n_unlabelled', 0)} unlabelled images"
+            if fit.get("semi_supervised") and fit.get("n_unlabelled") else "")
+    dice = fit.get("labelled_dice")
+    health = "" if dice is None else f"; Dice on its own labels {dice:.2f}"
+    if fit.get("attempts", 1) > 1:
+        health += f" after {fit['attempts']} attempts"
+    if not fit.get("healthy", True):
+        health += " <b>(below the health floor: label more images)</b>"
+    return (f"<br><small>{fit.get('steps_run', 0)} steps ({fit.get('passes', 0):.0f} passes), "
+            f"{chosen}{semi}{health}</small>")
 
 
 def _spin(low: int, high: int, value: int, tip: str) -> QSpinBox:
