@@ -219,7 +219,9 @@ def main() -> int:
 
         settings = RoundSettings(
             model=model_preset(args.preset),
-            train=TrainConfig(epochs=args.epochs, patience=0, device="cpu", seed=args.seed),
+            # A deliberately short fit: no health check (it would retry it as collapsed).
+            train=TrainConfig(epochs=args.epochs, patience=0, device="cpu", seed=args.seed,
+                              health_min_dice=0.0),
             acquisition=AcquisitionConfig(strategy="bald", passes=args.passes, k=args.k,
                                           subset=None, batch_size=args.batch, seed=args.seed))
         with Project.open(big) as project:

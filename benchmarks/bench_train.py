@@ -69,8 +69,8 @@ def bench_engine(
     (per wall-clock second, per CPU second of this process)."""
     torch.manual_seed(0)
     model = build_model(preset)
-    config = TrainConfig(epochs=1, batch_size=batch, augment=augment, loss="ce+dice")
-    config.precision = precision  # type: ignore[attr-defined]  # read by fit via getattr
+    config = TrainConfig(epochs=1, batch_size=batch, augment=augment, loss="ce+dice",
+                         precision=precision)
     n_classes = model.config.n_classes
     t_start = t_end = c_start = c_end = 0.0
     last_step = 0
@@ -79,7 +79,7 @@ def bench_engine(
             if event.step == warmup:
                 _sync(device)
                 t_start, c_start = time.perf_counter(), time.process_time()
-            if event.step == event.steps_per_epoch:
+            if event.step == event.steps:
                 _sync(device)
                 t_end, c_end = time.perf_counter(), time.process_time()
                 last_step = event.step
