@@ -1,7 +1,8 @@
 """Screenshots of the widgets in use on a sample project, for the README.
 
-Run under a (virtual) display:
-    QT_QPA_PLATFORM=offscreen xvfb-run -a -s "-screen 0 1600x1000x24" \
+Run under a (virtual) display, as a real (xcb) window: the offscreen platform has no GL context
+and leaves the canvas black:
+    QT_QPA_PLATFORM=xcb xvfb-run -a -s "-screen 0 1600x1000x24" \
         python scripts/make_screenshots.py docs/screenshots [STEPS] [N_IMAGES]
 Trains three rounds with the cpu preset and the default recipe on a synthetic pool (STEPS 0:
 the automatic budget; about 5 minutes a round on 2 cores).

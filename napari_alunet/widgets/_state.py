@@ -39,7 +39,8 @@ class AppState:
     project_changed : a project was opened or closed (``state.project`` may be None).
     busy_changed(str) : a job started (its name) or ended ('').
     progress(Progress) : the running job moved (throttled).
-    round_event(object) : every event of a running round (StageEvent, StepEvent, EpochEvent, ...).
+    round_event(object) : every event of a running round (StageEvent, StepEvent, EvalEvent,
+        HealthEvent, ...).
     round_finished(object) : a round ended: its RoundReport, or None if stopped or failed.
     labels_changed : a label was committed or withdrawn (pool counts, effort, queue).
     queue_changed : the review queue changed (new round, re-scoring, skip).
