@@ -281,7 +281,10 @@ def rescore(project: Project, acquisition: AcquisitionConfig, *,
     model = load_round_model(project, current, settings)
     result = yield from score_and_queue(project, current, model, settings,
                                         resolve_device(device or settings.train.device))
-    project.update_round(current.idx, status="queued", config=to_dict(settings))
+    record = to_dict(settings)
+    if current.config and "fit" in current.config:
+        record["fit"] = current.config["fit"]  # how the model was trained does not change
+    project.update_round(current.idx, status="queued", config=record)
     return result
 
 

@@ -89,6 +89,12 @@ def test_round_trains_with_the_recipe_and_never_on_the_test_pool(project, recipe
     assert fit["steps_run"] == settings.train.planned_steps(len(labelled)) and fit["healthy"]
     # ...and the stored settings still load as settings.
     assert RoundSettings.from_dict(project.current_round().config).train == settings.train
+    # Scoring again with another strategy keeps the record of how the model was trained.
+    from napari_alunet.loop import rescore
+
+    drain(rescore(project, AcquisitionConfig(strategy="entropy", passes=2, k=1, batch_size=8)))
+    assert project.current_round().config["fit"] == fit
+    assert project.current_round().config["acquisition"]["strategy"] == "entropy"
 
 
 def test_commit_undo_oracle_and_next_round(project):
