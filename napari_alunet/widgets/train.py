@@ -222,15 +222,15 @@ class TrainWidget(QWidget):
 
     def _draw(self) -> None:
         steps = [float(e.step) for e in self.history]
-        series = [
-            Series("train", steps, [e.train_loss for e in self.history], COLOURS["train"]),
-            Series("validation", steps, [e.val_loss for e in self.history], COLOURS["val"]),
-        ]
+        has_val = any(e.val_dice == e.val_dice for e in self.history)
+        series = [Series("train", steps, [e.train_loss for e in self.history], COLOURS["train"])]
+        if has_val:  # no legend entry for a curve that is not there
+            series.append(Series("validation", steps, [e.val_loss for e in self.history],
+                                 COLOURS["val"]))
         if any(e.unlabelled_loss == e.unlabelled_loss for e in self.history):
             series.append(Series("unlabelled", steps,
                                  [e.unlabelled_loss for e in self.history], COLOURS["unlabelled"]))
         self.loss_chart.set_series(series)
-        has_val = any(e.val_dice == e.val_dice for e in self.history)
         self.dice_chart.placeholder = (
             "no validation split: with fewer than "
             f"{self.state.settings.train.validation_min_images} validation images the whole "
