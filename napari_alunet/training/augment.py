@@ -187,8 +187,6 @@ class StrongSettings:
     noise_std: float = 0.3
     cutout_p: float = 0.5
     cutout_size: tuple[float, float] = (0.1, 0.4)  # side of the square, fraction of the image
-    cutmix_p: float = 0.0
-    cutmix_size: tuple[float, float] = (0.3, 0.6)  # side of the pasted square
 
 
 class StrongAugmenter:
@@ -239,11 +237,6 @@ class StrongAugmenter:
         inside = random_boxes(g, n, height, width, s.cutout_p, s.cutout_size).to(dev)
         out = out.masked_fill(inside[:, None], 0.0)  # 0 is the mean of a standardised image
         return out, ~inside
-
-    def mix_boxes(self, n: int, height: int, width: int) -> torch.Tensor:
-        """(n, H, W) bool: where image i takes the pixels of image i-1 (CutMix), or None."""
-        return random_boxes(self.gen, n, height, width, self.settings.cutmix_p,
-                            self.settings.cutmix_size)
 
 
 def random_boxes(gen: torch.Generator, n: int, height: int, width: int, p: float,

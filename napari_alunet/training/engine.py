@@ -481,16 +481,6 @@ def _consistency(
         probs = torch.softmax(teacher_logits.float(), dim=1)
     strong_view, keep = strong(weak_view)
     valid = (inside > 0.5) & keep
-    mix = strong.mix_boxes(*strong_view.shape[:1], *strong_view.shape[2:]).to(dev)
-    if bool(mix.any()):
-        # CutMix between unlabelled images (as UniMatch does): a square of the previous image
-        # in the batch is pasted into each image, together with its targets.
-        def paste(x: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
-            return torch.where(where, torch.roll(x, 1, dims=0), x)
-
-        strong_view = paste(strong_view, mix[:, None])
-        probs = paste(probs, mix[:, None])
-        valid = paste(valid, mix)
     # The strong batch normalises with its own statistics but must not move the running ones
     # (they are what mc_predict and every prediction use).
     with batchnorm_statistics_frozen(student), autocast(dev, precision):
