@@ -219,11 +219,13 @@ def plot(fits, full_median: float, out: Path) -> list[Path]:
     if math.isfinite(full_median):
         ax.axhline(full_median, color="0.3", ls="--", lw=1, label="all training images labelled")
         ax.axhline(0.95 * full_median, color="0.6", ls=":", lw=1, label="95 % of that")
-    ax.set_xlabel("labelled images")
+    ax.set_xlabel("labelled images (seeds)")
     ax.set_ylabel("test Dice (mean of ICM, TE, ZP, BL)")
     ax.set_ylim(0, 1)
     ns = sorted(fits[fits.arm != "full"]["n"].unique())
-    ax.set_xticks(ns)
+    seeds_at = fits[fits.arm != "full"].groupby("n")["seed"].nunique()
+    ax.set_xticks(ns, [f"{n}\n{seeds_at[n]} seed{'s' if seeds_at[n] > 1 else ''}" for n in ns],
+                  fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     seeds = fits.groupby(["arm", "n"]).size()
