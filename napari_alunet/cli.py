@@ -57,7 +57,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """TrainConfig fields given on the command line (for ``dataclasses.replace``)."""
     given = {"steps": getattr(args, "steps", None), "epochs": getattr(args, "epochs", None),
-             "patience": getattr(args, "patience", None), "learning_rate": getattr(args, "lr", None),
+             "patience": getattr(args, "patience", None),
+             "learning_rate": getattr(args, "lr", None),
              "semi_supervised": getattr(args, "semi_supervised", None)}
     return {k: v for k, v in given.items() if v is not None}
 

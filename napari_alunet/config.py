@@ -180,7 +180,8 @@ class TrainConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not (self.learning_rate >= 0 and self.learning_rate < float("inf")):
-            raise ValueError(f"learning_rate must be a finite number >= 0, got {self.learning_rate}")
+            raise ValueError(
+                f"learning_rate must be a finite number >= 0, got {self.learning_rate}")
         for name in ("ema_decay", "warmup_fraction", "validation_fraction"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")

@@ -38,7 +38,8 @@ def round_columns(class_names: Sequence[str]) -> list[str]:
         "strategy", "seed", "round", "n_labelled", "n_train_pool", "fraction", "mean_dice",
         *[f"dice_{n}" for n in class_names], "mean_iou", "pixel_accuracy", "ece", "n_train",
         "n_val", "n_unlabelled", "selection", "init", "steps", "passes", "best_step",
-        "stopped_early", "best_val_dice", "labelled_dice", "attempts", "train_seconds", "score_seconds", "n_scored", "acquired_ids", "correction_pixels",
+        "stopped_early", "best_val_dice", "labelled_dice", "attempts", "train_seconds",
+        "score_seconds", "n_scored", "acquired_ids", "correction_pixels",
         "scratch_pixels", "cumulative_correction_pixels", "cumulative_scratch_pixels",
     ]
 
@@ -51,8 +52,8 @@ def make_config(*, preset: str = "cpu", train: dict[str, Any] | None = None,
     """An :class:`ExperimentConfig` with the model of ``preset`` and consistent sub-configs.
 
     ``train`` holds TrainConfig fields to change (``steps``, ``epochs``, ``patience``,
-    ``learning_rate``, ``semi_supervised``, ...). ``threads`` sets ``train.num_threads`` (torch intra-op threads for the whole experiment;
-    0 leaves torch's default). ``diversity`` / ``power_beta`` go to the acquisition config:
+    ``learning_rate``, ``semi_supervised``, ...). ``threads`` sets ``train.num_threads``
+    (torch intra-op threads for the whole experiment; 0 leaves torch's default). ``diversity`` / ``power_beta`` go to the acquisition config:
     the diversity of strategies named without a ``+diversity`` suffix (:func:`split_strategy`).
     ``fields`` are ExperimentConfig fields (``strategies``, ``seeds``, ``k``, ...). The
     acquisition config gets the experiment's ``k`` and ``passes`` so the saved config does not

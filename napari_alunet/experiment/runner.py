@@ -7,8 +7,8 @@ loop reads like the algorithm (BaaL's ``active_loop``)::
     repeat:
         reset the model (or keep it: warm start) -> train on labelled with the product's
         recipe (training/recipe.py: step budget, EMA, the unlabelled rest of the training pool
-        for the semi-supervised term, validation only when big enough) -> evaluate on the fixed test pool -> score the unlabelled
-        pool -> acquire the top k -> the oracle labels them -> record the round
+        for the semi-supervised term, validation only when big enough) -> evaluate on the
+        fixed test pool -> score the unlabelled pool -> acquire the top k -> the oracle labels them -> record the round
     until the labelled fraction (or the number of rounds) is reached
 
 plus one full-data baseline per seed (train on the whole training pool), whose Dice defines
@@ -179,8 +179,8 @@ def run_experiment(
     Yields
     ------
     ExperimentPlan once, then per round :class:`RoundStarted`, the engine's ``StepEvent`` /
-    ``EvalEvent``, the recipe's ``HealthEvent``, the scorer's ``ScoreProgress`` and :class:`RoundRecorded`; finally
-    :class:`ReportWritten`. Closing the generator stops after the current batch; every round
+    ``EvalEvent``, the recipe's ``HealthEvent``, the scorer's ``ScoreProgress`` and
+    :class:`RoundRecorded`; finally :class:`ReportWritten`. Closing the generator stops after the current batch; every round
     already recorded stays in rounds.csv and the next call resumes from there.
 
     Returns

@@ -1,7 +1,8 @@
 """Training: the one engine (:mod:`.engine`), losses, metrics, augmentation, checkpoints.
 
 ``fit`` is a generator of :class:`StepEvent` / :class:`EvalEvent` returning a
-:class:`FitResult`; :mod:`.recipe` wraps it with the validation rule and the health check. See ``docs/ARCHITECTURE.md`` for the contract.
+:class:`FitResult`; :mod:`.recipe` wraps it with the validation rule and the health check.
+See ``docs/ARCHITECTURE.md`` for the contract and ``docs/TRAINING.md`` for the recipe.
 """
 
 from napari_alunet.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
