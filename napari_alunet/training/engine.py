@@ -311,11 +311,10 @@ def fit(
     n_train = x_train.shape[0]
     steps = config.planned_steps(n_train)
     every = eval_interval(config, steps, n_train)
-    batch_size = min(config.batch_size, n_train) if config.epochs > 0 else config.batch_size
     if config.epochs > 0 and config.steps == 0:
         batches = _epoch_stream(n_train, config.batch_size, shuffle_gen)
     else:
-        batches = _stream(n_train, batch_size, shuffle_gen)
+        batches = _stream(n_train, config.batch_size, shuffle_gen)
     precision = config.precision
     autocast(dev, precision)  # validates the name before any work
     factor = _lr_factor(config, steps)
