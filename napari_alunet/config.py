@@ -192,6 +192,11 @@ class TrainConfig:
             raise ValueError(f"unknown scheduler {self.scheduler!r}: use "
                              f"{', '.join(repr(s) for s in TRAIN_SCHEDULERS)}")
 
+    @property
+    def budget_in_epochs(self) -> bool:
+        """The budget counts passes (``epochs``) rather than optimiser steps."""
+        return self.epochs > 0 and self.steps == 0
+
     def planned_steps(self, n_train: int) -> int:
         """Optimiser steps of a fit on ``n_train`` training images (the budget).
 
@@ -202,7 +207,7 @@ class TrainConfig:
         """
         if self.steps > 0:
             return int(self.steps)
-        if self.epochs > 0:
+        if self.budget_in_epochs:
             return int(self.epochs) * steps_per_pass(n_train, self.batch_size)
         return int(min(self.max_steps, self.min_steps + self.steps_per_image * max(0, n_train)))
 

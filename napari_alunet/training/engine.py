@@ -30,13 +30,13 @@ import torch
 from torch import nn
 
 from napari_alunet.config import TrainConfig, steps_per_pass
-from napari_alunet.training.augment import Augmenter, StrongAugmenter
+from napari_alunet.training.augment import Augmenter
 from napari_alunet.training.checkpoint import plain_data, save_checkpoint
 from napari_alunet.training.device import autocast, memory_format, resolve_device
-from napari_alunet.training.ema import WeightEMA, batchnorm_statistics_frozen
+from napari_alunet.training.consistency import ConsistencyTerm
+from napari_alunet.training.ema import WeightEMA
 from napari_alunet.training.losses import (
     border_weight_map,
-    consistency_loss,
     make_loss,
     median_frequency_weights,
 )
@@ -103,7 +103,8 @@ class FitResult:
     ``note`` says it in words. ``best_step`` is 0 and ``checkpoint_path`` None when it was
     cancelled before its first step (the model is then returned to the weights it came in
     with). ``passes`` counts passes over the training images; ``n_unlabelled`` the unlabelled
-    images the consistency term drew from (0: off).
+    images the consistency term drew from (0: off); ``metric`` what the checkpoint records as
+    ``best_metric`` (validation Dice, or the training loss without validation).
     """
 
     best_step: int
@@ -121,6 +122,7 @@ class FitResult:
     n_train: int = 0
     n_val: int = 0
     n_unlabelled: int = 0
+    metric: float = math.nan
 
 
 def _images(x: Any, name: str) -> torch.Tensor:
@@ -199,7 +201,7 @@ def eval_interval(config: TrainConfig, steps: int, n_train: int) -> int:
     else about :data:`EVALUATIONS_PER_FIT` per fit."""
     if config.eval_every > 0:
         return int(config.eval_every)
-    if config.epochs > 0 and config.steps == 0:
+    if config.budget_in_epochs:
         return steps_per_pass(n_train, config.batch_size)
     return max(1, math.ceil(steps / EVALUATIONS_PER_FIT))
 
@@ -311,7 +313,7 @@ def fit(
     n_train = x_train.shape[0]
     steps = config.planned_steps(n_train)
     every = eval_interval(config, steps, n_train)
-    if config.epochs > 0 and config.steps == 0:
+    if config.budget_in_epochs:
         batches = _epoch_stream(n_train, config.batch_size, shuffle_gen)
     else:
         batches = _stream(n_train, config.batch_size, shuffle_gen)
@@ -329,19 +331,12 @@ def fit(
     evaluated = ema.model if ema is not None else model
 
     # The consistency term: the EMA teacher (or the model itself without EMA, in eval mode)
-    # labels a weak (geometric) view; the student learns those labels on a strong view.
-    semi = x_unl is not None
-    unl_batches = strong = weak = None
-    if semi:
+    # labels a weak view of unlabelled images; the student learns them on a strong view.
+    consistency = None
+    if x_unl is not None:
         unl_gen = torch.Generator().manual_seed(config.seed + 1)
-        unl_batches = _stream(x_unl.shape[0], config.unlabelled_batch_size, unl_gen)
-        weak = Augmenter(seed=config.seed + 2, device=dev)
-        strong = StrongAugmenter(seed=config.seed + 3, device=dev)
-    # The term starts after the warm-up and reaches full weight at a quarter of the budget:
-    # until then the teacher is close to its initialisation and confidently wrong pixels
-    # would be learnt as targets.
-    ramp_start = max(1, round(config.warmup_fraction * steps))
-    ramp_end = max(ramp_start + 1, round(0.25 * steps))
+        consistency = ConsistencyTerm(
+            x_unl, _stream(x_unl.shape[0], config.unlabelled_batch_size, unl_gen), config, steps)
 
     initial_state = _clone_state(model)
     kept_state: dict[str, torch.Tensor] | None = None
@@ -365,14 +360,9 @@ def fit(
                 logits = model(xb.contiguous(memory_format=fmt))
             loss = loss_fn(logits, yb, wb)
             sup_loss = loss.detach()
-            weight = 0.0
-            if semi:
-                weight = config.unlabelled_weight * min(
-                    1.0, max(0.0, (step - ramp_start) / (ramp_end - ramp_start)))
+            weight = consistency.weight(step) if consistency is not None else 0.0
             if weight > 0:
-                unl_loss, confident = _consistency(
-                    model, ema.model if ema is not None else model, x_unl[next(unl_batches)
-                    .to(dev)], weak, strong, config.confidence_threshold, dev, precision, fmt)
+                unl_loss, confident = consistency(model, evaluated, fmt)
                 loss = loss + weight * unl_loss
                 sums[1:] += torch.stack([unl_loss.detach(), confident])
                 n_unl_sum += 1
@@ -438,8 +428,8 @@ def fit(
         model.load_state_dict(kept_state if kept_state is not None else initial_state)
     selection = "validation" if has_val else "final"
     saved_path = None
+    metric = best_val_dice if has_val else -best_score  # the training loss
     if checkpoint_path is not None and kept_state is not None:
-        metric = best_val_dice if has_val else -best_score  # the training loss
         saved_path = save_fit_checkpoint(checkpoint_path, model, checkpoint_meta, best_step,
                                          metric, "val_dice" if has_val else "train_loss")
     if has_val:
@@ -452,7 +442,7 @@ def fit(
     return FitResult(best_step, best_val_dice, steps_run, steps, images_seen / n_train,
                      stopped_early, cancelled, since(), saved_path, history, selection, note,
                      n_train, len(x_val) if has_val else 0,
-                     0 if x_unl is None else int(x_unl.shape[0]))
+                     0 if x_unl is None else int(x_unl.shape[0]), metric)
 
 
 def _means(sums: torch.Tensor, n: int, n_unl: int) -> tuple[float, float, float]:
@@ -461,30 +451,6 @@ def _means(sums: torch.Tensor, n: int, n_unl: int) -> tuple[float, float, float]
     if not n_unl:
         return sup, math.nan, math.nan
     return sup, values[1] / n_unl, values[2] / n_unl
-
-
-def _consistency(
-    student: nn.Module, teacher: nn.Module, images: torch.Tensor, weak: Augmenter,
-    strong: StrongAugmenter, threshold: float, dev: torch.device, precision: str,
-    fmt: torch.memory_format,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(consistency loss with gradient, confident fraction) on one unlabelled batch."""
-    blank = torch.zeros(images.shape[0], *images.shape[2:], dtype=torch.long, device=dev)
-    weak_view, _, inside = weak(images, blank, None, intensity=False)
-    with torch.no_grad():
-        was_training = teacher.training
-        teacher.eval()  # the EMA teacher always is; a teacher without EMA is the student
-        with autocast(dev, precision):
-            teacher_logits = teacher(weak_view.contiguous(memory_format=fmt))
-        teacher.train(was_training)
-        probs = torch.softmax(teacher_logits.float(), dim=1)
-    strong_view, keep = strong(weak_view)
-    valid = (inside > 0.5) & keep
-    # The strong batch normalises with its own statistics but must not move the running ones
-    # (they are what mc_predict and every prediction use).
-    with batchnorm_statistics_frozen(student), autocast(dev, precision):
-        student_logits = student(strong_view.contiguous(memory_format=fmt))
-    return consistency_loss(student_logits, probs, threshold, valid)
 
 
 def _criterion(config: TrainConfig, labels: torch.Tensor, n_classes: int, dev: torch.device) -> Any:

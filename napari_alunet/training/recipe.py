@@ -219,8 +219,8 @@ def train_model(
         model.load_state_dict(state)
         if checkpoint_path is not None:
             kept_result.checkpoint_path = save_fit_checkpoint(
-                checkpoint_path, model, meta, kept_result.best_step,
-                kept_result.best_val_dice, "val_dice" if plan.val_ids else "train_loss")
+                checkpoint_path, model, meta, kept_result.best_step, kept_result.metric,
+                "val_dice" if plan.val_ids else "train_loss")
     healthy = floor <= 0 or score >= floor
     return TrainedModel(kept_result, plan, dices[kept], healthy, dices, kept)
 
