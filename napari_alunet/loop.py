@@ -281,9 +281,8 @@ def rescore(project: Project, acquisition: AcquisitionConfig, *,
     model = load_round_model(project, current, settings)
     result = yield from score_and_queue(project, current, model, settings,
                                         resolve_device(device or settings.train.device))
-    record = to_dict(settings)
-    if current.config and "fit" in current.config:
-        record["fit"] = current.config["fit"]  # how the model was trained does not change
+    # Only the acquisition changes: the rest of the record (the fit) stays as it was.
+    record = {**(current.config or to_dict(settings)), "acquisition": to_dict(acquisition)}
     project.update_round(current.idx, status="queued", config=record)
     return result
 
