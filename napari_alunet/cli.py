@@ -95,8 +95,36 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from napari_alunet.data.synthetic import write_sample_pool
 
     shape = tuple(args.shape) if args.shape else None
+    if getattr(args, "redundant", False):
+        return sample_redundant(args, shape)
+    if getattr(args, "test_per_mode", None) is not None:
+        raise ValueError("--test-per-mode needs --redundant")
     out = write_sample_pool(args.out, args.n, args.seed, layout=args.layout, shape=shape)
     print(f"wrote {args.n} synthetic blastocysts ({args.layout} layout) to {out}")
+    return 0
+
+
+def sample_redundant(args: argparse.Namespace, shape: tuple[int, ...] | None) -> int:
+    """``sample --redundant``: embryos filmed several times, rare modes, a stratified test set."""
+    from napari_alunet.data.redundant import pool_summary, read_pool_info, write_redundant_pool
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, not {args.n}")
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, not {args.seed}")
+    per_mode = 5 if args.test_per_mode is None else args.test_per_mode
+    if per_mode < 0:
+        raise ValueError(f"--test-per-mode must be >= 0, not {per_mode}")
+    if shape is not None and min(shape) < 16:
+        raise ValueError(f"--shape {shape[0]} {shape[1]} is too small: both sides must be >= 16")
+    out = write_redundant_pool(args.out, args.n, args.seed, layout=args.layout, shape=shape,
+                               n_test_per_mode=per_mode)
+    root = out / "binary" if args.layout == "both" else out
+    summary = pool_summary(read_pool_info(root) or {})
+    pool, test = summary["pool"], summary["test"]
+    print(f"wrote {pool['images']} frames of {pool['embryos']} synthetic embryos and "
+          f"{test['images']} test embryos ({per_mode} per mode; {args.layout} layout) to {out}; "
+          "modes: " + ", ".join(f"{m} {k}" for m, k in pool["modes"].items()))
     return 0
 
 
@@ -203,6 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", choices=("binary", "rgb", "both"), default="binary")
     p.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="image size (default: drawn like real data, about 377 x 447)")
+    p.add_argument("--redundant", action="store_true",
+                   help="a pool as in real labs: 3-8 time-lapse frames per embryo, rare modes "
+                   "(early, hatching, hatched, collapsed, grade C; ~6 %% each), a stratified test "
+                   "set of fresh embryos and pool.csv (name, embryo, frame, mode, split)")
+    p.add_argument("--test-per-mode", type=int, default=None, metavar="M",
+                   help="with --redundant: test embryos per mode (default 5)")
 
     p = sub.add_parser("import", help="create a project from a pool folder")
     p.add_argument("src", type=Path, help="folder: images/ + GT_ICM/GT_TE/GT_ZP/, images/ + "

@@ -383,38 +383,69 @@ def write_sample_pool(
         ``out_dir``. It also holds ``generator.json`` (version, seed, n, layout, shape) and
         ``params.json`` (the drawn modes per image name). Same arguments, same bytes.
     """
-    from napari_alunet.fileio import atomic_write_bytes, png_bytes
+    roots = layout_roots(out_dir, layout)
+    all_params: dict[str, Any] = {}
+    for i, (name, image, labels, params) in enumerate(generate_pool(n, seed, shape=shape)):
+        all_params[name] = params
+        write_labelled_image(roots, name, image, labels, np.random.default_rng([seed, i, 1]))
+    meta = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "n": int(n),
+            "shape": None if shape is None else [int(v) for v in shape]}
+    write_pool_meta(out_dir, roots, meta, all_params)
+    return Path(out_dir)
 
+
+def layout_roots(out_dir: str | Path, layout: str) -> dict[str, Path]:
+    """Folder per written layout kind: ``{"binary": out}``, ``{"rgb": out}`` or, for
+    ``"both"``, ``{"binary": out / "binary", "rgb": out / "rgb"}``."""
     if layout not in ("binary", "rgb", "both"):
         raise ValueError(f"layout must be 'binary', 'rgb' or 'both', not {layout!r}")
     out = Path(out_dir)
     kinds = ["binary", "rgb"] if layout == "both" else [layout]
-    roots = {k: (out / k if layout == "both" else out) for k in kinds}
-    all_params: dict[str, Any] = {}
-    for i, (name, image, labels, params) in enumerate(generate_pool(n, seed, shape=shape)):
-        all_params[name] = params
-        if "binary" in roots:
-            root = roots["binary"]
-            atomic_write_bytes(root / "images" / f"{name}.BMP", _bmp_bytes(image))
-            for cls, tag in ((ICM, "ICM"), (TE, "TE"), (ZP, "ZP")):
-                mask = np.where(labels == cls, 255, 0).astype(np.uint8)
-                atomic_write_bytes(root / f"GT_{tag}" / f"{name} {tag}_Mask.bmp", _bmp_bytes(mask))
-        if "rgb" in roots:
-            root = roots["rgb"]
-            atomic_write_bytes(root / "images" / f"{name}.png", png_bytes(image))
-            colours = colour_mask(labels, np.random.default_rng([seed, i, 1]))
-            atomic_write_bytes(root / "masks" / f"{name}.png", png_bytes(colours))
-    meta = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "n": int(n),
-            "shape": None if shape is None else [int(v) for v in shape]}
+    return {k: (out / k if layout == "both" else out) for k in kinds}
+
+
+def write_labelled_image(roots: dict[str, Path], name: str, image: np.ndarray,
+                         labels: np.ndarray, mask_rng: np.random.Generator) -> None:
+    """Write one image and its masks into each of ``roots`` (from :func:`layout_roots`).
+
+    Parameters
+    ----------
+    roots : layout kind -> folder.
+    name : file stem.
+    image : (h, w) uint8 grayscale.
+    labels : (h, w) uint8 class indices.
+    mask_rng : draws the colour jitter of the ``rgb`` mask (unused for ``binary``).
+    """
+    from napari_alunet.fileio import atomic_write_bytes, png_bytes
+
+    if "binary" in roots:
+        root = roots["binary"]
+        atomic_write_bytes(root / "images" / f"{name}.BMP", _bmp_bytes(image))
+        for cls, tag in ((ICM, "ICM"), (TE, "TE"), (ZP, "ZP")):
+            mask = np.where(labels == cls, 255, 0).astype(np.uint8)
+            atomic_write_bytes(root / f"GT_{tag}" / f"{name} {tag}_Mask.bmp", _bmp_bytes(mask))
+    if "rgb" in roots:
+        root = roots["rgb"]
+        atomic_write_bytes(root / "images" / f"{name}.png", png_bytes(image))
+        colours = colour_mask(labels, mask_rng)
+        atomic_write_bytes(root / "masks" / f"{name}.png", png_bytes(colours))
+
+
+def write_pool_meta(out_dir: str | Path, roots: dict[str, Path], meta: dict[str, Any],
+                    all_params: dict[str, Any]) -> None:
+    """Write ``generator.json`` (``meta`` plus the layout kind) and ``params.json`` into each of
+    ``roots``, and a ``generator.json`` of layout ``"both"`` into ``out_dir`` when there are two."""
+    from napari_alunet.fileio import atomic_write_bytes
+
     targets = [(root, kind) for kind, root in roots.items()]
-    if layout == "both":
-        targets.append((out, "both"))
+    if len(roots) > 1:
+        targets.append((Path(out_dir), "both"))
     for root, kind in targets:
         text = json.dumps({**meta, "layout": kind}, indent=2) + "\n"
         atomic_write_bytes(root / "generator.json", text.encode())
         if kind != "both":
-            atomic_write_bytes(root / "params.json", (json.dumps(all_params, indent=1) + "\n").encode())
-    return out
+            text = json.dumps(all_params, indent=1) + "\n"
+            atomic_write_bytes(root / "params.json", text.encode())
 
 
 def napari_sample() -> list[tuple[Any, dict[str, Any], str]]:
