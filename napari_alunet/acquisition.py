@@ -3,15 +3,27 @@
 Higher scores mean more uncertain. Everything random takes a ``numpy.random.Generator``, so a
 ranking is reproducible from its seed, and ties are broken by the smaller image id, so it does
 not depend on the order of a dict either.
+
+Besides score ranking (:func:`rank`, with stochastic batch acquisition, Kirsch et al. 2021,
+arXiv 2106.12059), there are building blocks for small budgets that work on feature vectors:
+:func:`typical_start` (TypiClust cold start, Hacohen et al. 2022, arXiv 2202.02794),
+:func:`kmeans_pp_select` (k-means++ seeding; on gradient embeddings this is BADGE, Ash et al.
+2020, arXiv 1906.03671) and :func:`greedy_k_center` (core-set, Sener & Savarese 2018).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
+from scipy.spatial.distance import cdist
 
-__all__ = ["DIVERSITY", "STRATEGIES", "STRATEGY_MAPS", "choose_subset", "rank", "strategy_map"]
+__all__ = [
+    "AUTO_BETA_RANGE", "DIVERSITY", "STOCHASTIC", "STRATEGIES", "STRATEGY_MAPS", "auto_beta",
+    "choose_subset", "greedy_k_center", "kmeans_pp_select", "rank", "strategy_map", "typical_start",
+]
 
 #: Strategy name -> the uncertainty map (:mod:`napari_alunet.uncertainty`) its score reduces.
 STRATEGY_MAPS: dict[str, str | None] = {
@@ -24,7 +36,11 @@ STRATEGY_MAPS: dict[str, str | None] = {
     "variation_ratio": "variation_ratio",
 }
 STRATEGIES: tuple[str, ...] = tuple(STRATEGY_MAPS)
-DIVERSITY: tuple[str, ...] = ("none", "power", "feature")
+DIVERSITY: tuple[str, ...] = ("none", "power", "feature", "softrank", "softmax", "badge")
+#: The diversities that sample by score (Gumbel-top-k); ``power_beta`` is their temperature.
+STOCHASTIC: tuple[str, ...] = ("power", "softrank", "softmax")
+#: Bounds of the automatic power exponent (:func:`auto_beta`).
+AUTO_BETA_RANGE: tuple[float, float] = (0.25, 20.0)
 
 Scores = Mapping[int, float] | tuple[Sequence[int], Sequence[float]]
 
@@ -61,7 +77,7 @@ def rank(
     strategy: str,
     rng: np.random.Generator,
     diversity: str = "none",
-    power_beta: float = 1.0,
+    power_beta: float | None = 1.0,
     features: Mapping[int, np.ndarray] | None = None,
     min_distance: float | None = None,
 ) -> list[int]:
@@ -73,15 +89,26 @@ def rank(
         uses only the ids.
     k : how many to return (at most the number of ids).
     strategy : one of :data:`STRATEGIES`. ``random`` draws ``k`` ids uniformly with ``rng``.
-    rng : the only source of randomness (``random`` and ``diversity="power"``).
-    diversity : ``"none"``: the top ``k`` by score, ties by smaller id. ``"power"``: stochastic
-        power sampling (PowerBALD, Kirsch et al. 2021): ``k`` ids drawn without replacement
-        with probability proportional to ``score ** power_beta``, by the Gumbel-top-k trick.
+    rng : the only source of randomness (``random``, the stochastic diversities, ``badge``).
+    diversity : ``"none"``: the top ``k`` by score, ties by smaller id. The stochastic batch
+        acquisitions of Kirsch et al. 2021 draw ``k`` ids without replacement, by the
+        Gumbel-top-k trick, with probability proportional to a weight ``w``:
+
+        * ``"power"``: ``w = score ** beta`` (PowerBALD; scores must be >= 0),
+        * ``"softrank"``: ``w = rank ** -beta``, rank 1 = highest score (ties by smaller id),
+        * ``"softmax"``: ``w = exp(beta * score)``.
+
         ``"feature"``: greedy top-k that skips an id whose feature vector lies closer than
         ``min_distance`` (Euclidean) to one already chosen, so a batch is not ``k`` copies of
         the same hard case; if too few remain, the skipped ones fill up in score order.
-    power_beta : exponent of the power sampling; large values approach plain top-k.
-    features : ``{image_id: (F,) vector}`` for ``"feature"`` (every scored id needs one).
+        ``"badge"``: :func:`kmeans_pp_select` on ``features`` (BADGE's gradient embeddings,
+        whose norm carries the uncertainty); the scores themselves are not used.
+    power_beta : ``beta`` (inverse temperature) of the stochastic diversities, >= 0. ``0``
+        samples uniformly (every weight 1, zero scores included); ``math.inf`` is plain top-k
+        (ties by smaller id), and large finite values approach it. ``None`` picks it from the
+        scores' dynamic range with :func:`auto_beta`.
+    features : ``{image_id: (F,) vector}`` for ``"feature"`` and ``"badge"`` (every scored id
+        needs one).
     min_distance : for ``"feature"``; default a tenth of the median pairwise distance among
         the ``4 k`` best-scored candidates.
 
@@ -102,27 +129,123 @@ def rank(
         return [int(i) for i in rng.choice(ids, size=k, replace=False)]
     if np.isnan(values).any():
         raise ValueError(f"NaN scores for image ids {ids[np.isnan(values)][:10].tolist()}")
-    if diversity == "power":
-        return _power(ids, values, k, rng, power_beta)
+    if diversity in STOCHASTIC:
+        return _stochastic(ids, values, k, rng, diversity, power_beta)
+    if diversity == "badge":
+        if features is None:
+            raise ValueError("diversity='badge' needs features: {image_id: embedding}")
+        return kmeans_pp_select(ids, features, k, rng)
     order = np.lexsort((ids, -values))  # score descending, then id ascending
     if diversity == "feature":
         return _feature(ids[order], k, features, min_distance)
     return [int(i) for i in ids[order[:k]]]
 
 
-def _power(
-    ids: np.ndarray, values: np.ndarray, k: int, rng: np.random.Generator, beta: float
+def auto_beta(values: Mapping[int, float] | ArrayLike, mode: str) -> float:
+    """An inverse temperature for stochastic acquisition from the scores' dynamic range.
+
+    The rule makes the image at the scores' 90th percentile ten times as likely to be drawn
+    (as the first pick) as the one at the 10th percentile, whatever the scores' units, so one
+    setting fits every strategy (entropy in nats, BALD, margin, ...). Quantiles, not the
+    extremes, so a single outlier does not set the temperature.
+
+    Parameters
+    ----------
+    values : ``(n,)`` scores, or ``{image_id: score}``; NaN and infinite scores are ignored.
+    mode : ``"power"``: ``beta = ln 10 / ln(q90 / q10)`` over the positive scores, clamped to
+        :data:`AUTO_BETA_RANGE` ``[0.25, 20]`` and 1 (PowerBALD's default) when fewer than
+        two scores are positive or ``q90 == q10``. Scale-invariant: scores times ``c > 0``
+        give the same beta. At ``q90 / q10 = 10`` it is 1, Kirsch et al.'s default. The upper
+        clamp keeps nearly equal scores (differences within Monte-Carlo noise) from turning
+        sampling into top-k; the lower one keeps very spread scores from sampling nearly
+        uniformly. ``"softmax"``: ``beta = ln 10 / (q90 - q10)`` (shift-invariant: scores
+        plus ``c`` give the same beta; the beta scales with 1 / the score's unit). When
+        ``q90 == q10`` it uses ``max - min`` instead, and 1 if all scores are equal (then any
+        beta samples the same). ``"softrank"``: 1, Kirsch et al.'s default; ranks have no
+        units, so there is nothing to calibrate.
+
+    Returns
+    -------
+    float, > 0.
+    """
+    if mode not in STOCHASTIC:
+        raise ValueError(f"auto_beta: unknown mode {mode!r}; choose one of {', '.join(STOCHASTIC)}")
+    if isinstance(values, Mapping):
+        values = list(values.values())
+    v = np.asarray(values, dtype=np.float64).reshape(-1)
+    v = v[np.isfinite(v)]
+    if mode == "softrank":
+        return 1.0
+    if mode == "power":
+        v = v[v > 0]  # zero scores have weight 0 at any beta: they say nothing about the range
+        if v.size < 2:
+            return 1.0
+        q10, q90 = np.quantile(v, [0.1, 0.9])
+        if q10 <= 0 or q90 <= q10:
+            return 1.0
+        low, high = AUTO_BETA_RANGE
+        return float(np.clip(math.log(10.0) / math.log(q90 / q10), low, high))
+    if v.size < 2:
+        return 1.0
+    q10, q90 = np.quantile(v, [0.1, 0.9])
+    spread = q90 - q10
+    if not spread > 0:
+        spread = float(v.max() - v.min())
+    return float(math.log(10.0) / spread) if spread > 0 else 1.0
+
+
+def _log_weights(ids: np.ndarray, values: np.ndarray, mode: str) -> np.ndarray:
+    """``(n,)`` log sampling weights at beta = 1 (ids ascending, ``values`` aligned)."""
+    if mode == "power":
+        with np.errstate(divide="ignore"):
+            return np.log(values)  # score 0 -> -inf: drawn only after every positive one
+    if mode == "softmax":
+        return values.copy()
+    # softrank: ordinal ranks, ties by smaller id, so beta -> inf gives exactly the top-k order
+    ranks = np.empty(ids.size, dtype=np.float64)
+    ranks[np.lexsort((ids, -values))] = np.arange(1, ids.size + 1)
+    return -np.log(ranks)
+
+
+def _stochastic(
+    ids: np.ndarray,
+    values: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    mode: str,
+    beta: float | None,
 ) -> list[int]:
-    if (values < 0).any():
+    if mode == "power" and (values < 0).any():
         raise ValueError("power sampling needs scores >= 0 (they are sampling weights)")
-    if beta <= 0:
-        raise ValueError(f"power_beta must be > 0, got {beta}")
-    # Gumbel-top-k: the k largest of log(w) + Gumbel noise are a sample without replacement with
-    # probabilities proportional to w (Kool et al. 2019). Score 0 gives -inf: drawn only after
-    # every positive one, in the noise's (random) order, which the second key provides.
+    if beta is None:
+        beta = auto_beta(values, mode)
+    beta = float(beta)
+    if not beta >= 0:  # also catches NaN
+        raise ValueError(f"power_beta must be >= 0 (or None for automatic), got {beta}")
+    if math.isinf(beta):
+        # The limit itself; inf * log-weight would give NaN at log-weight 0 and random ties.
+        order = np.lexsort((ids, -values))
+        return [int(i) for i in ids[order[:k]]]
+    if beta == 0:
+        # Exactly uniform, even for zero (power) or infinite scores, where 0 * log w is NaN.
+        log_w = np.zeros(ids.size)
+    else:
+        with np.errstate(over="ignore"):  # huge beta: overflow to +-inf keeps the order
+            log_w = beta * _log_weights(ids, values, mode)
+    return _gumbel_top_k(ids, log_w, k, rng)
+
+
+def _gumbel_top_k(
+    ids: np.ndarray, log_w: np.ndarray, k: int, rng: np.random.Generator
+) -> list[int]:
+    """``k`` of ``ids`` without replacement, with probabilities proportional to ``exp(log_w)``.
+
+    The k largest of ``log_w`` + Gumbel noise are such a sample (Kool et al. 2019). Equal
+    infinite keys (``-inf``: weight 0, or ``+inf``) are ordered by the noise alone, the
+    second sort key, so they come in random order; exact noise ties fall back to the id.
+    """
     gumbel = rng.gumbel(size=ids.size)
-    with np.errstate(divide="ignore"):
-        keys = beta * np.log(values) + gumbel
+    keys = log_w + gumbel
     order = np.lexsort((ids, -gumbel, -keys))
     return [int(i) for i in ids[order[:k]]]
 
@@ -155,6 +278,279 @@ def _feature(
             break
     chosen += skipped[: k - len(chosen)]
     return [int(ranked[r]) for r in chosen]
+
+
+Vectors = Mapping[int, ArrayLike] | ArrayLike
+
+
+def _id_matrix(ids: Iterable[int], vectors: Vectors, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(n,)`` ids ascending and their ``(n, D)`` float64 rows, in that canonical order.
+
+    ``vectors`` is ``{image_id: (D,) vector}`` (rows looked up by id) or an ``(n, D)`` array
+    aligned with ``ids``.
+    """
+    ids = np.fromiter((int(i) for i in ids), dtype=np.int64)
+    if np.unique(ids).size != ids.size:
+        raise ValueError("image ids must be unique")
+    if isinstance(vectors, Mapping):
+        missing = [int(i) for i in ids if int(i) not in vectors]
+        if missing:
+            raise ValueError(f"no {what} vector for image ids {missing[:10]}")
+        rows = [np.asarray(vectors[int(i)], dtype=np.float64).ravel() for i in ids]
+        matrix = np.stack(rows) if rows else np.zeros((0, 0))
+    else:
+        matrix = np.asarray(vectors, dtype=np.float64)
+        if matrix.ndim == 1 and ids.size:
+            matrix = matrix.reshape(ids.size, -1)
+        if matrix.ndim != 2 or matrix.shape[0] != ids.size:
+            raise ValueError(f"{ids.size} ids but {what} of shape {matrix.shape}; want (n, D)")
+    if not np.isfinite(matrix).all():
+        raise ValueError(f"{what} vectors must be finite")
+    order = np.argsort(ids, kind="stable")  # canonical order: the result ignores input order
+    return ids[order], matrix[order]
+
+
+def _sq_dist_to(matrix: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """``(n,)`` squared Euclidean distances of ``(n, D)`` rows to one ``(D,)`` row (exact 0
+    for an identical row, unlike the ``|a|^2 - 2ab + |b|^2`` expansion)."""
+    diff = matrix - row
+    return np.einsum("ij,ij->i", diff, diff)
+
+
+def _kmeans_pp(matrix: np.ndarray, k: int, rng: np.random.Generator, first: int) -> np.ndarray:
+    """k-means++ seeding: ``(k,)`` distinct row indices, ``first`` first, each next drawn with
+    probability proportional to its squared distance to the nearest one already chosen."""
+    n = matrix.shape[0]
+    chosen = np.zeros(n, dtype=bool)
+    picks = [first]
+    chosen[first] = True
+    d2 = _sq_dist_to(matrix, matrix[first])
+    for _ in range(1, k):  # a loop over the k picks; each step is vectorised over n
+        d2[chosen] = 0.0  # chosen rows are at distance 0 anyway; exact, so never redrawn
+        top = d2.max()
+        if top > 0:
+            p = d2 / top  # scaled first: the sum of huge squared distances could overflow
+            nxt = int(rng.choice(n, p=p / p.sum()))
+        else:  # only duplicates of chosen rows are left: any unchosen one covers as well
+            nxt = int(rng.choice(np.flatnonzero(~chosen)))
+        picks.append(nxt)
+        chosen[nxt] = True
+        d2 = np.minimum(d2, _sq_dist_to(matrix, matrix[nxt]))
+    return np.asarray(picks, dtype=np.int64)
+
+
+def _lloyd(
+    matrix: np.ndarray, centres: np.ndarray, max_iter: int
+) -> tuple[np.ndarray, float]:
+    """``(n,)`` cluster labels after Lloyd iterations from ``(k, D)`` centres (until the
+    labels stop changing), and their within-cluster sum of squares. An emptied cluster keeps
+    its centre; argmin ties go to the lower cluster index, so the result is deterministic."""
+    centres = centres.copy()
+    k = centres.shape[0]
+    labels = np.full(matrix.shape[0], -1)
+    for _ in range(max_iter):
+        new = np.argmin(cdist(matrix, centres, "sqeuclidean"), axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        counts = np.bincount(labels, minlength=k)
+        sums = np.zeros_like(centres)
+        np.add.at(sums, labels, matrix)
+        filled = counts > 0
+        centres[filled] = sums[filled] / counts[filled, None]
+    diff = matrix - centres[labels]
+    return labels, float(np.einsum("ij,ij->", diff, diff))
+
+
+def _typicality(matrix: np.ndarray, n_neighbours: int, block: int = 512) -> np.ndarray:
+    """``(n,)`` TypiClust typicality: 1 / mean distance to the ``min(n_neighbours, n - 1)``
+    nearest other rows (``inf`` where they all coincide; all 1 for a single row).
+
+    Exact brute force in blocks of rows (``(block, n)`` distances at a time, O(n^2 D) work): a
+    k-d tree is no faster on the tens-to-hundreds of dimensions of an image embedding.
+    """
+    n = matrix.shape[0]
+    m = min(n_neighbours, n - 1)
+    if m < 1:
+        return np.ones(n)
+    total = np.empty(n)
+    for start in range(0, n, block):  # a loop over blocks of rows, vectorised within
+        dist = cdist(matrix[start:start + block], matrix)
+        # The m + 1 smallest include the row itself at distance exactly 0 (or a duplicate
+        # instead, also at 0), so their sum is the sum over the m nearest others.
+        total[start:start + block] = np.partition(dist, m, axis=1)[:, : m + 1].sum(axis=1)
+    with np.errstate(divide="ignore"):
+        return m / total
+
+
+def typical_start(
+    ids: Iterable[int],
+    features: Vectors,
+    k: int,
+    rng: np.random.Generator,
+    *,
+    n_neighbours: int = 20,
+    n_init: int = 5,
+    max_iter: int = 100,
+) -> list[int]:
+    """A cold-start batch of typical and diverse images (TypiClust, Hacohen et al. 2022).
+
+    With very few labels, the most uncertain images are mostly outliers; the most typical
+    image of each of ``k`` clusters covers the data better. k-means (k-means++ seeding from
+    ``rng``, then Lloyd iterations; the best of ``n_init`` restarts by within-cluster sum of
+    squares) splits the features into ``k`` clusters, and each cluster
+    contributes its member of highest typicality, ``1 / mean distance to its
+    min(n_neighbours, n - 1) nearest neighbours`` in the whole set (density, not distance to
+    the centroid, so a cluster's dense core wins over its centroid in empty space).
+
+    Parameters
+    ----------
+    ids : ``(n,)`` image ids (any order; the result depends on the set only).
+    features : ``{image_id: (D,) vector}``, or an ``(n, D)`` array aligned with ``ids``:
+        a self-supervised or pooled-encoder embedding, in which Euclidean distance means
+        similarity.
+    k : the budget: number of clusters and of ids returned.
+    rng : the only source of randomness (the k-means++ seedings).
+    n_neighbours : neighbours for the typicality (TypiClust uses 20).
+    n_init : k-means restarts, the one of least within-cluster sum of squares kept.
+    max_iter : at most this many Lloyd iterations (they stop when the labels do).
+
+    Returns
+    -------
+    list of ``min(k, n)`` distinct ids, one per cluster, largest cluster first (equal sizes:
+    smaller id first). If a cluster ends up empty, the most typical images not yet chosen
+    fill its place, at the end.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    if n_neighbours < 1:
+        raise ValueError(f"n_neighbours must be >= 1, got {n_neighbours}")
+    if n_init < 1:
+        raise ValueError(f"n_init must be >= 1, got {n_init}")
+    if max_iter < 1:
+        raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+    ids, matrix = _id_matrix(ids, features, "feature")
+    n = ids.size
+    k = min(k, n)
+    if k == 0:
+        return []
+    typicality = _typicality(matrix, n_neighbours)
+    labels, best_inertia = np.zeros(n, dtype=np.int64), np.inf
+    for _ in range(n_init):  # restarts: one k-means++ seeding may put two seeds in one blob
+        seeds = _kmeans_pp(matrix, k, rng, first=int(rng.integers(n)))
+        candidate, inertia = _lloyd(matrix, matrix[seeds], max_iter)
+        if inertia < best_inertia:  # strict: equal inertia keeps the earlier restart
+            labels, best_inertia = candidate, inertia
+    # The most typical member of every cluster: sort by cluster, typicality descending, id
+    # ascending (rows are in id order), and take each cluster's first row.
+    rows = np.arange(n)
+    order = np.lexsort((rows, -typicality, labels))
+    clusters, first = np.unique(labels[order], return_index=True)
+    best = order[first]
+    sizes = np.bincount(labels, minlength=k)[clusters]
+    picks = best[np.lexsort((ids[best], -sizes))]  # size descending, then id ascending
+    if picks.size < k:  # empty clusters: the most typical of the rest
+        rest = np.setdiff1d(rows, picks)
+        rest = rest[np.lexsort((rest, -typicality[rest]))]
+        picks = np.concatenate([picks, rest[: k - picks.size]])
+    return [int(i) for i in ids[picks]]
+
+
+def kmeans_pp_select(
+    ids: Iterable[int], embeddings: Vectors, k: int, rng: np.random.Generator
+) -> list[int]:
+    """k-means++ seeding as a batch: uncertain and diverse at once (BADGE, Ash et al. 2020).
+
+    The first pick is the largest-norm embedding (ties by smaller id), as in BADGE; each next
+    one is drawn with probability proportional to its squared distance to the nearest pick so
+    far, so a batch spreads over the embedding space and repeats no near-duplicate. With
+    gradient embeddings, whose norm grows with the model's uncertainty (BADGE: the gradient of
+    the loss at the predicted label with respect to the last layer), far-out points are
+    both uncertain and different, and this is BADGE; on any other embedding it is plain
+    k-means++ diversity sampling.
+
+    Parameters
+    ----------
+    ids : ``(n,)`` image ids (any order; the result depends on the set only).
+    embeddings : ``{image_id: (D,) vector}``, or an ``(n, D)`` array aligned with ``ids``.
+    k : how many to return.
+    rng : the only source of randomness (every pick after the first).
+
+    Returns
+    -------
+    list of ``min(k, n)`` distinct ids in pick order. Once only duplicates of picked
+    embeddings remain, the rest are drawn uniformly from them.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    ids, matrix = _id_matrix(ids, embeddings, "embedding")
+    k = min(k, ids.size)
+    if k == 0:
+        return []
+    norms = np.einsum("ij,ij->i", matrix, matrix)
+    first = int(np.argmax(norms))  # argmax returns the first maximum: the smaller id
+    return [int(i) for i in ids[_kmeans_pp(matrix, k, rng, first)]]
+
+
+def greedy_k_center(
+    ids: Iterable[int],
+    features: Vectors,
+    k: int,
+    labelled_features: ArrayLike | None = None,
+) -> list[int]:
+    """Core-set batch by greedy k-center (Sener & Savarese 2018); deterministic.
+
+    Each pick is the image farthest (Euclidean) from everything labelled or picked so far,
+    which greedily minimises the largest distance from any pool image to its nearest labelled
+    one (a 2-approximation of the k-center problem).
+
+    Parameters
+    ----------
+    ids : ``(n,)`` pool image ids (any order; the result depends on the set only).
+    features : ``{image_id: (D,) vector}``, or an ``(n, D)`` array aligned with ``ids``.
+    k : how many to return.
+    labelled_features : ``(m, D)`` features of the images labelled already; ``None`` or
+        ``m = 0``: none, and the first pick is the image nearest the pool's mean (the
+        most central one; ties by smaller id).
+
+    Returns
+    -------
+    list of ``min(k, n)`` distinct ids in pick order; distance ties go to the smaller id.
+    """
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    ids, matrix = _id_matrix(ids, features, "feature")
+    n = ids.size
+    k = min(k, n)
+    if k == 0:
+        return []
+    labelled = None
+    if labelled_features is not None:
+        labelled = np.asarray(labelled_features, dtype=np.float64)
+        if labelled.size == 0:
+            labelled = None
+        elif labelled.ndim != 2 or labelled.shape[1] != matrix.shape[1]:
+            raise ValueError(f"labelled_features of shape {labelled.shape}; want (m, "
+                             f"{matrix.shape[1]})")
+    picks: list[int] = []
+    if labelled is None:
+        first = int(np.argmin(_sq_dist_to(matrix, matrix.mean(axis=0))))
+        picks.append(first)
+        d2 = _sq_dist_to(matrix, matrix[first])
+    else:
+        d2 = np.full(n, np.inf)
+        for start in range(0, labelled.shape[0], 1024):  # blocks: an (n, 1024) matrix at most
+            block = cdist(matrix, labelled[start:start + 1024], "sqeuclidean").min(axis=1)
+            d2 = np.minimum(d2, block)
+    chosen = np.zeros(n, dtype=bool)
+    chosen[picks] = True
+    while len(picks) < k:  # a loop over the k picks; each step is vectorised over n
+        # Chosen rows out of the running even when every distance left is 0 (duplicates).
+        nxt = int(np.argmax(np.where(chosen, -np.inf, d2)))  # first maximum: smaller id
+        picks.append(nxt)
+        chosen[nxt] = True
+        d2 = np.minimum(d2, _sq_dist_to(matrix, matrix[nxt]))
+    return [int(i) for i in ids[picks]]
 
 
 def choose_subset(ids: Iterable[int], subset: int | None, rng: np.random.Generator) -> list[int]:
