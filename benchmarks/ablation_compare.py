@@ -23,7 +23,8 @@ from pathlib import Path
 import pandas as pd
 from scipy import optimize, stats
 
-from napari_alunet.experiment import paired_tests, read_rounds
+from napari_alunet.experiment import read_rounds
+from napari_alunet.experiment.stats import paired_comparison
 from napari_alunet.experiment.report import complete_runs, per_seed_statistics
 
 
@@ -81,7 +82,7 @@ def main() -> None:
         raise SystemExit("the folders do not share the test split / initial sets")
     values = pd.DataFrame(per_seed).dropna()
     ref = values.columns[0]
-    tests = paired_tests(values, reference=ref)
+    tests = paired_comparison(values, reference=ref)
     n = len(values)
     print(f"{n} paired seeds: {list(values.index)}\n")
     print("| arm | AULC (mean ± std) | ΔAULC vs " + ref + " | sd of Δ | wins | paired t p "

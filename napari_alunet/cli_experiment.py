@@ -17,16 +17,17 @@ from napari_alunet.cli import (
     EXTENSIONS, add_train_options, command, progress_bar, show_fit_event, train_overrides,
 )
 
-STRATEGY_CHOICES = ("random", "entropy", "bald", "kl", "js", "margin", "variation_ratio")
-DIVERSITY_CHOICES = ("none", "power", "feature")
+STRATEGY_CHOICES = ("random", "entropy", "bald", "kl", "js", "margin", "variation_ratio",
+                    "oracle_error")
+DIVERSITY_CHOICES = ("none", "power", "softrank", "softmax", "feature", "badge")
 
 
 def strategy_name(value: str) -> str:
-    """argparse type of a strategy: a name, optionally with a diversity (``bald+power``)."""
-    from napari_alunet.experiment import split_strategy
+    """argparse type of an arm: ``[typical:]strategy[+diversity][#replicate]``."""
+    from napari_alunet.experiment.records import parse_arm
 
     try:
-        split_strategy(value)
+        parse_arm(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return value
@@ -46,6 +47,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         initial_fraction=args.initial_fraction, test_fraction=args.test_fraction,
         rounds=rounds, until_fraction=until, passes=args.passes, sample_n=args.sample_n,
         sample_seed=args.sample_seed, diversity=args.diversity, power_beta=args.power_beta,
+        input_size=args.input_size, test_per_mode=args.test_per_mode,
     )
 
 
@@ -134,7 +136,7 @@ def command_line(args: argparse.Namespace) -> str:
              "--strategies", *args.strategies]
     for flag in ("seeds", "k", "initial_fraction", "test_fraction", "rounds", "until_fraction",
                  "passes", "preset", "steps", "epochs", "patience", "lr", "sample_n",
-                 "sample_seed", "subset",
+                 "sample_seed", "test_per_mode", "input_size", "subset",
                  "device", "threads", "diversity", "power_beta"):
         value = getattr(args, flag)
         if value is not None:
@@ -157,17 +159,23 @@ def add_commands(sub: Any) -> None:
         "Writes OUT/rounds.csv (every round), summary.csv, learning_curves.png/.svg, "
         "dice_vs_effort.png/.svg and config.json. The same command resumes an interrupted run.")
     p.add_argument("--data", default="sample",
-                   help="'sample' (synthetic pool) or a folder with images and masks")
+                   help="'sample' (synthetic pool), 'redundant' (the benchmark pool: frames of "
+                   "embryos, rare modes, a fresh test set per mode) or a folder with images "
+                   "and masks")
     p.add_argument("--strategies", nargs="+", default=["random", "entropy", "bald", "kl", "js"],
-                   type=strategy_name, metavar="STRATEGY",
-                   help="strategies to compare (default: random entropy bald kl js); one of "
-                   f"{', '.join(STRATEGY_CHOICES)}, optionally with a diversity suffix: "
-                   "'bald+power' (PowerBALD), 'bald+feature'")
-    p.add_argument("--diversity", choices=DIVERSITY_CHOICES, default="none",
-                   help="diversity of the strategies named without a '+' suffix (random never "
-                   "takes one; default none: plain top k)")
-    p.add_argument("--power-beta", type=float, default=1.0,
-                   help="exponent of power sampling, 'power' diversity (default 1.0)")
+                   type=strategy_name, metavar="ARM",
+                   help="arms to compare (default: random entropy bald kl js): "
+                   "[typical:]STRATEGY[+BATCH][#N] with STRATEGY one of "
+                   f"{', '.join(STRATEGY_CHOICES)}; BATCH one of {', '.join(DIVERSITY_CHOICES)}"
+                   "; 'typical:' starts from the typicality cold start; '#2' repeats an arm "
+                   "with another acquisition seed ('random#2' is the A/A control); "
+                   "'oracle_error' takes the images with the largest true error (upper bound)")
+    p.add_argument("--diversity", choices=DIVERSITY_CHOICES, default="power",
+                   help="how arms named without a '+' suffix take k images (default power: "
+                   "stochastic power sampling; none: plain top k; random never takes one)")
+    p.add_argument("--power-beta", type=float, default=None,
+                   help="beta of the stochastic batch modes (default: set from the scores' "
+                   "dynamic range)")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
     p.add_argument("--k", type=int, default=2, help="images acquired per round (default 2)")
     p.add_argument("--initial-fraction", type=float, default=0.1,
@@ -189,6 +197,10 @@ def add_commands(sub: Any) -> None:
                    help="seed of the sample pool and of the test split (default 0)")
     p.add_argument("--sample-shape", type=int, nargs=2, metavar=("H", "W"), default=None,
                    help="shape of every sample image (default: realistic sizes)")
+    p.add_argument("--test-per-mode", type=int, default=4,
+                   help="--data redundant: fresh test embryos per mode (default 4)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="model input side (default: the preset's; smaller is faster)")
     p.add_argument("--subset", type=int, default=None,
                    help="score a random subset of N pool images per round")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, mps (default auto)")

@@ -24,7 +24,9 @@ def _settings(args: argparse.Namespace, project: Any) -> Any:
     train = dataclasses.replace(train, **{k: v for k, v in overrides.items() if v is not None})
     acq = AcquisitionConfig(
         strategy=getattr(args, "strategy", "bald"), passes=getattr(args, "passes", 8),
-        k=getattr(args, "top", 2), subset=getattr(args, "subset", None), seed=args.seed or 0)
+        k=getattr(args, "top", 2), subset=getattr(args, "subset", None), seed=args.seed or 0,
+        diversity=getattr(args, "batch", "power"), power_beta=getattr(args, "beta", None),
+        cold_start=getattr(args, "cold_start", "typical"))
     return RoundSettings(model=model, train=train, acquisition=acq)
 
 
@@ -115,7 +117,7 @@ def cmd_score(args: argparse.Namespace) -> int:
                                    device=args.device), progress)
         finally:
             progress.close()
-        ranked = [] if result is None else result.ranked
+        ranked = [] if result is None else result.ids
         scores = {} if result is None else result.scores
         names = {i: project.image(i).name for i in set(scores) | set(ranked)}
     if args.json:
@@ -176,11 +178,23 @@ def _train_args(p: argparse.ArgumentParser) -> None:
 
 
 def _acq_args(p: argparse.ArgumentParser) -> None:
+    from napari_alunet.acquisition import DIVERSITY
+    from napari_alunet.active import COLD_STARTS
+
     p.add_argument("--strategy", default="bald",
                    choices=("random", "entropy", "bald", "kl", "js", "margin", "variation_ratio"))
     p.add_argument("--passes", type=int, default=8)
     p.add_argument("--top", type=int, default=2, help="images to queue (k)")
     p.add_argument("--subset", type=int, default=None, help="score a random subset of N images")
+    p.add_argument("--batch", default="power", choices=DIVERSITY,
+                   help="how the k images are taken from the scores: power (default; "
+                   "stochastic, p ~ score^beta), softrank, softmax, none (plain top k: "
+                   "near-duplicates), feature, badge (uncertainty + diversity hybrid)")
+    p.add_argument("--beta", type=float, default=None,
+                   help="beta of the stochastic modes (default: from the scores' dynamic range)")
+    p.add_argument("--cold-start", default="typical", choices=COLD_STARTS,
+                   help="first queue of a project without labels: typical (one typical image "
+                   "per cluster of the pool; default) or random")
 
 
 def add_commands(sub: Any) -> None:

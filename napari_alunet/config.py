@@ -243,10 +243,14 @@ class AcquisitionConfig:
     k: int = 2
     subset: int | None = None  # score a random subset of this many pool images (None: all)
     reduction: str = "mean"  # mean over all pixels, "foreground", "class_weighted"
-    diversity: str = "none"  # "none", "power", "feature"
-    power_beta: float = 1.0
+    # How k images are taken from the scores. Stochastic batches by default: top-k of
+    # per-image scores picks near-duplicates and loses to random at small budgets (Kirsch et
+    # al. 2021); "none" is plain top-k, "badge" the uncertainty + diversity hybrid.
+    diversity: str = "power"  # none, power, softrank, softmax, feature, badge
+    power_beta: float | None = None  # None: set from the scores' dynamic range
     batch_size: int = 16
     seed: int = 0
+    cold_start: str = "typical"  # the first queue of a project without labels: typical, random
 
 
 @dataclass
@@ -269,7 +273,7 @@ class DataConfig:
 class ExperimentConfig:
     """An oracle-replay experiment comparing strategies over several seeds."""
 
-    data: str = "sample"
+    data: str = "sample"  # "sample", "redundant" (the benchmark pool) or a folder
     strategies: tuple[str, ...] = ("random", "entropy", "bald", "kl", "js")
     seeds: int = 5
     k: int = 2
@@ -281,6 +285,12 @@ class ExperimentConfig:
     preset: str = "cpu"
     sample_n: int = 60
     sample_seed: int = 0
+    test_per_mode: int = 4  # data="redundant": fresh test embryos per mode
+    # Annotation cost in clicks (experiment/cost.py): an error region or drawn region smaller
+    # than min_click_area pixels costs nothing; a drawn outline costs one click per
+    # vertex_spacing pixels of boundary.
+    min_click_area: int = 16
+    vertex_spacing: float = 10.0
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)

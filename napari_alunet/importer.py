@@ -56,25 +56,23 @@ def safe_file_name(image_id: int, name: str, suffix: str) -> str:
 def split_pools(
     ids_with_gt: list[int], ids_without_gt: list[int], data: DataConfig
 ) -> dict[int, str]:
-    """Assign pools reproducibly from ``data.seed``.
+    """Assign pools reproducibly from ``data.seed`` by :func:`~napari_alunet.data.splits
+    .split_pool` (the rule the experiment runner uses too).
 
-    Images with ground truth are permuted once; the first ``round(test_fraction * n)`` form the
-    test pool, the next ``round(initial_fraction * n)`` (at least one when the fraction is
-    positive) the initial labelled pool; the rest, and every image without ground truth, are
-    unlabelled.
+    Images with ground truth can go to the test pool (``test_fraction`` of them) or the
+    initial labelled pool (``initial_fraction`` of the rest, at least one when positive); the
+    rest, and every image without ground truth, are unlabelled.
     """
-    rng = np.random.default_rng(data.seed)
-    order = [ids_with_gt[i] for i in rng.permutation(len(ids_with_gt))]
-    n = len(order)
-    n_test = int(round(data.test_fraction * n))
-    n_init = int(round(data.initial_fraction * n))
-    if data.initial_fraction > 0 and n - n_test > 0:
-        n_init = max(1, n_init)
-    n_init = min(n_init, n - n_test)
+    from napari_alunet.data.splits import initial_size, split_pool
+
+    n = len(ids_with_gt)
+    n_init = min(initial_size(n, data.initial_fraction), n - round(data.test_fraction * n))
+    split = split_pool(ids_with_gt, test_fraction=data.test_fraction, initial=max(0, n_init),
+                       seed=data.seed)
     pools = {i: "unlabelled" for i in ids_without_gt}
-    pools.update({i: "test" for i in order[:n_test]})
-    pools.update({i: "labelled" for i in order[n_test : n_test + n_init]})
-    pools.update({i: "unlabelled" for i in order[n_test + n_init :]})
+    pools.update({i: "unlabelled" for i in split.unlabelled})
+    pools.update({i: "test" for i in split.test})
+    pools.update({i: "labelled" for i in split.initial})
     return pools
 
 

@@ -25,8 +25,7 @@ import numpy as np
 from napari_alunet.config import (
     AcquisitionConfig, ModelConfig, TrainConfig, from_dict, model_preset, to_dict,
 )
-from napari_alunet.data.dataset import load_images, load_labels, validation_split
-from napari_alunet.data.geometry import Letterbox
+from napari_alunet import active
 from napari_alunet.fileio import atomic_write_bytes
 from napari_alunet.store import Project, RoundRecord
 
@@ -114,8 +113,10 @@ def run_round(
 
     if current.status == "started":
         if not project.images("labelled"):
-            yield StageEvent(idx, "queue", "no labelled images yet: queueing random images")
-            return _cold_start(project, current, settings)
+            method = settings.acquisition.cold_start
+            yield StageEvent(idx, "queue", f"no labelled images yet: queueing {method} images "
+                             "to label first")
+            return (yield from _cold_start(project, current, settings, torch_device))
         yield StageEvent(idx, "train", f"training round {idx} on {torch_device}")
         start = time.perf_counter()
         model, fit_result = yield from _train(project, current, settings, torch_device)
@@ -171,96 +172,60 @@ def _report(project: Project, current: RoundRecord, seconds: dict[str, float],
 
 # -- stages -----------------------------------------------------------------------------------
 def _train(project: Project, current: RoundRecord, settings: RoundSettings, device: Any):
-    """Fit the round's model with the few-labels recipe (:mod:`napari_alunet.training.recipe`).
+    """Fit the round's model (:func:`napari_alunet.active.train`).
 
-    The unlabelled pool (never the test pool) feeds the semi-supervised term. Returns the model
-    and the :class:`~napari_alunet.training.recipe.TrainedModel`.
+    A round whose training was stopped or killed resumes from the weights it saved; otherwise
+    it warm-starts from the newest earlier round, or starts from the seed's initial weights.
+    Returns the model and the :class:`~napari_alunet.training.recipe.TrainedModel`.
     """
-    from napari_alunet.model import build_model
-    from napari_alunet.training.recipe import plan_fit, train_model
-
-    size = settings.model.input_size
-    labelled = [r.id for r in project.images("labelled")]
-    unlabelled = [r.id for r in project.images("unlabelled")]
-    # The split hashes (seed, image id): an image keeps its side as the labelled pool grows.
-    # The unlabelled subset changes with the round so a big pool is covered over the rounds.
-    plan = plan_fit(labelled, unlabelled, settings.train, seed=settings.train.seed,
-                    unlabelled_seed=current.idx)
-    # A round whose training was stopped or killed resumes from the weights it saved;
-    # otherwise warm start from the newest earlier round (or train from scratch).
     model = _load_if_compatible(project, project.checkpoint_path(current.idx), settings)
     if model is None and settings.train.warm_start and current.idx > 0:
         model = _previous_model(project, current.idx, settings)
     if model is None:
-        model = build_model(settings.model)
-    meta = {"round": current.idx, "train_ids": plan.train_ids, "val_ids": plan.val_ids,
-            "class_names": list(project.classes.names)}
-
-    def load(ids: Sequence[int], with_labels: bool) -> tuple[np.ndarray, Any]:
-        images = load_images(project, ids, size)
-        return images, load_labels(project, ids, size) if with_labels else None
-
-    trained = yield from train_model(
-        model, plan, load, settings.train, n_classes=settings.model.n_classes,
-        checkpoint_path=project.checkpoint_path(current.idx), checkpoint_meta=meta,
+        model = active.fresh_model(settings.model, settings.train.seed)
+    trained = yield from active.train(
+        _pool(project, settings), model, settings.train, round_idx=current.idx,
+        n_classes=settings.model.n_classes, checkpoint_path=project.checkpoint_path(current.idx),
+        checkpoint_meta={"round": current.idx, "class_names": list(project.classes.names)},
         device=device,
     )
     return model, trained
 
 
-def _evaluate(project: Project, model: Any, settings: RoundSettings, device: Any) -> dict[str, float]:
-    from napari_alunet.training.engine import evaluate
+def _pool(project: Project, settings: RoundSettings) -> active.ProjectPool:
+    return active.ProjectPool(project, settings.model.input_size)
 
-    test_ids = [r.id for r in project.images("test") if r.has_ground_truth]
-    if not test_ids:
-        return {}
-    size = settings.model.input_size
-    metrics = evaluate(model, load_images(project, test_ids, size),
-                       load_labels(project, test_ids, size, ground_truth=True),
-                       n_classes=settings.model.n_classes, device=device)
-    metrics["n_test"] = float(len(test_ids))
-    metrics["n_labelled"] = float(len(project.images("labelled")))
+
+def _evaluate(project: Project, model: Any, settings: RoundSettings, device: Any) -> dict[str, float]:
+    metrics = active.evaluate(_pool(project, settings), model,
+                              n_classes=settings.model.n_classes, device=device)
+    if metrics:
+        metrics["n_labelled"] = float(len(project.images("labelled")))
     return metrics
 
 
 def score_and_queue(project: Project, current: RoundRecord, model: Any,
                     settings: RoundSettings, device: Any) -> Generator[Any, None, Any]:
-    """Score the unlabelled pool with ``model``, store the scores, cache review data, queue.
+    """Acquire images with ``model`` (:func:`napari_alunet.active.acquire`), store the scores,
+    cache what the reviewer is shown, queue them.
 
-    Returns the scorer's result (None when the pool is empty). Re-scoring a queued round with
-    another strategy replaces its pending queue; committed images stay committed.
+    Returns the :class:`~napari_alunet.active.Acquired` (None when the pool is empty).
+    Re-scoring a queued round with another strategy replaces its pending queue; committed
+    images stay committed.
     """
-    from napari_alunet.scoring import score_pool
-
     acq = settings.acquisition
-    pool = [r.id for r in project.images("unlabelled")]
-    if not pool:
+    if not project.images("unlabelled"):
         project.set_queue(current.idx, [])
         return None
-    size = settings.model.input_size
-    result = yield from score_pool(
-        model, pool, lambda ids: load_images(project, ids, size), acq,
-        top_k=min(acq.k, len(pool)), device=device,
-    )
+    acquired = yield from active.acquire(_pool(project, settings), model, acq, k=acq.k,
+                                         round_idx=current.idx, device=device)
     project.save_scores(current.idx, model_version(project, current.idx), acq.strategy,
-                        result.scores)
-    ranked = list(result.ranked)
-    if ranked:
-        # The prediction a reviewer corrects: probabilities of the deterministic pass mapped
-        # back to the original grid smoothly, then argmax. Nearest-neighbour upsampling of the
-        # canvas labels would leave 3-4 px steps on every boundary for the annotator to fix.
-        from napari_alunet.training.engine import predict_probabilities
-
-        probabilities = predict_probabilities(model, load_images(project, ranked, size),
-                                              device=device)
-        for image_id, probs in zip(ranked, probabilities):
-            record = project.image(image_id)
-            box = Letterbox.fit(record.height, record.width, size)
-            prediction = np.argmax(box.invert_map(probs), axis=0).astype(np.uint8)
-            maps = {name: box.invert_map(m) for name, m in result.maps.get(image_id, {}).items()}
-            _write_review(project, current.idx, image_id, prediction, maps)
-    project.set_queue(current.idx, ranked)
-    return result
+                        acquired.scores)
+    for image_id in acquired.ids:
+        _write_review(project, current.idx, image_id, acquired.predictions[image_id],
+                      acquired.maps[image_id])
+    project.set_queue(current.idx, acquired.ids)
+    return acquired
 
 
 def rescore(project: Project, acquisition: AcquisitionConfig, *,
@@ -287,10 +252,18 @@ def rescore(project: Project, acquisition: AcquisitionConfig, *,
     return result
 
 
-def _cold_start(project: Project, current: RoundRecord, settings: RoundSettings) -> RoundReport:
-    rng = np.random.default_rng([settings.acquisition.seed, current.idx])
-    pool = [r.id for r in project.images("unlabelled")]
-    chosen = [int(i) for i in rng.permutation(pool)[: settings.acquisition.k]]
+def _cold_start(project: Project, current: RoundRecord, settings: RoundSettings,
+                device: Any) -> Generator[Any, None, RoundReport]:
+    """Queue the first images of a project without labels (:func:`napari_alunet.active
+    .cold_start`): the most typical image of each of ``k`` clusters, or random ones."""
+    acq = settings.acquisition
+    model = None
+    if acq.cold_start == "typical":
+        model = active.fresh_model(settings.model, settings.train.seed)
+    chosen = yield from active.cold_start(
+        _pool(project, settings), k=acq.k, method=acq.cold_start,
+        seed=active.round_seed(acq.seed, current.idx), model=model,
+        batch_size=acq.batch_size, device=device)
     project.set_queue(current.idx, chosen)
     project.update_round(current.idx, status="queued")
     return RoundReport(current.idx, "queued", 0, {}, chosen)

@@ -32,8 +32,8 @@ from napari_alunet.config import AcquisitionConfig
 from napari_alunet.model.mc import mc_predict
 from napari_alunet.uncertainty import MAP_NAMES, REDUCTIONS, compute_maps, entropy, image_scores
 
-__all__ = ["ScoreProgress", "ScoreResult", "SeededDropout", "predict_with_uncertainty",
-           "score_pool"]
+__all__ = ["ScoreProgress", "ScoreResult", "SeededDropout", "encoder_embeddings",
+           "gradient_embeddings", "predict_with_uncertainty", "review_pass", "score_pool"]
 
 _M64 = (1 << 64) - 1
 _ELEMENT_DROPOUT = (nn.Dropout,)
@@ -50,8 +50,8 @@ _FEATURE_SIDE = 4
 class ScoreProgress:
     """Progress of :func:`score_pool`, yielded at least once per batch.
 
-    ``stage`` is ``"score"`` while the pool is scored and ``"review"`` while the maps of the
-    chosen images are computed.
+    ``stage`` is ``"score"`` while the pool is scored, ``"review"`` while the maps of the
+    chosen images are computed and ``"embed"`` while embeddings for a cold start are.
     """
 
     done: int
@@ -73,6 +73,9 @@ class ScoreResult:
     predictions : ``{image_id: (S, S) uint8}`` argmax of the MC mean, for the ranked ids.
     seconds : wall time of the whole call.
     strategy : the strategy used.
+    probabilities : ``{image_id: (C, S, S) float32}`` the MC-mean probabilities of the ranked
+        ids: what the reviewer is shown (:func:`napari_alunet.active.review_prediction` maps
+        them to the image's original grid).
     """
 
     scores: dict[int, float]
@@ -81,6 +84,7 @@ class ScoreResult:
     predictions: dict[int, np.ndarray] = field(default_factory=dict)
     seconds: float = 0.0
     strategy: str = ""
+    probabilities: dict[int, np.ndarray] = field(default_factory=dict)
 
 
 # -- per-image seeded dropout --------------------------------------------------------------------
@@ -317,26 +321,29 @@ def score_pool(
     features: dict[int, np.ndarray] = {}
     bs = config.batch_size
 
-    def probabilities(batch_ids: list[int], det: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def batch(batch_ids: list[int]) -> torch.Tensor:
         images = load_batch(batch_ids)
         if len(images) != len(batch_ids):
             raise ValueError(f"load_batch returned {len(images)} images for {len(batch_ids)} ids")
-        x = _to_device(images, dev)
-        return _probabilities(model, x, batch_ids, config.passes, config.seed, det=det,
-                              rows=_rows(dev, x, bs * config.passes))
+        return _to_device(images, dev)
 
     with _prepared(model, dev):
         if map_name is not None:  # random scores nothing: the model does not run on the pool
             for begin in range(0, len(ids), bs):
                 batch_ids = ids[begin : begin + bs]
+                x = batch(batch_ids)
                 with _compute(dev):
-                    mc, det = probabilities(batch_ids, det=map_name in ("kl", "js"))
+                    mc, det = _probabilities(model, x, batch_ids, config.passes, config.seed,
+                                             det=map_name in ("kl", "js"),
+                                             rows=_rows(dev, x, bs * config.passes))
                     mean = mc.mean(0)
                     values = image_scores(compute_maps(mc, det, [map_name])[map_name],
                                           config.reduction, probs=mean)
                     if config.diversity == "feature":
                         pooled = F.adaptive_avg_pool2d(mean, _FEATURE_SIDE).flatten(1)
                         features.update(zip(batch_ids, pooled.float().cpu().numpy()))
+                    elif config.diversity == "badge":
+                        features.update(zip(batch_ids, gradient_embeddings(model, x)))
                     scores.update(zip(batch_ids, values.double().cpu().tolist()))
                 done = begin + len(batch_ids)
                 seconds = time.perf_counter() - start
@@ -346,25 +353,132 @@ def score_pool(
                       strategy=config.strategy, rng=rng, diversity=config.diversity,
                       power_beta=config.power_beta, features=features or None)
         del features
-        maps: dict[int, dict[str, np.ndarray]] = {}
-        predictions: dict[int, np.ndarray] = {}
-        review_start = time.perf_counter()
-        for begin in range(0, len(ranked), bs):
-            batch_ids = ranked[begin : begin + bs]
-            with _compute(dev):
-                mc, det = probabilities(batch_ids, det=bool({"kl", "js"}.intersection(names)))
-                batch_maps = {k: v.float().cpu().numpy() for k, v in
-                              compute_maps(mc, det, names).items()}
-                labels = mc.mean(0).argmax(1).to(torch.uint8).cpu().numpy()
-            for row, image_id in enumerate(batch_ids):
-                maps[image_id] = {k: np.ascontiguousarray(v[row]) for k, v in batch_maps.items()}
-                predictions[image_id] = np.ascontiguousarray(labels[row])
-            done = begin + len(batch_ids)
-            seconds = time.perf_counter() - review_start
-            yield ScoreProgress(done, len(ranked), seconds, done / max(seconds, 1e-9), "review")
+        review = yield from _review_pass(model, ranked, load_batch, config, names, dev)
+    return ScoreResult(scores, ranked, review.maps, review.predictions,
+                       time.perf_counter() - start, config.strategy, review.probabilities)
 
-    return ScoreResult(scores, ranked, maps, predictions, time.perf_counter() - start,
-                       config.strategy)
+
+def review_pass(
+    model: nn.Module, image_ids: Sequence[int], load_batch: Callable[[list[int]], np.ndarray],
+    config: AcquisitionConfig, *, device: str | torch.device | None = None,
+    keep_maps: Sequence[str] = ("entropy", "bald", "kl", "js"),
+) -> Generator[ScoreProgress, None, ScoreResult]:
+    """The maps, MC-mean probabilities and labels of ``image_ids``, chosen by another rule.
+
+    The same pass :func:`score_pool` runs for its ranked images (same seeded masks, so the same
+    numbers), for images chosen without scoring the pool (oracle-error, cold start). Returns a
+    :class:`ScoreResult` with empty ``scores`` and ``ranked == list(image_ids)``.
+    """
+    start = time.perf_counter()
+    names = tuple(dict.fromkeys(keep_maps))
+    dev = _device(model, device)
+    with _prepared(model, dev):
+        review = yield from _review_pass(model, [int(i) for i in image_ids], load_batch, config,
+                                         names, dev)
+    return ScoreResult({}, [int(i) for i in image_ids], review.maps, review.predictions,
+                       time.perf_counter() - start, config.strategy, review.probabilities)
+
+
+@dataclass
+class _Review:
+    maps: dict[int, dict[str, np.ndarray]]
+    predictions: dict[int, np.ndarray]
+    probabilities: dict[int, np.ndarray]
+
+
+def _review_pass(model: nn.Module, ranked: list[int], load_batch: Callable[[list[int]], np.ndarray],
+                 config: AcquisitionConfig, names: Sequence[str], dev: torch.device
+                 ) -> Generator[ScoreProgress, None, _Review]:
+    """MC maps, MC-mean probabilities and labels of ``ranked`` (the model is prepared)."""
+    review = _Review({}, {}, {})
+    review_start = time.perf_counter()
+    bs = config.batch_size
+    for begin in range(0, len(ranked), bs):
+        batch_ids = ranked[begin : begin + bs]
+        images = load_batch(batch_ids)
+        if len(images) != len(batch_ids):
+            raise ValueError(f"load_batch returned {len(images)} images for {len(batch_ids)} ids")
+        x = _to_device(images, dev)
+        with _compute(dev):
+            mc, det = _probabilities(model, x, batch_ids, config.passes, config.seed,
+                                     det=bool({"kl", "js"}.intersection(names)),
+                                     rows=_rows(dev, x, bs * config.passes))
+            batch_maps = {k: v.float().cpu().numpy() for k, v in
+                          compute_maps(mc, det, names).items()}
+            mean = mc.mean(0).float()
+            labels = mean.argmax(1).to(torch.uint8).cpu().numpy()
+            mean = mean.cpu().numpy()
+        for row, image_id in enumerate(batch_ids):
+            review.maps[image_id] = {k: np.ascontiguousarray(v[row]) for k, v in batch_maps.items()}
+            review.predictions[image_id] = np.ascontiguousarray(labels[row])
+            review.probabilities[image_id] = np.ascontiguousarray(mean[row])
+        done = begin + len(batch_ids)
+        seconds = time.perf_counter() - review_start
+        yield ScoreProgress(done, len(ranked), seconds, done / max(seconds, 1e-9), "review")
+    return review
+
+
+# -- embeddings for diversity and cold starts -----------------------------------------------------
+
+
+def gradient_embeddings(model: nn.Module, x: torch.Tensor) -> np.ndarray:
+    """BADGE's gradient embeddings of a batch: (B, C * F) float32.
+
+    For each image, the gradient of the cross-entropy with the model's own argmax as target
+    with respect to the 1x1 output layer's weights, averaged over pixels:
+    ``sum_pixels (p - onehot(argmax p)) outer h / pixels``, with ``h`` the (F,) features
+    entering the head (Ash et al. 2020). Its norm grows with the model's uncertainty and its
+    direction says what kind of image it is, so k-means++ seeding on it mixes both.
+    Deterministic pass (dropout off, BatchNorm on running statistics).
+    """
+    captured: list[torch.Tensor] = []
+    handle = model.head.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
+    try:
+        with torch.no_grad(), _eval_mode(model):
+            logits = model(x).float()
+    finally:
+        handle.remove()
+    h = captured[0].float()[..., : logits.shape[-2], : logits.shape[-1]]
+    probs = torch.softmax(logits, 1)
+    residual = probs - F.one_hot(probs.argmax(1), probs.shape[1]).permute(0, 3, 1, 2).float()
+    pixels = logits.shape[-2] * logits.shape[-1]
+    grad = torch.einsum("bchw,bfhw->bcf", residual, h) / pixels
+    return grad.flatten(1).cpu().numpy().astype(np.float32)
+
+
+def encoder_embeddings(
+    model: nn.Module, image_ids: Sequence[int], load_batch: Callable[[list[int]], np.ndarray], *,
+    batch_size: int = 16, device: str | torch.device | None = None,
+) -> Generator[ScoreProgress, None, dict[int, np.ndarray]]:
+    """``{image_id: (2 F,) float32}``: mean and std over pixels of the bottleneck features.
+
+    What the typicality cold start clusters (:func:`napari_alunet.acquisition.typical_start`).
+    Deterministic pass; works with an untrained network too (random convolutional features
+    still separate image layouts), which is what a project without labels has.
+    """
+    dev = _device(model, device)
+    ids = [int(i) for i in image_ids]
+    out: dict[int, np.ndarray] = {}
+    captured: list[torch.Tensor] = []
+    start = time.perf_counter()
+    handle = model.bottleneck.register_forward_hook(lambda _m, _a, y: captured.append(y))
+    try:
+        with _prepared(model, dev):
+            for begin in range(0, len(ids), batch_size):
+                batch_ids = ids[begin : begin + batch_size]
+                x = _to_device(load_batch(batch_ids), dev)
+                captured.clear()
+                with torch.no_grad(), _eval_mode(model):
+                    model(x)
+                feats = captured[0].float().flatten(2)
+                vectors = torch.cat([feats.mean(2), feats.std(2)], 1).cpu().numpy()
+                out.update(zip(batch_ids, vectors.astype(np.float32)))
+                done = begin + len(batch_ids)
+                seconds = time.perf_counter() - start
+                yield ScoreProgress(done, len(ids), seconds, done / max(seconds, 1e-9), "embed")
+    finally:
+        handle.remove()
+    return out
 
 
 # -- prediction with uncertainty -----------------------------------------------------------------

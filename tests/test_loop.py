@@ -160,8 +160,8 @@ def test_cli_round_score_oracle_predict(tmp_path, pool_dir, capsys):
     assert main(["train", str(proj), "--preset", "tiny", "--epochs", "1", "--json"]) == 0
     trained = json.loads(capsys.readouterr().out)
     assert trained["status"] == "evaluated" and "mean_dice" in trained["test"]
-    assert main(["score", str(proj), "--strategy", "entropy", "--top", "3", "--passes", "2",
-                 "--json"]) == 0
+    assert main(["score", str(proj), "--strategy", "entropy", "--batch", "none", "--top", "3",
+                 "--passes", "2", "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
     assert len(scored["queue"]) == 3
     ranked = sorted(scored["scores"].values(), reverse=True)

@@ -112,6 +112,8 @@ def test_whole_round(app, qtbot, tmp_path):
     # Acquire: re-score with entropy; the table ranks the pool; a click shows that image.
     acquire = widget.panel("Acquire")
     acquire.strategy.setCurrentText("entropy")
+    acquire.batch.setCurrentText("none")  # plain top k: the queue is the head of the table
+    assert state.settings.acquisition.diversity == "none"
     with qtbot.waitSignal(state.scores_changed, timeout=TIMEOUT):
         acquire.compute()
     wait_idle(qtbot, state)

@@ -35,6 +35,12 @@ STYLES: dict[str, tuple[str, str, str]] = {
     "js": ("#009E73", "D", "--"),
     "margin": ("#CC79A7", "P", "-."),
     "variation_ratio": ("#56B4E9", "X", "-."),
+    # The benchmark's arms (README "Does active learning pay"): controls in grey and purple.
+    "random#2": ("#888888", "o", ":"),
+    "oracle_error": ("#CC79A7", "*", "--"),
+    "bald+power": ("#0072B2", "^", "-"),
+    "typical:bald+power": ("#009E73", "D", "-"),
+    "bald+badge": ("#D55E00", "s", "-."),
 }
 FULL_COLOUR = "#555555"
 DPI = 300
@@ -224,5 +230,66 @@ def plot_dice_vs_effort(rounds: pd.DataFrame, stem: str | Path, *, title: str | 
     return _save(fig, Path(stem))
 
 
-__all__ = ["OKABE_ITO", "STYLES", "class_columns", "plot_dice_vs_effort",
-           "plot_learning_curves"]
+def plot_dice_vs_clicks(rounds: pd.DataFrame, stem: str | Path, *, title: str | None = None,
+                        metric: str = "mean_dice") -> list[Path]:
+    """Dice against the cumulative clicks that bought each round's labelled set.
+
+    Left: correcting the model's proposals (one click per connected error region of a class,
+    :func:`napari_alunet.experiment.cost.correction_clicks`); right: drawing every outline
+    from scratch (polygon vertices). The initial set is drawn from scratch in both.
+
+    Returns
+    -------
+    [png path, svg path]
+    """
+    strategies = _strategies(rounds)
+    fig = _figure(figsize=(10, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True, sharex=True)
+    full = _full_dice(rounds, metric)
+    for ax, column, what in (
+        (axes[0], "cumulative_correction_clicks", "correcting the model's proposals"),
+        (axes[1], "cumulative_scratch_clicks", "drawing every outline from scratch"),
+    ):
+        _draw(ax, _curves(rounds, column, metric), strategies)
+        _full_lines(ax, full, label=ax is axes[0])
+        ax.set_xlabel("cumulative clicks")
+        ax.set_title(f"effort = {what}", fontsize=10)
+        ax.grid(True, alpha=0.3, lw=0.5)
+    axes[0].set_ylabel("test Dice, mean over foreground classes")
+    axes[0].legend(fontsize=8, loc="lower right", framealpha=0.9)
+    fig.suptitle(title or "Test Dice vs clicks (mean ± std over seeds)", fontsize=11)
+    return _save(fig, Path(stem))
+
+
+def plot_modes(rounds: pd.DataFrame, stem: str | Path, *, title: str | None = None) -> list[Path]:
+    """Dice per embryo mode against labelled fraction: one panel per mode, plus the worst.
+
+    Returns
+    -------
+    [png path, svg path], or [] when the table has no per-mode columns.
+    """
+    columns = [c for c in rounds.columns if c.startswith("dice_mode_")]
+    if not columns:
+        return []
+    columns.append("worst_mode_dice")
+    strategies = _strategies(rounds)
+    ncols = 4
+    nrows = math.ceil(len(columns) / ncols)
+    fig = _figure(figsize=(3.2 * ncols, 2.9 * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True)).ravel()
+    for ax, column in zip(axes, columns):
+        _draw(ax, _curves(rounds, "fraction", column), strategies, scale=100.0,
+              markersize=2.5, band=False, linewidth=1.1)
+        ax.set_title(column.removeprefix("dice_mode_").replace("_", " "), fontsize=9)
+        ax.grid(True, alpha=0.3, lw=0.5)
+        ax.set_xlabel("labelled (%)", fontsize=8)
+    for ax in axes[len(columns):]:
+        ax.set_visible(False)
+    axes[0].set_ylabel("test Dice", fontsize=8)
+    axes[0].legend(fontsize=6, loc="lower right", framealpha=0.9)
+    fig.suptitle(title or "Test Dice per embryo mode (mean over seeds)", fontsize=11)
+    return _save(fig, Path(stem))
+
+
+__all__ = ["OKABE_ITO", "STYLES", "class_columns", "plot_dice_vs_clicks", "plot_dice_vs_effort",
+           "plot_learning_curves", "plot_modes"]

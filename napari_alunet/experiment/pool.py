@@ -11,11 +11,6 @@ import numpy as np
 
 from napari_alunet.config import ExperimentConfig
 
-#: Offsets mixed into seeds so that the test split, the initial sets and the training seeds do
-#: not draw from the same stream.
-_TEST_STREAM, _INITIAL_STREAM = 7, 11
-
-
 # -- the pool -------------------------------------------------------------------------------------
 @dataclass
 class Pool:
@@ -32,6 +27,10 @@ class Pool:
     foreground : (N,) int64 foreground pixels of each original ground truth (scratch cost).
     class_names : class names in index order.
     skipped : names of images left out (no ground truth to replay).
+    modes : N group names (an embryo's mode: per-mode Dice), or None.
+    embryos : N embryo ids (frames of one embryo share one), or None.
+    given_test : ids of a test set the data defines (fresh embryos of a benchmark pool), or
+        None (the test set is drawn by :func:`make_splits`).
     """
 
     names: list[str]
@@ -42,6 +41,9 @@ class Pool:
     foreground: np.ndarray
     class_names: tuple[str, ...]
     skipped: list[str] = field(default_factory=list)
+    modes: list[str] | None = None
+    embryos: list[int] | None = None
+    given_test: list[int] | None = None
 
     def __len__(self) -> int:
         return len(self.names)
@@ -50,15 +52,13 @@ class Pool:
         """``score_pool``'s loader over the in-memory arrays: (len(ids), 1, S, S) float32."""
         return self.images[np.asarray(ids, dtype=np.intp)]
 
-    def correction_pixels(self, ids: Sequence[int], predictions: np.ndarray) -> np.ndarray:
-        """(len(ids),) pixels a reviewer changes: proposal vs truth at the original size.
+    def active_pool(self, splits: "Splits", labelled: Sequence[int]) -> Any:
+        """This pool as the :class:`~napari_alunet.active.MemoryPool` the step runs on."""
+        from napari_alunet.active import MemoryPool
 
-        ``predictions`` is (len(ids), S, S) uint8 on the canvas; it is mapped back through each
-        image's letter-box, so padding never counts and every original pixel counts once.
-        """
-        return np.array([
-            int(np.count_nonzero(self.boxes[i].invert_labels(p) != self.truth[i]))
-            for i, p in zip(ids, predictions)], dtype=np.int64)
+        return MemoryPool(self.images, self.labels, self.truth, self.boxes,
+                          list(splits.train_pool), list(splits.test),
+                          sorted(int(i) for i in labelled), self.class_names, self.modes)
 
 
 def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None = None) -> Pool:
@@ -85,6 +85,9 @@ def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None 
     originals: list[np.ndarray] = []
     truths: list[np.ndarray] = []
     skipped: list[str] = []
+    modes: list[str] | None = None
+    embryos: list[int] | None = None
+    given_test: list[int] | None = None
     if config.data == "sample":
         from napari_alunet.data.synthetic import generate_pool
 
@@ -93,8 +96,28 @@ def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None 
             names.append(str(name))
             originals.append(image)
             truths.append(np.asarray(labels, dtype=np.uint8))
+    elif config.data == "redundant":
+        # The benchmark pool: several frames per embryo, rare modes, and a test set of fresh
+        # embryos with the same number of each mode (data/redundant.py).
+        from napari_alunet.data.redundant import generate_redundant_pool, generate_test_set
+
+        modes, embryos, given_test = [], [], []
+        streams = (generate_redundant_pool(config.sample_n, config.sample_seed,
+                                           shape=sample_shape),
+                   generate_test_set(config.test_per_mode, config.sample_seed,
+                                     shape=sample_shape))
+        for stream, is_test in zip(streams, (False, True)):
+            for name, image, labels, info in stream:
+                if is_test:
+                    given_test.append(len(names))
+                names.append(str(name))
+                originals.append(image)
+                truths.append(np.asarray(labels, dtype=np.uint8))
+                modes.append(str(info["mode"]))
+                embryos.append(int(info["embryo"]))  # test embryos have ids of their own
     else:
         from napari_alunet.data import io as dio
+        from napari_alunet.data.redundant import read_pool_info
 
         listing = dio.scan_pool(config.data)
         if listing.layout == "images":
@@ -110,6 +133,13 @@ def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None 
             names.append(item.name)
             originals.append(dio.read_image(item.image_path))
             truths.append(labels)
+        info = read_pool_info(config.data)
+        if info is not None:  # a written benchmark pool: its modes, embryos and test set
+            known = [info.get(n) for n in names]
+            if all(k is not None for k in known):
+                modes = [str(k["mode"]) for k in known]
+                embryos = [int(k["embryo"]) for k in known]
+                given_test = [i for i, k in enumerate(known) if k["split"] == "test"] or None
     if len(names) < 4:
         raise ValueError(
             f"{len(names)} image(s) with ground truth: an experiment needs at least 4 (test, "
@@ -127,7 +157,7 @@ def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None 
     assert all(isinstance(b, Letterbox) for b in boxes)
     foreground = np.array([int(np.count_nonzero(t)) for t in truths], dtype=np.int64)
     return Pool(names, images, canvas, truths, boxes, foreground, tuple(DEFAULT_CLASS_NAMES),
-                skipped)
+                skipped, modes, embryos, given_test)
 
 
 # -- splits and schedule --------------------------------------------------------------------------
@@ -140,31 +170,37 @@ class Splits:
     initial: dict[int, list[int]]
 
 
-def make_splits(n_images: int, config: ExperimentConfig) -> Splits:
+def make_splits(pool: "Pool | int", config: ExperimentConfig) -> Splits:
     """One test split for the whole experiment, one initial labelled set per seed.
 
-    The test split depends on ``sample_seed`` only, so every (strategy, seed) pair is evaluated
-    on the same images; the initial set of seed ``s`` depends on ``s`` only, so every strategy
-    of a seed starts from the same labels.
+    Both come from :func:`napari_alunet.data.splits.split_pool`, the rule a project's import
+    uses. The test split depends on ``sample_seed`` only (or is the pool's own fresh-embryo
+    test set), so every (strategy, seed) pair is evaluated on the same images; frames of one
+    embryo never straddle it, and every mode is represented. The initial set of seed ``s``
+    depends on ``s`` only, so every strategy of a seed starts from the same labels.
     """
-    ids = np.arange(n_images)
-    n_test = round(config.test_fraction * n_images)
-    if config.test_fraction > 0:
-        n_test = max(1, n_test)
-    rng = np.random.default_rng([config.sample_seed, _TEST_STREAM])
-    test = sorted(int(i) for i in rng.permutation(ids)[:n_test])
-    train_pool = sorted(set(ids.tolist()) - set(test))
-    n0 = initial_size(len(train_pool), config.initial_fraction)
-    if n0 > len(train_pool):
-        raise ValueError(
-            f"{len(train_pool)} training image(s) cannot hold an initial set of {n0}: lower "
-            "--test-fraction or use more images"
-        )
+    from napari_alunet.data.splits import split_pool
+
+    n_images = pool if isinstance(pool, int) else len(pool)
+    groups = strata = given = None
+    if not isinstance(pool, int):
+        if pool.embryos is not None:
+            groups = dict(enumerate(pool.embryos))
+        if pool.modes is not None:
+            strata = dict(enumerate(pool.modes))
+        given = pool.given_test
+    if config.test_fraction <= 0 and given is None:
+        raise ValueError("test_fraction must be > 0: the curves are measured on the test pool")
+    ids = list(range(n_images))
+    base = split_pool(ids, test_fraction=config.test_fraction, initial=0,
+                      seed=config.sample_seed, groups=groups, strata=strata, test_ids=given)
+    n0 = initial_size(len(base.train_pool), config.initial_fraction)
     initial = {}
     for seed in range(config.seeds):
-        rng = np.random.default_rng([seed, _INITIAL_STREAM])
-        initial[seed] = sorted(int(i) for i in rng.choice(train_pool, size=n0, replace=False))
-    return Splits(test, train_pool, initial)
+        initial[seed] = split_pool(ids, test_fraction=config.test_fraction, initial=n0,
+                                   seed=config.sample_seed, initial_seed=seed, groups=groups,
+                                   strata=strata, test_ids=base.test).initial
+    return Splits(base.test, base.train_pool, initial)
 
 
 def initial_size(n_train_pool: int, fraction: float) -> int:

@@ -32,22 +32,27 @@ RESUMABLE_DIFFERENCES = ("experiment.train.device", "experiment.train.num_thread
                          "experiment.acquisition.batch_size")
 
 
-def round_columns(class_names: Sequence[str]) -> list[str]:
-    """The columns of rounds.csv, in order."""
+def round_columns(class_names: Sequence[str], modes: Sequence[str] = ()) -> list[str]:
+    """The columns of rounds.csv, in order (``modes``: the pool's embryo modes, if any)."""
     return [
         "strategy", "seed", "round", "n_labelled", "n_train_pool", "fraction", "mean_dice",
-        *[f"dice_{n}" for n in class_names], "mean_iou", "pixel_accuracy", "ece", "n_train",
+        *[f"dice_{n}" for n in class_names], *[f"dice_mode_{m}" for m in modes],
+        *(["worst_mode_dice"] if modes else []),
+        "mean_iou", "pixel_accuracy", "ece", "n_train",
         "n_val", "n_unlabelled", "selection", "init", "steps", "passes", "best_step",
         "stopped_early", "best_val_dice", "labelled_dice", "attempts", "train_seconds",
         "score_seconds", "n_scored", "acquired_ids", "correction_pixels",
-        "scratch_pixels", "cumulative_correction_pixels", "cumulative_scratch_pixels",
+        "scratch_pixels", "correction_clicks", "scratch_clicks",
+        "cumulative_correction_pixels", "cumulative_scratch_pixels",
+        "cumulative_correction_clicks", "cumulative_scratch_clicks",
     ]
 
 
 # -- configuration file ---------------------------------------------------------------------------
 def make_config(*, preset: str = "cpu", train: dict[str, Any] | None = None,
                 device: str | None = None, subset: int | None = None, warm_start: bool = True,
-                threads: int | None = None, diversity: str = "none", power_beta: float = 1.0,
+                threads: int | None = None, diversity: str = "power",
+                power_beta: float | None = None, input_size: int | None = None,
                 **fields: Any) -> ExperimentConfig:
     """An :class:`ExperimentConfig` with the model of ``preset`` and consistent sub-configs.
 
@@ -59,7 +64,9 @@ def make_config(*, preset: str = "cpu", train: dict[str, Any] | None = None,
     acquisition config gets the experiment's ``k`` and ``passes`` so the saved config does not
     hold two different values of either.
     """
-    config = ExperimentConfig(preset=preset, model=model_preset(preset), **fields)
+    model = model_preset(preset) if input_size is None else model_preset(
+        preset, input_size=int(input_size))
+    config = ExperimentConfig(preset=preset, model=model, **fields)
     train_changes: dict[str, Any] = {"warm_start": warm_start, **(train or {})}
     if device is not None:
         train_changes["device"] = device
@@ -70,30 +77,67 @@ def make_config(*, preset: str = "cpu", train: dict[str, Any] | None = None,
                                              passes=config.passes, subset=subset,
                                              diversity=diversity, power_beta=power_beta)
     config.strategies = tuple(config.strategies)
-    if config.data != "sample":
+    if config.data not in ("sample", "redundant"):
         config.data = str(Path(config.data).expanduser().resolve())
     return config
 
 
-def split_strategy(name: str, default_diversity: str = "none") -> tuple[str, str]:
-    """``(strategy, diversity)`` of an experiment strategy name.
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One arm of an experiment, parsed from its name.
 
-    ``"bald+power"`` is BALD with PowerBALD sampling, ``"bald+feature"`` BALD with feature
-    diversity; a name without ``+`` uses ``default_diversity`` (``--diversity``), except
-    ``random``, which never takes a diversity. ValueError for unknown parts.
+    Grammar: ``[typical:]strategy[+diversity][#replicate]``.
+
+    * ``strategy``: an acquisition strategy, or ``oracle_error`` (the upper-bound control:
+      the images whose review prediction is furthest from the ground truth);
+    * ``+diversity``: how k images are taken (``power``, ``softrank``, ``softmax``,
+      ``feature``, ``badge``, ``none``); default the experiment's ``--diversity``;
+    * ``typical:``: the initial labelled set is the typicality cold start instead of the
+      seed's random initial set;
+    * ``#2``: a replicate with another acquisition seed (``random#2`` is the A/A control: its
+      spread against ``random`` is the null spread of the whole harness).
     """
-    from napari_alunet.acquisition import DIVERSITY, strategy_map
 
-    strategy, plus, diversity = name.partition("+")
+    name: str
+    strategy: str
+    diversity: str
+    initial: str = "random"
+    replicate: int = 1
+
+
+def parse_arm(name: str, default_diversity: str = "power") -> Arm:
+    """The :class:`Arm` named ``name``; ValueError naming the part that is wrong."""
+    from napari_alunet.acquisition import DIVERSITY, strategy_map
+    from napari_alunet.active import ORACLE_STRATEGIES
+
+    rest, initial = name, "random"
+    if ":" in rest:
+        initial, _, rest = rest.partition(":")
+        if initial != "typical":
+            raise ValueError(f"unknown initial set {initial!r} in {name!r}; only 'typical:'")
+    rest, hash_, replicate_text = rest.partition("#")
+    replicate = 1
+    if hash_:
+        if not replicate_text.isdigit() or int(replicate_text) < 1:
+            raise ValueError(f"{name!r}: the replicate after '#' must be a number >= 1")
+        replicate = int(replicate_text)
+    strategy, plus, diversity = rest.partition("+")
     if not plus:
-        diversity = "none" if strategy == "random" else default_diversity
-    strategy_map(strategy)
+        diversity = "none" if strategy in ("random", *ORACLE_STRATEGIES) else default_diversity
+    if strategy not in ORACLE_STRATEGIES:
+        strategy_map(strategy)
     if diversity not in DIVERSITY:
         raise ValueError(f"unknown diversity {diversity!r} in {name!r}; choose one of "
                          f"{', '.join(DIVERSITY)}")
-    if strategy == "random" and diversity != "none":
-        raise ValueError(f"{name!r}: random acquisition takes no diversity")
-    return strategy, diversity
+    if strategy in ("random", *ORACLE_STRATEGIES) and diversity != "none":
+        raise ValueError(f"{name!r}: {strategy} acquisition takes no diversity")
+    return Arm(name, strategy, diversity, initial, replicate)
+
+
+def split_strategy(name: str, default_diversity: str = "none") -> tuple[str, str]:
+    """``(strategy, diversity)`` of an arm name (see :func:`parse_arm`)."""
+    arm = parse_arm(name, default_diversity)
+    return arm.strategy, arm.diversity
 
 
 def check_config(config: ExperimentConfig) -> None:
@@ -104,7 +148,7 @@ def check_config(config: ExperimentConfig) -> None:
     for s in config.strategies:
         if s == FULL:
             raise ValueError(f"'{FULL}' is the name of the full-data baseline, not a strategy")
-        split_strategy(s, config.acquisition.diversity)
+        parse_arm(s, config.acquisition.diversity)
     if config.seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {config.seeds}")
     if config.k < 1:
@@ -119,7 +163,7 @@ def check_config(config: ExperimentConfig) -> None:
         value = getattr(config, name)
         if not 0 <= value < 1:
             raise ValueError(f"{name} must be in [0, 1), got {value}")
-    if config.test_fraction == 0:
+    if config.test_fraction == 0 and config.data != "redundant":
         raise ValueError("test_fraction must be > 0: the curves are measured on the test pool")
 
 
@@ -171,7 +215,7 @@ def config_record(config: ExperimentConfig, pool: Pool, splits: Splits,
     from napari_alunet import __version__
 
     generator_version = None
-    if config.data == "sample":
+    if config.data in ("sample", "redundant"):
         from napari_alunet.data.synthetic import GENERATOR_VERSION
 
         generator_version = GENERATOR_VERSION
@@ -182,6 +226,7 @@ def config_record(config: ExperimentConfig, pool: Pool, splits: Splits,
         "pool": {
             "n_images": len(pool), "names": pool.names, "skipped": pool.skipped,
             "class_names": list(pool.class_names), "test_ids": splits.test,
+            "modes": pool.modes,
             "initial_ids": {str(s): v for s, v in splits.initial.items()},
         },
         "versions": {

@@ -113,48 +113,6 @@ def fraction_to_reach(fractions: Sequence[float], dice: Sequence[float], target:
     return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
 
 
-def paired_tests(values: pd.DataFrame, reference: str = "random") -> pd.DataFrame:
-    """Paired tests of each strategy's per-seed statistic against ``reference``.
-
-    Parameters
-    ----------
-    values : one row per seed, one column per strategy (e.g. AULC), NaN where missing.
-    reference : the column every other strategy is compared with.
-
-    Returns
-    -------
-    One row per strategy: ``n_pairs``, ``mean_diff`` (strategy - reference), ``t_pvalue``
-    (two-sided paired t-test, ``scipy.stats.ttest_rel``; NaN with fewer than two pairs) and
-    ``wilcoxon_pvalue`` (two-sided signed-rank test; only with six or more pairs, because with
-    fewer the smallest attainable p-value is above 0.05 and the test cannot reject). The
-    reference itself and strategies without pairs get NaN.
-    """
-    from scipy import stats
-
-    rows = []
-    for strategy in values.columns:
-        row = {"strategy": strategy, "n_pairs": 0, "mean_diff": math.nan,
-               "t_pvalue": math.nan, "wilcoxon_pvalue": math.nan}
-        if strategy != reference and reference in values.columns:
-            pair = values[[strategy, reference]].dropna()
-            n = len(pair)
-            row["n_pairs"] = n
-            if n:
-                diff = (pair[strategy] - pair[reference]).to_numpy()
-                row["mean_diff"] = float(diff.mean())
-            if n >= 2:
-                row["t_pvalue"] = _finite_or_nan(
-                    stats.ttest_rel(pair[strategy], pair[reference]).pvalue)
-            if n >= 6:
-                if np.all(diff == 0):
-                    row["wilcoxon_pvalue"] = 1.0  # identical curves: nothing to reject
-                else:
-                    row["wilcoxon_pvalue"] = _finite_or_nan(
-                        stats.wilcoxon(pair[strategy], pair[reference]).pvalue)
-        rows.append(row)
-    return pd.DataFrame(rows).set_index("strategy")
-
-
 def _finite_or_nan(value: float) -> float:
     value = float(value)
     return value if math.isfinite(value) else math.nan
@@ -178,24 +136,65 @@ def complete_runs(rounds: pd.DataFrame) -> pd.DataFrame:
     return rounds[keep]
 
 
+#: The effort axis of the cost curves: cumulative clicks of the corrections that bought a
+#: round's labelled set (the initial set drawn from scratch).
+COST_AXIS = "cumulative_correction_clicks"
+
+
+def aulc_window(x: Sequence[float], y: Sequence[float], lo: float, hi: float) -> float:
+    """Mean of the piecewise-linear curve ``y(x)`` over ``[lo, hi]`` (NaN if not covered).
+
+    For curves whose x-axes differ run to run (annotation cost): every curve is averaged over
+    the same window, the cost range that all runs of the experiment cover.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    if x.size < 2 or not hi > lo or x.min() > lo + 1e-9 or x.max() < hi - 1e-9:
+        return math.nan
+    order = np.argsort(x, kind="stable")
+    x, y = x[order], y[order]
+    inside = (x > lo) & (x < hi)
+    grid = np.concatenate([[lo], x[inside], [hi]])
+    return float(_trapezoid(np.interp(grid, x, y), grid) / (hi - lo))
+
+
+def cost_window(rounds: pd.DataFrame, axis: str = COST_AXIS) -> tuple[float, float]:
+    """The effort range every complete run covers: (largest first x, smallest last x)."""
+    runs = complete_runs(rounds)
+    runs = runs[runs["strategy"] != FULL]
+    if runs.empty or axis not in runs.columns:
+        return math.nan, math.nan
+    grouped = runs.groupby(["strategy", "seed"])[axis]
+    return float(grouped.min().max()), float(grouped.max().min())
+
+
 def per_seed_statistics(rounds: pd.DataFrame, metric: str = "mean_dice") -> pd.DataFrame:
-    """Per (strategy, seed): AULC, Dice at :data:`SUMMARY_FRACTIONS`, fraction to 95 % of full.
+    """Per (strategy, seed): AULC on both axes, Dice at :data:`SUMMARY_FRACTIONS`, fraction to
+    95 % of full, and the final Dice per embryo mode.
 
     Parameters
     ----------
     rounds : the ``rounds.csv`` table (columns ``strategy``, ``seed``, ``round``, ``fraction``
-        and ``metric``), including the ``'full'`` baseline rows when available.
+        and ``metric``; optionally :data:`COST_AXIS` and ``dice_mode_*``), including the
+        ``'full'`` baseline rows when available.
     metric : the Dice column the curves use.
 
     Returns
     -------
     One row per complete (strategy, seed) run (:func:`complete_runs`; not ``'full'``), columns
-    ``aulc``, ``dice_at_<pct>``, ``full_dice`` (that seed's full-data Dice, NaN without a
-    baseline), ``fraction_to_95``, ``n_rounds`` and ``max_fraction``.
+    ``aulc`` (Dice vs labelled fraction), ``aulc_cost`` (Dice vs clicks over
+    :func:`cost_window`; NaN without cost columns), ``aulc_worst_mode`` (worst-mode Dice vs
+    fraction; NaN without modes), ``dice_at_<pct>``, ``full_dice`` (that seed's full-data
+    Dice), ``fraction_to_95``, ``n_rounds``, ``max_fraction``, ``final_<mode column>``.
     """
     rounds = complete_runs(rounds)
     full = (rounds[rounds["strategy"] == FULL].groupby("seed")[metric].mean()
             if (rounds["strategy"] == FULL).any() else pd.Series(dtype=float))
+    lo, hi = cost_window(rounds)
+    mode_columns = [c for c in rounds.columns if c.startswith("dice_mode_")]
+    mode_columns += ["worst_mode_dice"] if "worst_mode_dice" in rounds.columns else []
     rows = []
     curves = rounds[rounds["strategy"] != FULL].sort_values(["strategy", "seed", "round"])
     for (strategy, seed), run in curves.groupby(["strategy", "seed"], sort=True):
@@ -203,37 +202,60 @@ def per_seed_statistics(rounds: pd.DataFrame, metric: str = "mean_dice") -> pd.D
         y = run[metric].to_numpy(dtype=np.float64)
         full_dice = float(full.get(seed, math.nan))
         row = {"strategy": strategy, "seed": int(seed), "aulc": aulc(x, y),
+               "aulc_cost": aulc_window(run[COST_AXIS], y, lo, hi)
+               if COST_AXIS in run.columns else math.nan,
+               "aulc_worst_mode": aulc(x, run["worst_mode_dice"])
+               if "worst_mode_dice" in run.columns else math.nan,
                "full_dice": full_dice,
                "fraction_to_95": fraction_to_reach(x, y, 0.95 * full_dice),
                "n_rounds": len(run), "max_fraction": float(np.nanmax(x))}
         at = dice_at(x, y, SUMMARY_FRACTIONS)
         for f, value in zip(SUMMARY_FRACTIONS, at):
             row[f"dice_at_{round(f * 100)}"] = float(value)
+        for column in mode_columns:
+            row[f"final_{column}"] = float(run[column].iloc[-1])
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def summarise(rounds: pd.DataFrame, *, metric: str = "mean_dice",
-              reference: str = "random") -> pd.DataFrame:
+              reference: str = "random", margin: float = 0.01) -> pd.DataFrame:
     """The ``summary.csv`` table: one row per strategy, statistics over seeds.
 
     Columns: ``strategy``, ``n_seeds``, ``aulc_mean``, ``aulc_std`` (sample std, ddof 1; NaN
-    with one seed), ``dice_at_10`` ... ``dice_at_50`` (means over seeds; NaN when any seed did not
-    cover that fraction), ``full_dice`` (mean full-data Dice over the same seeds),
+    with one seed), ``dice_at_10`` ... ``dice_at_50`` (means over seeds; NaN when any seed did
+    not cover that fraction), ``full_dice`` (mean full-data Dice over the same seeds),
     ``fraction_to_95`` (mean over the seeds that reached 95 % of their full-data Dice; NaN if
-    none did) and ``reached_95`` (how many seeds did), ``aulc_diff_vs_<reference>``,
-    ``t_pvalue``, ``wilcoxon_pvalue`` (paired over seeds, see :func:`paired_tests`). The
+    none did) and ``reached_95`` (how many seeds did); then the paired comparison of AULC with
+    ``reference`` (:func:`napari_alunet.experiment.stats.paired_comparison`, TOST margin
+    ``margin``): ``aulc_diff_vs_<reference>``, ``ci_low``, ``ci_high`` (95 % t interval),
+    ``boot_ci_low``, ``boot_ci_high``, ``t_pvalue``, ``holm_pvalue``, ``wilcoxon_pvalue`` (8+
+    seeds), ``tost_pvalue``, ``verdict``; the same on the cost axis (Dice vs clicks):
+    ``aulc_cost_mean``, ``cost_diff``, ``cost_ci_low``, ``cost_ci_high``, ``cost_holm_pvalue``,
+    ``cost_tost_pvalue``, ``cost_verdict``; ``aulc_worst_mode_mean`` and the mean final Dice
+    per mode (``final_dice_mode_*``, ``final_worst_mode_dice``) when the pool has modes. The
     full-data baseline is the last row (its Dice in ``full_dice``; curve statistics NaN).
     """
+    from napari_alunet.experiment.stats import paired_comparison
+
     per_seed = per_seed_statistics(rounds, metric)
     pct = [f"dice_at_{round(f * 100)}" for f in SUMMARY_FRACTIONS]
+    diff = f"aulc_diff_vs_{reference}"
     columns = ["strategy", "n_seeds", "aulc_mean", "aulc_std", *pct, "full_dice",
-               "fraction_to_95", "reached_95", f"aulc_diff_vs_{reference}", "t_pvalue",
-               "wilcoxon_pvalue"]
+               "fraction_to_95", "reached_95", diff, "ci_low", "ci_high", "boot_ci_low",
+               "boot_ci_high", "t_pvalue", "holm_pvalue", "wilcoxon_pvalue", "tost_pvalue",
+               "verdict", "aulc_cost_mean", "cost_diff", "cost_ci_low", "cost_ci_high",
+               "cost_holm_pvalue", "cost_tost_pvalue", "cost_verdict"]
     if per_seed.empty:
         return pd.DataFrame(columns=columns)
-    wide = per_seed.pivot(index="seed", columns="strategy", values="aulc")
-    tests = paired_tests(wide, reference)
+    finals = [c for c in per_seed.columns if c.startswith("final_")]
+    if finals:
+        columns += ["aulc_worst_mode_mean", *finals]
+    tests = {}
+    for axis in ("aulc", "aulc_cost"):
+        wide = per_seed.pivot(index="seed", columns="strategy", values=axis)
+        if reference in wide.columns and wide.shape[1] > 1 and wide.notna().any().any():
+            tests[axis] = paired_comparison(wide, reference, margin=margin)
     # Table rows in the order the strategies were given (rounds.csv order), random first.
     present = set(per_seed["strategy"])
     order = _strategy_order([s for s in rounds["strategy"].unique() if s in present], reference)
@@ -252,18 +274,33 @@ def summarise(rounds: pd.DataFrame, *, metric: str = "mean_dice",
             "fraction_to_95": float(s.loc[reached, "fraction_to_95"].mean())
             if reached.any() else math.nan,
             "reached_95": int(reached.sum()),
-            f"aulc_diff_vs_{reference}": float(tests.loc[strategy, "mean_diff"]),
-            "t_pvalue": float(tests.loc[strategy, "t_pvalue"]),
-            "wilcoxon_pvalue": float(tests.loc[strategy, "wilcoxon_pvalue"]),
+            "aulc_cost_mean": float(s["aulc_cost"].mean()),
+            **{c: float(s[c].mean()) for c in finals},
         }
+        if finals:
+            row["aulc_worst_mode_mean"] = float(s["aulc_worst_mode"].mean())
+        for axis, prefix in (("aulc", ""), ("aulc_cost", "cost_")):
+            test = tests.get(axis)
+            if test is None or strategy not in test.index:
+                continue
+            t = test.loc[strategy]
+            if prefix:
+                row.update(cost_diff=t["mean_diff"], cost_ci_low=t["t_ci_low"],
+                           cost_ci_high=t["t_ci_high"], cost_holm_pvalue=t["holm_pvalue"],
+                           cost_tost_pvalue=t["tost_pvalue"], cost_verdict=t["verdict"])
+            else:
+                row.update({diff: t["mean_diff"], "ci_low": t["t_ci_low"],
+                            "ci_high": t["t_ci_high"], "boot_ci_low": t["boot_ci_low"],
+                            "boot_ci_high": t["boot_ci_high"], "t_pvalue": t["t_pvalue"],
+                            "holm_pvalue": t["holm_pvalue"],
+                            "wilcoxon_pvalue": t["wilcoxon_pvalue"],
+                            "tost_pvalue": t["tost_pvalue"], "verdict": t["verdict"]})
         rows.append(row)
     full_rows = rounds[rounds["strategy"] == FULL]
     if not full_rows.empty:
-        row = {c: math.nan for c in columns}
-        row.update(strategy=FULL, n_seeds=int(full_rows["seed"].nunique()),
-                   full_dice=float(full_rows.groupby("seed")[metric].mean().mean()),
-                   reached_95=0)
-        rows.append(row)
+        rows.append({"strategy": FULL, "n_seeds": int(full_rows["seed"].nunique()),
+                     "full_dice": float(full_rows.groupby("seed")[metric].mean().mean()),
+                     "reached_95": 0})
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -286,32 +323,43 @@ def write_summary(rounds: pd.DataFrame, path: str, **kwargs: object) -> pd.DataF
 
 
 def markdown_table(summary: pd.DataFrame, digits: int = 3) -> str:
-    """The summary as a GitHub-flavoured Markdown table (mean ± std AULC, p-values)."""
-    pct = [c for c in summary.columns if c.startswith("dice_at_")]
+    """The summary as a GitHub-flavoured Markdown table: AULC on the image and cost axes,
+    each against random with its 95 % CI, Holm-corrected p and verdict, and the worst mode."""
     diff = next((c for c in summary.columns if c.startswith("aulc_diff_vs_")), None)
-    head = ["strategy", "seeds", "AULC (mean ± std)", *[f"Dice @{c[8:]} %" for c in pct],
-            "fraction to 95 % of full", "seeds reaching 95 %", "ΔAULC vs random", "paired t p",
-            "Wilcoxon p"]
+    modes = "aulc_worst_mode_mean" in summary.columns
+    head = ["arm", "seeds", "AULC (mean ± std)", "ΔAULC vs random [95 % CI]", "Holm p",
+            "TOST p (±0.01)", "verdict", "ΔAULC on clicks [95 % CI]", "verdict (clicks)",
+            "fraction to 95 % of full", *(["worst-mode AULC"] if modes else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
-    def f(v: float, d: int = digits) -> str:
-        return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{d}f}"
+    def f(v: object, d: int = digits) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "–"
+        return f"{v:+.{d}f}" if d < 0 else f"{float(v):.{d}f}"  # type: ignore[arg-type]
+
+    def ci(mean: object, low: object, high: object) -> str:
+        if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+            return "–"
+        return f"{float(mean):+.{digits}f} [{float(low):+.{digits}f}, {float(high):+.{digits}f}]"
 
     for _, r in summary.iterrows():
         if r["strategy"] == FULL:
             cells = ["full data", str(int(r["n_seeds"])), f"Dice {f(r['full_dice'])}",
-                     *["–"] * len(pct), "–", "–", "–", "–", "–"]
+                     *["–"] * (len(head) - 3)]
         else:
             std = "" if math.isnan(r["aulc_std"]) else f" ± {f(r['aulc_std'])}"
+            reached = f"{f(r['fraction_to_95'], 2)} ({int(r['reached_95'])}/{int(r['n_seeds'])})"
             cells = [str(r["strategy"]), str(int(r["n_seeds"])), f(r["aulc_mean"]) + std,
-                     *[f(r[c]) for c in pct], f(r["fraction_to_95"], 2),
-                     f"{int(r['reached_95'])}/{int(r['n_seeds'])}",
-                     f(r[diff], 4) if diff else "–", f(r["t_pvalue"]),
-                     f(r["wilcoxon_pvalue"])]
+                     ci(r[diff], r["ci_low"], r["ci_high"]) if diff else "–",
+                     f(r["holm_pvalue"]), f(r["tost_pvalue"]),
+                     str(r["verdict"]) if isinstance(r["verdict"], str) else "–",
+                     ci(r["cost_diff"], r["cost_ci_low"], r["cost_ci_high"]),
+                     str(r["cost_verdict"]) if isinstance(r["cost_verdict"], str) else "–",
+                     reached, *([f(r["aulc_worst_mode_mean"])] if modes else [])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-__all__ = ["FULL", "SUMMARY_FRACTIONS", "aulc", "complete_runs", "dice_at", "fraction_to_reach",
-           "markdown_table", "paired_tests", "per_seed_statistics", "summarise",
-           "write_summary"]
+__all__ = ["COST_AXIS", "FULL", "SUMMARY_FRACTIONS", "aulc", "aulc_window", "complete_runs",
+           "cost_window", "dice_at", "fraction_to_reach", "markdown_table",
+           "per_seed_statistics", "summarise", "write_summary"]

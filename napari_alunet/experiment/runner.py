@@ -60,12 +60,13 @@ from typing import Any
 
 import numpy as np
 
+from napari_alunet import active
 from napari_alunet.config import ExperimentConfig
 from napari_alunet.experiment.pool import Pool, Splits, load_pool, make_splits, planned_sizes
 from napari_alunet.experiment.records import (
-    CONFIG_FILE, RESUME_MODEL, ROUNDS_FILE, SUMMARY_FILE, RoundsFile, check_config,
-    config_record, load_experiment_config, parse_ids, prepare_out, read_rounds, round_columns,
-    split_strategy,
+    CONFIG_FILE, RESUME_MODEL, ROUNDS_FILE, SUMMARY_FILE, Arm, RoundsFile, check_config,
+    config_record, load_experiment_config, parse_arm, parse_ids, prepare_out, read_rounds,
+    round_columns,
 )
 from napari_alunet.experiment.report import FULL
 
@@ -150,7 +151,9 @@ class _Context:
     device: Any
     out: Path
     rounds_file: RoundsFile
-    shared_round0: dict[int, tuple[dict[str, Any], dict[str, Any]]] = field(default_factory=dict)
+    shared_round0: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = field(
+        default_factory=dict)
+    initial_sets: dict[tuple[int, str], list[int]] = field(default_factory=dict)
 
 
 def run_experiment(
@@ -195,14 +198,15 @@ def run_experiment(
     if config.model.n_classes != len(pool.class_names):
         raise ValueError(f"the model has {config.model.n_classes} classes but the pool "
                          f"{len(pool.class_names)} ({', '.join(pool.class_names)})")
-    splits = make_splits(len(pool), config)
+    splits = make_splits(pool, config)
     n_train_pool = len(splits.train_pool)
     sizes = planned_sizes(len(splits.initial[0]), config.k, n_train_pool, rounds=config.rounds,
                           until_fraction=config.until_fraction)
     device = resolve_device(config.train.device)
     record = config_record(config, pool, splits, sample_shape, str(device), command)
     prepare_out(out, record)
-    rounds_file = RoundsFile(out / ROUNDS_FILE, round_columns(pool.class_names))
+    rounds_file = RoundsFile(out / ROUNDS_FILE, round_columns(
+        pool.class_names, sorted(set(pool.modes)) if pool.modes else ()))
     done = _done_rows(rounds_file)
 
     order: list[tuple[str, int]] = []
@@ -221,7 +225,9 @@ def run_experiment(
         for strategy, seed in order:
             previous = done.get((strategy, seed), {})
             if strategy == FULL:
-                ctx.shared_round0.clear()  # a new seed: the last seed's round 0 is not needed
+                # A new seed: the last seed's round 0 and initial sets are not needed.
+                ctx.shared_round0.clear()
+                ctx.initial_sets.clear()
                 if 0 not in previous:
                     yield from _full_run(ctx, seed)
                     written += 1
@@ -269,11 +275,6 @@ def _done_rows(rounds_file: RoundsFile) -> dict[tuple[str, int], dict[int, dict[
     return done
 
 
-def _train_seed(seed: int, round_idx: int) -> int:
-    # Depends on (seed, round) only: the same across strategies, so round 0 is shared exactly.
-    return seed * 1000 + round_idx
-
-
 def _metrics_row(metrics: dict[str, float], class_names: Sequence[str]) -> dict[str, Any]:
     row: dict[str, Any] = {
         "mean_dice": metrics["mean_dice"], "mean_iou": metrics.get("mean_iou", math.nan),
@@ -281,38 +282,25 @@ def _metrics_row(metrics: dict[str, float], class_names: Sequence[str]) -> dict[
     }
     for i, name in enumerate(class_names):
         row[f"dice_{name}"] = metrics.get(f"dice_{i}", math.nan)
+    row.update({k: v for k, v in metrics.items() if k.startswith(("dice_mode_", "worst_mode"))})
     return row
 
 
 def _train_and_evaluate(ctx: _Context, model: Any, labelled: Sequence[int], seed: int,
                         round_idx: int) -> Generator[Any, None, dict[str, Any]]:
-    """Fit on ``labelled`` with the product's recipe, evaluate on the test pool.
+    """One step's training and evaluation (:mod:`napari_alunet.active`) on the memory pool.
 
     The semi-supervised term draws on the rest of the training pool, never on the test pool.
     """
-    from napari_alunet.training.engine import evaluate
-    from napari_alunet.training.recipe import plan_fit, train_model
-
     cfg = ctx.config
-    train_config = dataclasses.replace(cfg.train, seed=_train_seed(seed, round_idx))
-    # The validation split hashes (seed, image id): an image stays on its side as the labelled
-    # set grows, and the test pool is never looked at while choosing the model.
-    unlabelled = sorted(set(ctx.splits.train_pool) - set(labelled))
-    plan = plan_fit(labelled, unlabelled, train_config, seed=seed, unlabelled_seed=round_idx)
-    pool = ctx.pool
-
-    def load(ids: Sequence[int], with_labels: bool) -> tuple[np.ndarray, Any]:
-        rows = np.asarray(ids, dtype=np.intp)
-        return pool.images[rows], pool.labels[rows] if with_labels else None
-
+    train_config = dataclasses.replace(cfg.train, seed=seed)
+    pool = ctx.pool.active_pool(ctx.splits, labelled)
     start = time.perf_counter()
-    trained = yield from train_model(model, plan, load, train_config,
-                                     n_classes=cfg.model.n_classes, device=ctx.device)
+    trained = yield from active.train(pool, model, train_config, round_idx=round_idx,
+                                      n_classes=cfg.model.n_classes, device=ctx.device)
     train_seconds = time.perf_counter() - start
-    test = np.asarray(ctx.splits.test, dtype=np.intp)
-    metrics = evaluate(model, ctx.pool.images[test], ctx.pool.labels[test],
-                       n_classes=cfg.model.n_classes, batch_size=cfg.acquisition.batch_size,
-                       device=ctx.device)
+    metrics = active.evaluate(pool, model, n_classes=cfg.model.n_classes,
+                              batch_size=cfg.acquisition.batch_size, device=ctx.device)
     record = trained.record(train_config)
     return {
         **_metrics_row(metrics, ctx.pool.class_names),
@@ -325,48 +313,77 @@ def _train_and_evaluate(ctx: _Context, model: Any, labelled: Sequence[int], seed
     }
 
 
-def _fresh_model(config: ExperimentConfig, seed: int) -> Any:
-    from napari_alunet.model import build_model
-    from napari_alunet.training.engine import reset_parameters
+def _scratch(ctx: _Context, ids: Sequence[int]) -> tuple[int, int]:
+    """(pixels, clicks) of drawing ``ids`` from an empty mask."""
+    from napari_alunet.experiment.cost import scratch_clicks
 
-    # Same initial weights for every strategy and (without warm start) every round of a seed,
-    # as BaaL resets to stored initial weights: differences come from the labels alone.
-    return reset_parameters(build_model(config.model), seed=seed)
+    ids = [int(i) for i in ids]
+    pixels = int(ctx.pool.foreground[ids].sum()) if ids else 0
+    clicks = sum(scratch_clicks(ctx.pool.truth[i], vertex_spacing=ctx.config.vertex_spacing,
+                                min_area=ctx.config.min_click_area) for i in ids)
+    return pixels, int(clicks)
 
 
 def _full_run(ctx: _Context, seed: int) -> Generator[Any, None, None]:
     n = len(ctx.splits.train_pool)
     yield RoundStarted(FULL, seed, 0, n, 1.0, "train", ctx.config.train.planned_steps(n))
-    model = _fresh_model(ctx.config, seed)
+    model = active.fresh_model(ctx.config.model, seed)
     # Round index 999 keeps the full run's training seed apart from the active runs' rounds.
     stats = yield from _train_and_evaluate(ctx, model, ctx.splits.train_pool, seed, 999)
-    scratch = int(ctx.pool.foreground[ctx.splits.train_pool].sum())
+    pixels, clicks = _scratch(ctx, ctx.splits.train_pool)
     row = {"strategy": FULL, "seed": seed, "round": 0, "n_labelled": n, "n_train_pool": n,
            "fraction": 1.0, **stats, "init": "fresh", "score_seconds": 0.0, "n_scored": 0,
            "acquired_ids": [], "correction_pixels": 0, "scratch_pixels": 0,
-           "cumulative_correction_pixels": scratch, "cumulative_scratch_pixels": scratch}
+           "correction_clicks": 0, "scratch_clicks": 0,
+           "cumulative_correction_pixels": pixels, "cumulative_scratch_pixels": pixels,
+           "cumulative_correction_clicks": clicks, "cumulative_scratch_clicks": clicks}
     ctx.rounds_file.append(row)
     yield RoundRecorded(FULL, seed, 0, row)
 
 
+def _initial_set(ctx: _Context, arm: Arm, seed: int) -> Generator[Any, None, list[int]]:
+    """The arm's round-0 labelled set: the seed's random one, or the typicality cold start
+    (same size) over the training pool, embedded by the seed's initial network."""
+    initial = ctx.splits.initial[seed]
+    if arm.initial == "random":
+        return list(initial)
+    if (seed, arm.initial) not in ctx.initial_sets:
+        chosen = yield from active.cold_start(
+            ctx.pool.active_pool(ctx.splits, []), k=len(initial), method=arm.initial,
+            seed=seed, model=active.fresh_model(ctx.config.model, seed),
+            candidates=ctx.splits.train_pool, batch_size=ctx.config.acquisition.batch_size,
+            device=ctx.device)
+        ctx.initial_sets[(seed, arm.initial)] = sorted(chosen)
+    return list(ctx.initial_sets[(seed, arm.initial)])
+
+
+_COSTS = ("correction_pixels", "scratch_pixels", "correction_clicks", "scratch_clicks")
+
+
 def _active_run(ctx: _Context, strategy: str, seed: int,
                 previous: dict[int, dict[str, Any]]) -> Generator[Any, None, int]:
-    """One (strategy, seed) learning curve, continuing after the rounds in ``previous``."""
+    """One (arm, seed) learning curve, continuing after the rounds in ``previous``.
+
+    Every round is one step of :mod:`napari_alunet.active` (train, evaluate, acquire, review
+    prediction) on the memory pool; the oracle labels what was acquired.
+    """
     cfg = ctx.config
-    pool, splits = ctx.pool, ctx.splits
-    n_train_pool = len(splits.train_pool)
+    arm = parse_arm(strategy, cfg.acquisition.diversity)
+    n_train_pool = len(ctx.splits.train_pool)
     last_round = len(ctx.sizes) - 1
 
-    # Replay what was recorded: the labelled set and the effort spent on it.
-    labelled = list(splits.initial[seed])
-    cum_correction = cum_scratch = int(pool.foreground[labelled].sum())
+    # Replay what was recorded: the labelled set and the effort spent on it. The initial set
+    # counts as drawn from scratch on both effort axes.
+    labelled = yield from _initial_set(ctx, arm, seed)
+    pixels, clicks = _scratch(ctx, labelled)
+    spent = {"correction_pixels": pixels, "scratch_pixels": pixels,
+             "correction_clicks": clicks, "scratch_clicks": clicks}
     for r in range(len(ctx.sizes)):
         if r not in previous:
             break
-        acquired = parse_ids(previous[r]["acquired_ids"])
-        labelled += acquired
-        cum_correction += int(previous[r]["correction_pixels"])
-        cum_scratch += int(previous[r]["scratch_pixels"])
+        labelled += parse_ids(previous[r]["acquired_ids"])
+        for name in _COSTS:
+            spent[name] += int(previous[r][name])
     start_round = len([r for r in range(len(ctx.sizes)) if r in previous])
     if start_round < len(previous):
         raise ValueError(f"{ctx.rounds_file.path}: rounds of {strategy} seed {seed} have a "
@@ -378,6 +395,7 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
         # were saved) this round starts from the seed's initial weights, and the row says so.
         model = _load_resume_model(ctx, strategy, seed, start_round - 1)
     written = 0
+    share_key = (seed, arm.initial)
     for r in range(start_round, len(ctx.sizes)):
         if len(labelled) != ctx.sizes[r]:
             raise ValueError(
@@ -388,81 +406,88 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
         yield RoundStarted(strategy, seed, r, len(labelled), fraction, "train",
                            cfg.train.planned_steps(len(labelled)))
         resumed = " (resumed)" if r == start_round and r > 0 else ""
-        if r == 0 and seed in ctx.shared_round0:
-            # Round 0 has the same labels, weights and seeds for every strategy of a seed:
-            # reuse its model and metrics (including its train_seconds) instead of retraining.
-            state, stats = ctx.shared_round0[seed]
-            model = _fresh_model(cfg, seed)
+        if r == 0 and share_key in ctx.shared_round0:
+            # Round 0 has the same labels, weights and seeds for every arm of a seed with the
+            # same initial set: reuse its model and metrics instead of retraining.
+            state, stats = ctx.shared_round0[share_key]
+            model = active.fresh_model(cfg.model, seed)
             model.load_state_dict(state)
             init = "shared round 0"
         else:
             if model is not None and cfg.train.warm_start and r > 0:
                 init = "warm" + resumed
             else:
-                model = _fresh_model(cfg, seed)
+                model = active.fresh_model(cfg.model, seed)
                 init = "fresh" + resumed
             stats = yield from _train_and_evaluate(ctx, model, labelled, seed, r)
             if r == 0:
-                ctx.shared_round0[seed] = (
+                ctx.shared_round0[share_key] = (
                     {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, stats)
 
         acquired: list[int] = []
-        correction = scratch = 0
+        costs = dict.fromkeys(_COSTS, 0)
         score_seconds, n_scored = 0.0, 0
         if r < last_round:
             yield RoundStarted(strategy, seed, r, len(labelled), fraction, "score",
                                cfg.train.planned_steps(len(labelled)))
             start = time.perf_counter()
             k = ctx.sizes[r + 1] - len(labelled)
-            acquired, n_scored, costs = yield from _acquire(ctx, model, strategy, seed, r,
+            acquired, n_scored, costs = yield from _acquire(ctx, model, arm, seed, r,
                                                             labelled, k)
             score_seconds = time.perf_counter() - start
-            correction, scratch = int(costs.sum()), int(pool.foreground[acquired].sum())
         row = {"strategy": strategy, "seed": seed, "round": r, "n_labelled": len(labelled),
                "n_train_pool": n_train_pool, "fraction": fraction, **stats, "init": init,
                "score_seconds": score_seconds, "n_scored": n_scored, "acquired_ids": acquired,
-               "correction_pixels": correction, "scratch_pixels": scratch,
-               "cumulative_correction_pixels": cum_correction,
-               "cumulative_scratch_pixels": cum_scratch}
+               **costs, **{f"cumulative_{name}": spent[name] for name in _COSTS}}
         if cfg.train.warm_start and r < last_round:
             _save_resume_model(ctx, model, strategy, seed, r)
         ctx.rounds_file.append(row)
         written += 1
         yield RoundRecorded(strategy, seed, r, row)
         labelled += acquired
-        cum_correction += correction
-        cum_scratch += scratch
+        for name in _COSTS:
+            spent[name] += costs[name]
     return written
 
 
-def _acquire(ctx: _Context, model: Any, strategy: str, seed: int, round_idx: int,
-             labelled: Sequence[int], k: int) -> Generator[Any, None, tuple[list[int], int, Any]]:
-    """Score the unlabelled pool, take the top ``k``, price the oracle's corrections."""
-    from napari_alunet.scoring import score_pool
-    from napari_alunet.training.engine import predict_labels
+#: Acquisition seed offset of replicate arms (``random#2``): far from any run seed.
+_REPLICATE_SEED = 7919
+
+
+def _acquire(ctx: _Context, model: Any, arm: Arm, seed: int, round_idx: int,
+             labelled: Sequence[int], k: int
+             ) -> Generator[Any, None, tuple[list[int], int, dict[str, int]]]:
+    """One step's acquisition (:func:`napari_alunet.active.acquire`) and the oracle's cost.
+
+    The oracle corrects the same prediction a reviewer is shown in the Review panel; its
+    cost is counted in pixels and in clicks (:mod:`napari_alunet.experiment.cost`).
+    """
+    from napari_alunet.experiment.cost import correction_clicks
 
     cfg = ctx.config
+    acq = dataclasses.replace(cfg.acquisition, strategy=arm.strategy, diversity=arm.diversity,
+                              k=cfg.k, passes=cfg.passes,
+                              seed=seed + _REPLICATE_SEED * (arm.replicate - 1))
+    pool = ctx.pool.active_pool(ctx.splits, labelled)
     taken = set(labelled)
-    unlabelled = [i for i in ctx.splits.train_pool if i not in taken]
-    base, diversity = split_strategy(strategy, cfg.acquisition.diversity)
-    acq = dataclasses.replace(cfg.acquisition, strategy=base, diversity=diversity, k=cfg.k,
-                              passes=cfg.passes, seed=_train_seed(seed, round_idx))
-    result = yield from score_pool(model, unlabelled, ctx.pool.load_batch, acq,
-                                   top_k=min(k, len(unlabelled)), device=ctx.device,
-                                   keep_maps=())
-    acquired = [int(i) for i in result.ranked]
-    bad = taken.intersection(acquired) | set(ctx.splits.test).intersection(acquired)
+    acquired = yield from active.acquire(pool, model, acq, k=k, round_idx=round_idx,
+                                         device=ctx.device, keep_maps=())
+    ids = [int(i) for i in acquired.ids]
+    bad = taken.intersection(ids) | set(ctx.splits.test).intersection(ids)
     if bad:  # a scorer bug would silently leak labels or test images: stop loudly instead
         raise RuntimeError(f"the scorer proposed ids {sorted(bad)} that are labelled or test")
-    # What the reviewer is shown is the MC-mean prediction the scorer made for the chosen ids;
-    # fall back to a deterministic prediction for any id it did not return.
-    missing = [i for i in acquired if i not in result.predictions]
-    fallback = dict(zip(missing, predict_labels(model, ctx.pool.images[missing],
-                                                device=ctx.device))) if missing else {}
-    predictions = np.stack([result.predictions.get(i, fallback.get(i)) for i in acquired]) \
-        if acquired else np.empty((0,) + ctx.pool.labels.shape[1:], np.uint8)
-    costs = ctx.pool.correction_pixels(acquired, predictions)
-    return acquired, len(result.scores), costs
+    truth = ctx.pool.truth
+    pixels, clicks = _scratch(ctx, ids)
+    costs = {
+        "correction_pixels": int(sum(np.count_nonzero(acquired.predictions[i] != truth[i])
+                                     for i in ids)),
+        "scratch_pixels": pixels,
+        "correction_clicks": int(sum(correction_clicks(acquired.predictions[i], truth[i],
+                                                       min_area=cfg.min_click_area)
+                                     for i in ids)),
+        "scratch_clicks": clicks,
+    }
+    return ids, len(acquired.scores), costs
 
 
 def _save_resume_model(ctx: _Context, model: Any, strategy: str, seed: int, round_idx: int) -> None:
@@ -505,7 +530,8 @@ def _report(ctx: _Context) -> Generator[Any, None, list[Path]]:
 
 
 def _subtitle(config: ExperimentConfig, n_images: int, n_test: int) -> str:
-    data = "synthetic sample" if config.data == "sample" else Path(config.data).name
+    data = {"sample": "synthetic sample", "redundant": "synthetic benchmark pool (frames of "
+            "embryos, rare modes)"}.get(config.data, Path(config.data).name)
     return (f"{data}, {n_images} images ({n_test} test), {config.preset} preset "
             f"{config.model.input_size}², k={config.k}, {config.passes} MC passes, "
             f"{'warm start' if config.train.warm_start else 'reset each round'}")
@@ -514,7 +540,9 @@ def _subtitle(config: ExperimentConfig, n_images: int, n_test: int) -> str:
 def write_report(out: str | os.PathLike[str], *, class_names: Sequence[str] | None = None,
                  subtitle: str | None = None) -> list[Path]:
     """(Re)write summary.csv and the figures from ``out/rounds.csv``; returns all paths."""
-    from napari_alunet.experiment.plots import plot_dice_vs_effort, plot_learning_curves
+    from napari_alunet.experiment.plots import (
+        plot_dice_vs_clicks, plot_dice_vs_effort, plot_learning_curves, plot_modes,
+    )
     from napari_alunet.experiment.report import write_summary
 
     out = Path(out)
@@ -537,6 +565,12 @@ def write_report(out: str | os.PathLike[str], *, class_names: Sequence[str] | No
     paths += plot_dice_vs_effort(
         table, out / "dice_vs_effort",
         title="Test Dice vs annotation effort (mean ± std over seeds)" + extra)
+    if "cumulative_correction_clicks" in table.columns:
+        paths += plot_dice_vs_clicks(
+            table, out / "dice_vs_clicks",
+            title="Test Dice vs clicks (mean ± std over seeds)" + extra)
+    paths += plot_modes(table, out / "dice_per_mode",
+                        title="Test Dice per embryo mode (mean over seeds)" + extra)
     return paths
 
 

@@ -43,6 +43,19 @@ STRATEGY_TIPS = {
 }
 
 
+#: How k images are taken from the scores (AcquisitionConfig.diversity), stochastic first.
+BATCH_MODES = ("power", "softrank", "softmax", "badge", "feature", "none")
+BATCH_TIPS = {
+    "power": "stochastic: draw k with probability ~ score^beta (beta from the scores' range); "
+             "beats top k at small budgets",
+    "softrank": "stochastic: draw k with probability ~ 1 / rank",
+    "softmax": "stochastic: draw k with probability ~ exp(beta * score)",
+    "badge": "uncertainty + diversity (BADGE): k-means++ on gradient embeddings",
+    "feature": "top k, skipping images too similar to one already taken",
+    "none": "plain top k: tends to take near-duplicates of the hardest case",
+}
+
+
 class AcquireWidget(QWidget):
     """Strategy settings, Compute, and the pool ranked by score."""
 
@@ -56,6 +69,11 @@ class AcquireWidget(QWidget):
         self.strategy.addItems(STRATEGIES)
         for i, name in enumerate(STRATEGIES):
             self.strategy.setItemData(i, STRATEGY_TIPS[name], Qt.ItemDataRole.ToolTipRole)
+        self.batch = QComboBox()
+        self.batch.addItems(BATCH_MODES)
+        for i, name in enumerate(BATCH_MODES):
+            self.batch.setItemData(i, BATCH_TIPS[name], Qt.ItemDataRole.ToolTipRole)
+        self.batch.setToolTip("How the k images are taken from the scores")
         self.passes = _spin(1, 256, 8, "Monte-Carlo dropout passes per image")
         self.k = _spin(1, 10000, 2, "Images queued for review per round")
         self.subset = _spin(0, 10**7, 0, "Score a random subset of this many pool images "
@@ -64,6 +82,7 @@ class AcquireWidget(QWidget):
         self.subset.setSpecialValueText("whole pool")
         form = QFormLayout()
         form.addRow("Strategy", self.strategy)
+        form.addRow("Take k by", self.batch)
         form.addRow("MC passes", self.passes)
         form.addRow("Queue size k", self.k)
         form.addRow("Subset", self.subset)
@@ -92,7 +111,8 @@ class AcquireWidget(QWidget):
         layout.addWidget(group("Pool ranked by score", self.table,
                                hint("Click a row to show the image with its uncertainty maps.")))
 
-        for signal in (self.strategy.currentIndexChanged, self.passes.valueChanged,
+        for signal in (self.strategy.currentIndexChanged, self.batch.currentIndexChanged,
+                       self.passes.valueChanged,
                        self.k.valueChanged, self.subset.valueChanged):
             signal.connect(self.apply_settings)
         listen(self, self.state.project_changed, self._project_changed)
@@ -105,10 +125,11 @@ class AcquireWidget(QWidget):
     # -- settings -----------------------------------------------------------------------------
     def _load_settings(self) -> None:
         acq = self.state.settings.acquisition
-        widgets = (self.strategy, self.passes, self.k, self.subset)
+        widgets = (self.strategy, self.batch, self.passes, self.k, self.subset)
         for widget in widgets:
             widget.blockSignals(True)
         self.strategy.setCurrentText(acq.strategy)
+        self.batch.setCurrentText(acq.diversity)
         self.passes.setValue(acq.passes)
         self.k.setValue(acq.k)
         self.subset.setValue(acq.subset or 0)
@@ -119,7 +140,7 @@ class AcquireWidget(QWidget):
         settings = self.state.settings
         settings.acquisition = dataclasses.replace(
             settings.acquisition, strategy=self.strategy.currentText(),
-            passes=self.passes.value(), k=self.k.value(), subset=self.subset.value() or None,
+            diversity=self.batch.currentText(), passes=self.passes.value(), k=self.k.value(), subset=self.subset.value() or None,
         )
 
     # -- compute ------------------------------------------------------------------------------

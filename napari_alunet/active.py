@@ -1,0 +1,379 @@
+"""One active-learning step: the same code for a project round and for a benchmark round.
+
+A step reads like the algorithm::
+
+    train    the model on the labelled images with the few-labels recipe (the unlabelled
+             images feed its semi-supervised term; never the test images)
+    evaluate on the test images: overall, and per group (an embryo's mode) when known
+    acquire  k images: score the unlabelled pool with MC dropout and take k of them (or take
+             a cold start when nothing is labelled yet)
+    review   the prediction the reviewer corrects: the MC-mean probabilities of each acquired
+             image mapped back to its original grid, then argmax. The oracle's correction cost
+             is measured against the same prediction.
+
+The steps talk to the images through :class:`ActivePool`: :class:`ProjectPool` (a project on
+disk: ``loop.run_round``, the GUI, ``alunet round``) and :class:`MemoryPool` (arrays in memory:
+the experiment runner). The project round adds persistence between the steps (a round can be
+resumed after each); the experiment runner adds curves and statistics; neither trains, scores
+or picks images its own way.
+
+Seeds: everything random in round ``r`` derives from a base seed and ``r``
+(:func:`round_seed`), so a project and a benchmark run with the same seeds take the same
+decisions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from napari_alunet.config import AcquisitionConfig, ModelConfig, TrainConfig
+from napari_alunet.data.geometry import Letterbox
+
+__all__ = [
+    "ActivePool", "Acquired", "MemoryPool", "ProjectPool", "acquire", "cold_start", "evaluate",
+    "fresh_model", "review_prediction", "round_seed", "train",
+]
+
+#: Strategies that need ground truth of the unlabelled pool: benchmark controls only.
+ORACLE_STRATEGIES = ("oracle_error",)
+#: Cold starts for the first queue of a pool without labels.
+COLD_STARTS = ("random", "typical")
+
+
+def round_seed(seed: int, round_idx: int) -> int:
+    """The seed of round ``round_idx`` drawn from a base ``seed`` (training or acquisition)."""
+    return int(seed) * 1000 + int(round_idx)
+
+
+class ActivePool(Protocol):
+    """What a step needs from a pool. Ids are the pool's own (project ids, array rows)."""
+
+    class_names: tuple[str, ...]
+    input_size: int
+
+    def labelled_ids(self) -> list[int]: ...
+
+    def unlabelled_ids(self) -> list[int]: ...
+
+    def test_ids(self) -> list[int]: ...
+
+    def load_images(self, ids: Sequence[int]) -> np.ndarray:
+        """(n, 1, S, S) float32 model inputs."""
+        ...
+
+    def load_labels(self, ids: Sequence[int]) -> np.ndarray:
+        """(n, S, S) uint8 labels to train on (committed or, for the oracle, ground truth)."""
+        ...
+
+    def load_truth(self, ids: Sequence[int]) -> np.ndarray:
+        """(n, S, S) uint8 ground truth (test images; the oracle's pool); ValueError if none."""
+        ...
+
+    def letterbox(self, image_id: int) -> Letterbox: ...
+
+    def groups(self, ids: Sequence[int]) -> list[str] | None:
+        """The group (embryo mode) of each id, or None when the pool has no groups."""
+        ...
+
+
+# -- pools ------------------------------------------------------------------------------------------
+class ProjectPool:
+    """A project's pools ('labelled', 'unlabelled', 'test') seen through :class:`ActivePool`."""
+
+    def __init__(self, project: Any, input_size: int) -> None:
+        self.project = project
+        self.input_size = int(input_size)
+        self.class_names = tuple(project.classes.names)
+
+    def labelled_ids(self) -> list[int]:
+        return [r.id for r in self.project.images("labelled")]
+
+    def unlabelled_ids(self) -> list[int]:
+        return [r.id for r in self.project.images("unlabelled")]
+
+    def test_ids(self) -> list[int]:
+        return [r.id for r in self.project.images("test") if r.has_ground_truth]
+
+    def load_images(self, ids: Sequence[int]) -> np.ndarray:
+        from napari_alunet.data.dataset import load_images
+
+        return load_images(self.project, ids, self.input_size)
+
+    def load_labels(self, ids: Sequence[int]) -> np.ndarray:
+        from napari_alunet.data.dataset import load_labels
+
+        return load_labels(self.project, ids, self.input_size)
+
+    def load_truth(self, ids: Sequence[int]) -> np.ndarray:
+        from napari_alunet.data.dataset import load_labels
+
+        return load_labels(self.project, ids, self.input_size, ground_truth=True)
+
+    def letterbox(self, image_id: int) -> Letterbox:
+        record = self.project.image(image_id)
+        return Letterbox.fit(record.height, record.width, self.input_size)
+
+    def truth(self, image_id: int) -> np.ndarray | None:
+        """(h, w) uint8 ground truth at the original size, or None."""
+        return self.project.read_ground_truth(image_id)
+
+    def groups(self, ids: Sequence[int]) -> list[str] | None:
+        return None
+
+
+@dataclass
+class MemoryPool:
+    """A benchmark pool in memory with a labelled set that the oracle grows.
+
+    Attributes
+    ----------
+    images : (N, 1, S, S) float32 model inputs; an image's id is its row.
+    labels : (N, S, S) uint8 ground truth on the canvas.
+    truths : N arrays (h_i, w_i) uint8, ground truth at the original size.
+    boxes : N :class:`Letterbox` transforms.
+    train_pool : ids that may be labelled (never the test ids).
+    test : the test ids.
+    labelled : the labelled ids (a subset of ``train_pool``).
+    class_names : class names in index order.
+    modes : N group names (an embryo's mode), or None.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    truths: list[np.ndarray]
+    boxes: list[Letterbox]
+    train_pool: list[int]
+    test: list[int]
+    labelled: list[int] = field(default_factory=list)
+    class_names: tuple[str, ...] = ()
+    modes: list[str] | None = None
+
+    @property
+    def input_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def labelled_ids(self) -> list[int]:
+        return sorted(self.labelled)
+
+    def unlabelled_ids(self) -> list[int]:
+        taken = set(self.labelled)
+        return [i for i in self.train_pool if i not in taken]
+
+    def test_ids(self) -> list[int]:
+        return list(self.test)
+
+    def load_images(self, ids: Sequence[int]) -> np.ndarray:
+        return self.images[np.asarray(ids, dtype=np.intp)]
+
+    def load_labels(self, ids: Sequence[int]) -> np.ndarray:
+        return self.labels[np.asarray(ids, dtype=np.intp)]
+
+    load_truth = load_labels
+
+    def letterbox(self, image_id: int) -> Letterbox:
+        return self.boxes[int(image_id)]
+
+    def truth(self, image_id: int) -> np.ndarray | None:
+        return self.truths[int(image_id)]
+
+    def groups(self, ids: Sequence[int]) -> list[str] | None:
+        return None if self.modes is None else [self.modes[int(i)] for i in ids]
+
+    def with_labelled(self, labelled: Sequence[int]) -> "MemoryPool":
+        """The same pool with another labelled set (arrays shared, not copied)."""
+        return dataclasses.replace(self, labelled=sorted(int(i) for i in labelled))
+
+
+# -- the steps --------------------------------------------------------------------------------------
+def fresh_model(model_config: ModelConfig, seed: int) -> Any:
+    """A new network with initial weights drawn from ``seed`` only.
+
+    Every strategy of a benchmark seed, and a project's first round, start from these weights:
+    differences between runs come from the labels alone (as BaaL resets to stored weights).
+    """
+    from napari_alunet.model import build_model
+    from napari_alunet.training.engine import reset_parameters
+
+    return reset_parameters(build_model(model_config), seed=int(seed))
+
+
+def train(
+    pool: ActivePool, model: Any, config: TrainConfig, *, round_idx: int, n_classes: int,
+    checkpoint_path: Any = None, checkpoint_meta: dict[str, Any] | None = None,
+    device: Any = None,
+) -> Generator[Any, None, Any]:
+    """Fit ``model`` in place on the pool's labelled images (few-labels recipe).
+
+    The validation split hashes ``(config.seed, image id)``, so an image keeps its side as the
+    labelled set grows; the fit itself is seeded with ``round_seed(config.seed, round_idx)``.
+    Returns the recipe's :class:`~napari_alunet.training.recipe.TrainedModel`.
+    """
+    from napari_alunet.training.recipe import plan_fit, train_model
+
+    fit_config = dataclasses.replace(config, seed=round_seed(config.seed, round_idx))
+    plan = plan_fit(pool.labelled_ids(), pool.unlabelled_ids(), fit_config, seed=config.seed,
+                    unlabelled_seed=round_idx)
+
+    def load(ids: Sequence[int], with_labels: bool) -> tuple[np.ndarray, Any]:
+        return pool.load_images(ids), pool.load_labels(ids) if with_labels else None
+
+    meta = {**(checkpoint_meta or {}), "train_ids": plan.train_ids, "val_ids": plan.val_ids}
+    trained = yield from train_model(model, plan, load, fit_config, n_classes=n_classes,
+                                     checkpoint_path=checkpoint_path, checkpoint_meta=meta,
+                                     device=device)
+    return trained
+
+
+def evaluate(pool: ActivePool, model: Any, *, n_classes: int, batch_size: int = 16,
+             device: Any = None) -> dict[str, float]:
+    """Test metrics of the deterministic model: overall, and per group when the pool has groups.
+
+    Keys: those of :func:`napari_alunet.training.engine.evaluate`, ``n_test``, and with groups
+    ``dice_mode_<group>`` (mean foreground Dice over that group's images) and
+    ``worst_mode_dice`` (the smallest of them). Empty dict when there are no test images.
+    """
+    from napari_alunet.training.engine import evaluate as evaluate_arrays
+
+    test = pool.test_ids()
+    if not test:
+        return {}
+    images, truth = pool.load_images(test), pool.load_truth(test)
+    metrics = evaluate_arrays(model, images, truth, n_classes=n_classes, batch_size=batch_size,
+                              device=device)
+    metrics["n_test"] = float(len(test))
+    groups = pool.groups(test)
+    if groups is not None:
+        per_group = {}
+        names = np.asarray(groups)
+        for group in sorted(set(groups)):
+            rows = np.flatnonzero(names == group)
+            per_group[group] = evaluate_arrays(
+                model, images[rows], truth[rows], n_classes=n_classes, batch_size=batch_size,
+                device=device)["mean_dice"]
+            metrics[f"dice_mode_{group}"] = per_group[group]
+        metrics["worst_mode_dice"] = float(np.nanmin(list(per_group.values())))
+    return metrics
+
+
+@dataclass
+class Acquired:
+    """The images one acquisition took and what the reviewer is shown for them.
+
+    Attributes
+    ----------
+    ids : acquired ids in acquisition order.
+    scores : ``{id: score}`` of every scored image (empty for random and cold starts).
+    predictions : ``{id: (h, w) uint8}`` the review prediction at the image's original size.
+    maps : ``{id: {map name: (h, w) float32}}`` uncertainty maps at the original size.
+    strategy : the rule that took them.
+    """
+
+    ids: list[int]
+    scores: dict[int, float]
+    predictions: dict[int, np.ndarray]
+    maps: dict[int, dict[str, np.ndarray]]
+    strategy: str
+    seconds: float = 0.0
+
+
+def review_prediction(box: Letterbox, probabilities: np.ndarray) -> np.ndarray:
+    """(h, w) uint8 labels a reviewer corrects, from (C, S, S) canvas probabilities.
+
+    The probabilities are mapped back to the original grid smoothly, then argmax:
+    nearest-neighbour upsampling of canvas labels would leave 3-4 px steps on every boundary
+    for the annotator to fix.
+    """
+    return np.argmax(box.invert_map(probabilities), axis=0).astype(np.uint8)
+
+
+def acquire(
+    pool: ActivePool, model: Any, acquisition: AcquisitionConfig, *, k: int, round_idx: int,
+    device: Any = None, keep_maps: Sequence[str] = ("entropy", "bald", "kl", "js"),
+) -> Generator[Any, None, Acquired]:
+    """Take ``k`` unlabelled images with ``acquisition`` and prepare their review.
+
+    ``acquisition.seed`` is the base seed (:func:`round_seed` with ``round_idx`` seeds the
+    dropout masks and any sampling). ``strategy="oracle_error"`` (a benchmark control) takes
+    the images whose review prediction is furthest from the ground truth, which only a pool
+    with ground truth for its unlabelled images has. Yields the scorer's ScoreProgress.
+    """
+    import time
+
+    from napari_alunet.acquisition import rank
+    from napari_alunet.scoring import review_pass, score_pool
+
+    start = time.perf_counter()
+    config = dataclasses.replace(acquisition, seed=round_seed(acquisition.seed, round_idx))
+    unlabelled = pool.unlabelled_ids()
+    k = min(int(k), len(unlabelled))
+    if k <= 0:
+        return Acquired([], {}, {}, {}, config.strategy)
+    if config.strategy in ORACLE_STRATEGIES:
+        # The upper bound: the true error of the prediction the reviewer would be shown (MC
+        # mean), measured for every unlabelled image. Costs one review pass over the pool.
+        everything = yield from review_pass(model, unlabelled, pool.load_images, config,
+                                            keep_maps=(), device=device)
+        truth = pool.load_truth(unlabelled)
+        scores = {i: float(np.mean(everything.predictions[i] != truth[row]))
+                  for row, i in enumerate(unlabelled)}
+        chosen = rank(scores, k, strategy="entropy", rng=np.random.default_rng(config.seed),
+                      diversity="none")
+        result = yield from review_pass(model, chosen, pool.load_images, config,
+                                        keep_maps=keep_maps, device=device)
+        result.scores = scores
+    else:
+        result = yield from score_pool(model, unlabelled, pool.load_images, config, top_k=k,
+                                       device=device, keep_maps=keep_maps)
+    acquired = _for_review(pool, result, config.strategy)
+    acquired.seconds = time.perf_counter() - start
+    return acquired
+
+
+def _for_review(pool: ActivePool, result: Any, strategy: str) -> Acquired:
+    predictions, maps = {}, {}
+    for image_id in result.ranked:
+        box = pool.letterbox(image_id)
+        predictions[image_id] = review_prediction(box, result.probabilities[image_id])
+        maps[image_id] = {name: box.invert_map(m) for name, m in result.maps[image_id].items()}
+    return Acquired(list(result.ranked), dict(result.scores), predictions, maps, strategy)
+
+
+def cold_start(
+    pool: ActivePool, *, k: int, method: str, seed: int, model: Any = None,
+    candidates: Sequence[int] | None = None, batch_size: int = 16, device: Any = None,
+) -> Generator[Any, None, list[int]]:
+    """The first ``k`` images to label when nothing is labelled yet (or a benchmark's initial set).
+
+    ``method="random"``: uniform. ``method="typical"`` (TypiClust, Hacohen et al. 2022): embed
+    the candidates with ``model``'s encoder (an untrained network is what a new project has),
+    cluster them into ``k`` groups and take the most typical member of each, so the first
+    labels cover the kinds of image the pool holds instead of repeating the commonest one.
+    ``candidates`` default to the unlabelled pool. Yields ScoreProgress while embedding.
+    """
+    from napari_alunet.acquisition import typical_start
+
+    if method not in COLD_STARTS:
+        raise ValueError(f"unknown cold start {method!r}; choose one of {', '.join(COLD_STARTS)}")
+    ids = sorted(int(i) for i in (candidates if candidates is not None else pool.unlabelled_ids()))
+    k = min(int(k), len(ids))
+    rng = np.random.default_rng([int(seed), 3])
+    if k <= 0:
+        return []
+    if method == "random" or k >= len(ids):
+        return sorted(int(i) for i in rng.choice(ids, size=k, replace=False))
+    if model is None:
+        raise ValueError("a typical cold start needs a model to embed the images")
+    from napari_alunet.scoring import encoder_embeddings
+
+    features = yield from encoder_embeddings(model, ids, pool.load_images,
+                                             batch_size=batch_size, device=device)
+    matrix = np.stack([features[i] for i in ids])
+    # Standardise each feature: otherwise the few channels with the largest activations decide
+    # the clusters alone.
+    matrix = (matrix - matrix.mean(0)) / (matrix.std(0) + 1e-6)
+    return [int(i) for i in typical_start(ids, matrix, k, rng)]
