@@ -43,7 +43,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     return make_config(
         preset=args.preset, train=train_overrides(args), device=args.device,
         subset=args.subset, warm_start=not args.from_scratch, threads=args.threads,
-        data=str(args.data), strategies=tuple(args.strategies), seeds=args.seeds, k=args.k,
+        data=str(args.data), strategies=tuple(args.strategies), seeds=args.seeds,
+        first_seed=args.first_seed, k=args.k,
         initial_fraction=args.initial_fraction, test_fraction=args.test_fraction,
         rounds=rounds, until_fraction=until, passes=args.passes, sample_n=args.sample_n,
         sample_seed=args.sample_seed, diversity=args.diversity, power_beta=args.power_beta,
@@ -134,7 +135,8 @@ def command_line(args: argparse.Namespace) -> str:
     so it reruns the same experiment even if defaults change later)."""
     parts = ["alunet", "experiment", "--data", str(args.data),
              "--strategies", *args.strategies]
-    for flag in ("seeds", "k", "initial_fraction", "test_fraction", "rounds", "until_fraction",
+    for flag in ("seeds", "first_seed", "k", "initial_fraction", "test_fraction", "rounds",
+                 "until_fraction",
                  "passes", "preset", "steps", "epochs", "patience", "lr", "sample_n",
                  "sample_seed", "test_per_mode", "input_size", "subset",
                  "device", "threads", "diversity", "power_beta"):
@@ -176,7 +178,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--power-beta", type=float, default=None,
                    help="beta of the stochastic batch modes (default: set from the scores' "
                    "dynamic range)")
-    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 (default 5)")
+    p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="the first seed (default 0): seeds FIRST..FIRST+N-1, so one experiment "
+                   "can be split over processes or machines and merged")
     p.add_argument("--k", type=int, default=2, help="images acquired per round (default 2)")
     p.add_argument("--initial-fraction", type=float, default=0.1,
                    help="initial labelled fraction of the training pool (default 0.1)")

@@ -276,6 +276,7 @@ class ExperimentConfig:
     data: str = "sample"  # "sample", "redundant" (the benchmark pool) or a folder
     strategies: tuple[str, ...] = ("random", "entropy", "bald", "kl", "js")
     seeds: int = 5
+    first_seed: int = 0  # seeds first_seed .. first_seed + seeds - 1 (split a run over processes)
     k: int = 2
     initial_fraction: float = 0.1
     test_fraction: float = 0.2

@@ -196,7 +196,7 @@ def make_splits(pool: "Pool | int", config: ExperimentConfig) -> Splits:
                       seed=config.sample_seed, groups=groups, strata=strata, test_ids=given)
     n0 = initial_size(len(base.train_pool), config.initial_fraction)
     initial = {}
-    for seed in range(config.seeds):
+    for seed in range(config.first_seed, config.first_seed + config.seeds):
         initial[seed] = split_pool(ids, test_fraction=config.test_fraction, initial=n0,
                                    seed=config.sample_seed, initial_seed=seed, groups=groups,
                                    strata=strata, test_ids=base.test).initial

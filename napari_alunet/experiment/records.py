@@ -151,6 +151,8 @@ def check_config(config: ExperimentConfig) -> None:
         parse_arm(s, config.acquisition.diversity)
     if config.seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {config.seeds}")
+    if config.first_seed < 0:
+        raise ValueError(f"first_seed must be >= 0, got {config.first_seed}")
     if config.k < 1:
         raise ValueError(f"k must be >= 1, got {config.k}")
     if config.passes < 1:

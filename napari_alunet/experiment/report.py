@@ -160,14 +160,16 @@ def aulc_window(x: Sequence[float], y: Sequence[float], lo: float, hi: float) ->
     return float(_trapezoid(np.interp(grid, x, y), grid) / (hi - lo))
 
 
-def cost_window(rounds: pd.DataFrame, axis: str = COST_AXIS) -> tuple[float, float]:
-    """The effort range every complete run covers: (largest first x, smallest last x)."""
+def cost_window(rounds: pd.DataFrame, axis: str = COST_AXIS) -> dict[int, tuple[float, float]]:
+    """Per seed, the effort range every complete run of that seed covers: (largest first x,
+    smallest last x). Paired comparisons are per seed, so each seed's arms share a window."""
     runs = complete_runs(rounds)
     runs = runs[runs["strategy"] != FULL]
     if runs.empty or axis not in runs.columns:
-        return math.nan, math.nan
-    grouped = runs.groupby(["strategy", "seed"])[axis]
-    return float(grouped.min().max()), float(grouped.max().min())
+        return {}
+    grouped = runs.groupby(["seed", "strategy"])[axis]
+    first, last = grouped.min().groupby(level=0).max(), grouped.max().groupby(level=0).min()
+    return {int(seed): (float(first[seed]), float(last[seed])) for seed in first.index}
 
 
 def per_seed_statistics(rounds: pd.DataFrame, metric: str = "mean_dice") -> pd.DataFrame:
@@ -184,7 +186,7 @@ def per_seed_statistics(rounds: pd.DataFrame, metric: str = "mean_dice") -> pd.D
     Returns
     -------
     One row per complete (strategy, seed) run (:func:`complete_runs`; not ``'full'``), columns
-    ``aulc`` (Dice vs labelled fraction), ``aulc_cost`` (Dice vs clicks over
+    ``aulc`` (Dice vs labelled fraction), ``aulc_cost`` (Dice vs clicks over the seed's
     :func:`cost_window`; NaN without cost columns), ``aulc_worst_mode`` (worst-mode Dice vs
     fraction; NaN without modes), ``dice_at_<pct>``, ``full_dice`` (that seed's full-data
     Dice), ``fraction_to_95``, ``n_rounds``, ``max_fraction``, ``final_<mode column>``.
@@ -192,7 +194,7 @@ def per_seed_statistics(rounds: pd.DataFrame, metric: str = "mean_dice") -> pd.D
     rounds = complete_runs(rounds)
     full = (rounds[rounds["strategy"] == FULL].groupby("seed")[metric].mean()
             if (rounds["strategy"] == FULL).any() else pd.Series(dtype=float))
-    lo, hi = cost_window(rounds)
+    windows = cost_window(rounds)
     mode_columns = [c for c in rounds.columns if c.startswith("dice_mode_")]
     mode_columns += ["worst_mode_dice"] if "worst_mode_dice" in rounds.columns else []
     rows = []
@@ -202,8 +204,8 @@ def per_seed_statistics(rounds: pd.DataFrame, metric: str = "mean_dice") -> pd.D
         y = run[metric].to_numpy(dtype=np.float64)
         full_dice = float(full.get(seed, math.nan))
         row = {"strategy": strategy, "seed": int(seed), "aulc": aulc(x, y),
-               "aulc_cost": aulc_window(run[COST_AXIS], y, lo, hi)
-               if COST_AXIS in run.columns else math.nan,
+               "aulc_cost": aulc_window(run[COST_AXIS], y, *windows[int(seed)])
+               if int(seed) in windows else math.nan,
                "aulc_worst_mode": aulc(x, run["worst_mode_dice"])
                if "worst_mode_dice" in run.columns else math.nan,
                "full_dice": full_dice,

@@ -200,7 +200,7 @@ def run_experiment(
                          f"{len(pool.class_names)} ({', '.join(pool.class_names)})")
     splits = make_splits(pool, config)
     n_train_pool = len(splits.train_pool)
-    sizes = planned_sizes(len(splits.initial[0]), config.k, n_train_pool, rounds=config.rounds,
+    sizes = planned_sizes(len(splits.initial[config.first_seed]), config.k, n_train_pool, rounds=config.rounds,
                           until_fraction=config.until_fraction)
     device = resolve_device(config.train.device)
     record = config_record(config, pool, splits, sample_shape, str(device), command)
@@ -210,7 +210,7 @@ def run_experiment(
     done = _done_rows(rounds_file)
 
     order: list[tuple[str, int]] = []
-    for seed in range(config.seeds):
+    for seed in range(config.first_seed, config.first_seed + config.seeds):
         # Seed-major order: an interrupted experiment holds complete, paired seeds.
         order.append((FULL, seed))
         order.extend((strategy, seed) for strategy in config.strategies)

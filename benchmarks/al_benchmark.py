@@ -1,0 +1,237 @@
+"""Does active learning pay? The benchmark with headroom and controls (issue 11).
+
+Runs :func:`napari_alunet.experiment.run_experiment` (the product's one active-learning step,
+:mod:`napari_alunet.active`, driven on an in-memory pool) on the benchmark pool
+(``data="redundant"``: several time-lapse-like frames per embryo, rare modes at low frequency,
+a fresh test set with the same number of embryos of every mode), with these arms:
+
+``random``              uniform acquisition: the reference.
+``random#2``            random with a second acquisition seed: the A/A control (null spread).
+``oracle_error``        the images whose review prediction is furthest from the truth: the upper
+                        bound. If it does not beat random the pool or the test set is wrong.
+``bald+power``          BALD with stochastic power sampling (beta from the scores' range).
+``typical:bald+power``  the typicality cold start as initial set, then BALD + power.
+``bald+badge``          the uncertainty + diversity hybrid (BADGE on gradient embeddings).
+
+The seeds are split over ``--workers`` processes with one torch thread each (on 2 CPU cores two
+1-thread processes train 1.3x faster than one 2-thread process); each writes ``OUT/part<i>/``
+(resumable: rerun the same command after an interruption), then the parts are merged into
+``OUT/rounds.csv``, ``summary.csv``, ``summary.md`` and the figures, and the harness check is
+printed: fit for purpose when |A/A - random| AULC <= 0.015 and oracle - random >= 0.03.
+
+Protocols::
+
+    python benchmarks/al_benchmark.py --out runs/al_benchmark            # CPU, ~1 h on 2 cores
+    python benchmarks/al_benchmark.py --out runs/al_benchmark --report-only
+    python benchmarks/al_benchmark.py --gpu --out runs/al_benchmark_gpu  # GPU: gpu preset, 2000
+
+The CPU protocol (``--protocol cpu``): 240 pool images of realistic size, 4 test embryos per
+mode (24), the ``cpu`` preset's network at a 64 x 64 input (documented reduction, for time), 8
+seeds, 6 initial images, k = 6, 4 rounds (6 -> 30 labelled, 2.5 -> 12.5 %), 8 MC passes, warm
+start, the few-labels recipe with a reduced step budget (200 + 6 per image) and without the
+semi-supervised term (it measured no gain: docs/TRAINING.md), full-data baseline per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ARMS = ("random", "random#2", "oracle_error", "bald+power", "typical:bald+power", "bald+badge")
+
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "cpu": dict(
+        preset="cpu", input_size=64, data="redundant", sample_n=240, test_per_mode=4,
+        seeds=8, k=6, initial_fraction=0.025, rounds=4, until_fraction=None, passes=8,
+        train={"semi_supervised": False, "min_steps": 200, "steps_per_image": 6,
+               "device": "cpu"},
+        workers=2, threads=1,
+    ),
+    "gpu": dict(
+        preset="gpu", input_size=None, data="redundant", sample_n=2000, test_per_mode=20,
+        seeds=8, k=20, initial_fraction=0.01, rounds=8, until_fraction=None, passes=20,
+        train={"device": "cuda"}, workers=1, threads=0,
+    ),
+    # For a quick look that the harness runs (minutes); not a result.
+    "smoke": dict(
+        preset="tiny", input_size=None, data="redundant", sample_n=48, test_per_mode=1,
+        seeds=2, k=4, initial_fraction=0.1, rounds=2, until_fraction=None, passes=2,
+        train={"semi_supervised": False, "steps": 20, "device": "cpu"}, workers=2, threads=1,
+    ),
+}
+
+
+def make_protocol_config(protocol: dict[str, Any], *, first_seed: int, seeds: int) -> Any:
+    from napari_alunet.experiment import make_config
+
+    p = dict(protocol)
+    return make_config(
+        preset=p["preset"], input_size=p["input_size"], train=p["train"],
+        threads=p["threads"], data=p["data"], sample_n=p["sample_n"],
+        test_per_mode=p["test_per_mode"], strategies=ARMS, seeds=seeds,
+        first_seed=first_seed, k=p["k"], initial_fraction=p["initial_fraction"],
+        rounds=p["rounds"], until_fraction=p["until_fraction"], passes=p["passes"],
+    )
+
+
+def worker(protocol_name: str, out: Path, first_seed: int, seeds: int) -> int:
+    """Run seeds ``first_seed .. first_seed + seeds - 1`` into ``out`` (resumable)."""
+    from napari_alunet.events import drain
+    from napari_alunet.experiment import RoundRecorded, run_experiment
+
+    config = make_protocol_config(PROTOCOLS[protocol_name], first_seed=first_seed, seeds=seeds)
+    start = time.perf_counter()
+
+    def show(event: Any) -> None:
+        if isinstance(event, RoundRecorded):
+            row = event.row
+            print(f"[{time.perf_counter() - start:6.0f} s] seed {event.seed} "
+                  f"{event.strategy:<20} round {event.round}: {row['n_labelled']:>3} labelled, "
+                  f"Dice {row['mean_dice']:.3f}, worst mode "
+                  f"{row.get('worst_mode_dice', float('nan')):.3f}, "
+                  f"{row['train_seconds']:.0f} s train, {row['score_seconds']:.0f} s score",
+                  flush=True)
+
+    drain(run_experiment(config, out, command=" ".join(sys.argv)), show)
+    return 0
+
+
+def merge(out: Path, parts: list[Path]) -> Any:
+    """Concatenate the parts' rounds.csv (same settings but the seeds) into OUT/rounds.csv."""
+    import pandas as pd
+
+    from napari_alunet.experiment.records import read_rounds
+
+    records = [json.loads((p / "config.json").read_text()) for p in parts]
+    keys = []
+    for record in records:
+        exp = dict(record["experiment"])
+        exp.pop("seeds"), exp.pop("first_seed")
+        exp["train"] = {k: v for k, v in exp["train"].items() if k != "num_threads"}
+        keys.append(json.dumps({"experiment": exp, "pool": record["pool"]["names"]},
+                               sort_keys=True))
+    if len(set(keys)) != 1:
+        raise SystemExit("the parts were run with different settings: use a new --out")
+    table = pd.concat([read_rounds(p / "rounds.csv") for p in parts], ignore_index=True)
+    table.to_csv(out / "rounds.csv", index=False)
+    (out / "config.json").write_text(json.dumps({"parts": [str(p) for p in parts],
+                                                 "record": records[0]}, indent=2))
+    return table, records[0]
+
+
+def report(out: Path, table: Any, record: dict[str, Any], protocol: str,
+           seconds: float | None) -> str:
+    from napari_alunet.experiment.report import markdown_table
+    from napari_alunet.experiment.runner import _subtitle, write_report
+    from napari_alunet.experiment.records import load_experiment_config
+
+    config, _ = load_experiment_config(Path(record_parts(out)[0]))
+    subtitle = _subtitle(config, record["pool"]["n_images"], len(record["pool"]["test_ids"]))
+    write_report(out, class_names=record["pool"]["class_names"], subtitle=subtitle)
+    import pandas as pd
+
+    summary = pd.read_csv(out / "summary.csv").set_index("strategy")
+    lines = [f"# Active-learning benchmark ({protocol} protocol)", "", subtitle, "",
+             markdown_table(summary.reset_index()), ""]
+    diff = summary["aulc_diff_vs_random"]
+    aa = float(diff.get("random#2", float("nan")))
+    oracle = float(diff.get("oracle_error", float("nan")))
+    fit = abs(aa) <= 0.015 and oracle >= 0.03
+    lines += [
+        "## Harness check",
+        f"- |A/A - random| AULC = {abs(aa):.4f} (must be <= 0.015)",
+        f"- oracle-error - random AULC = {oracle:+.4f} (must be >= 0.03)",
+        f"- fit for purpose: {'YES' if fit else 'NO'}", "",
+        "## Per arm", "",
+        "| arm | ΔAULC vs random (image axis) | verdict | ΔAULC (clicks) | verdict (clicks) "
+        "| worst-mode AULC | final Dice per mode |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    modes = [c for c in summary.columns if c.startswith("final_dice_mode_")]
+    for arm, r in summary.iterrows():
+        if arm == "full":
+            continue
+        if arm == "random":
+            lines.append("| random | reference | – | reference | – | "
+                         f"{r.get('aulc_worst_mode_mean', float('nan')):.3f} | "
+                         + ", ".join(f"{c.removeprefix('final_dice_mode_')} {r[c]:.2f}"
+                                     for c in modes) + " |")
+            continue
+        per_mode = ", ".join(f"{c.removeprefix('final_dice_mode_')} {r[c]:.2f}" for c in modes)
+        lines.append(f"| {arm} | {r['aulc_diff_vs_random']:+.4f} | {r['verdict']} | "
+                     f"{r['cost_diff']:+.4f} | {r['cost_verdict']} | "
+                     f"{r.get('aulc_worst_mode_mean', float('nan')):.3f} | {per_mode} |")
+    full = table[table["strategy"] == "full"]
+    if not full.empty:
+        stopped = (full["best_step"] < full["steps"]).sum()
+        lines += ["", f"Full-data baseline: Dice {full['mean_dice'].mean():.3f} ± "
+                  f"{full['mean_dice'].std():.3f} over {len(full)} seeds; its best step was "
+                  f"before its last in {stopped}/{len(full)} fits (selection "
+                  f"{', '.join(sorted(set(full['selection'].astype(str))))})."]
+    if seconds is not None:
+        lines += ["", f"Wall time of this call: {seconds / 60:.1f} min."]
+    text = "\n".join(lines) + "\n"
+    (out / "summary.md").write_text(text)
+    return text
+
+
+def record_parts(out: Path) -> list[str]:
+    return json.loads((out / "config.json").read_text())["parts"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--protocol", choices=tuple(PROTOCOLS), default="cpu")
+    ap.add_argument("--gpu", action="store_true", help="the GPU protocol (--protocol gpu)")
+    ap.add_argument("--seeds", type=int, default=None, help="override the protocol's seeds")
+    ap.add_argument("--workers", type=int, default=None, help="override the worker processes")
+    ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--worker", nargs=2, type=int, metavar=("FIRST_SEED", "SEEDS"),
+                    help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    protocol = "gpu" if args.gpu else args.protocol
+    settings = dict(PROTOCOLS[protocol])
+    if args.seeds is not None:
+        settings["seeds"] = args.seeds
+    if args.workers is not None:
+        settings["workers"] = args.workers
+    PROTOCOLS[protocol] = settings
+    if args.worker:
+        return worker(protocol, args.out, *args.worker)
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    workers = max(1, min(settings["workers"], settings["seeds"]))
+    shares = [settings["seeds"] // workers + (i < settings["seeds"] % workers)
+              for i in range(workers)]
+    firsts = [sum(shares[:i]) for i in range(workers)]
+    parts = [args.out / f"part{i}" for i in range(workers)]
+    start = time.perf_counter()
+    if not args.report_only:
+        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, settings["threads"])),
+               "PYTHONUNBUFFERED": "1"}
+        procs = []
+        for part, first, n in zip(parts, firsts, shares):
+            cmd = [sys.executable, __file__, "--out", str(part), "--protocol", protocol,
+                   "--seeds", str(settings["seeds"]), "--worker", str(first), str(n)]
+            procs.append(subprocess.Popen(cmd, env=env))
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            print(f"worker exit codes {codes}: rerun the same command to resume", file=sys.stderr)
+            return 1
+    table, record = merge(args.out, parts)
+    print(report(args.out, table, record, protocol,
+                 None if args.report_only else time.perf_counter() - start))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
