@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The oracle-replay benchmark behind docs/experiment_summary.md: random vs uncertainty
-# acquisition on the synthetic blastocyst pool, several seeds, paired tests against random.
+# The 0.1-era oracle-replay benchmark behind docs/experiment_summary.md (plain top-k, epoch
+# budget); superseded by benchmarks/al_benchmark.py (issue 11), kept to reproduce that page.
 #
 #   benchmarks/run_synthetic_benchmark.sh cpu [OUT]   # what produced docs/experiment_summary.md
 #                                                     # (2 CPU cores, about an hour for 5 seeds)
@@ -23,7 +23,7 @@ case "$variant" in
     # 10 % to 50 % labelled. One torch thread: on two shared cores two spinning OpenMP threads
     # per process run several times slower.
     alunet experiment --data sample --sample-n 64 --sample-seed 0 \
-      --strategies random entropy bald --seeds 5 --k 3 \
+      --strategies random entropy bald --diversity none --seeds 5 --k 3 \
       --initial-fraction 0.1 --test-fraction 0.2 --until-fraction 0.5 \
       --passes 8 --preset cpu --epochs 40 --patience 10 --threads 1 --out "$out"
     ;;
@@ -32,7 +32,7 @@ case "$variant" in
     # Closer to the paper's setting: the full-size model at 256^2, a bigger pool, all five
     # strategies, 5 seeds (Wilcoxon needs >= 6 seeds: add --seeds 8 if the budget allows).
     alunet experiment --data sample --sample-n 300 --sample-seed 0 \
-      --strategies random entropy bald kl js --seeds 5 --k 8 \
+      --strategies random entropy bald kl js --diversity none --seeds 5 --k 8 \
       --initial-fraction 0.1 --test-fraction 0.2 --until-fraction 0.5 \
       --passes 20 --preset gpu --epochs 60 --patience 10 --device cuda --out "$out"
     ;;

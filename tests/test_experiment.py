@@ -397,3 +397,62 @@ def test_cli_diversity_reaches_the_scorer(tmp_path, capsys, monkeypatch):
     assert "--power-beta 2.0" in saved["command"] and "--diversity none" in saved["command"]
     with pytest.raises(SystemExit):  # argparse rejects an unknown diversity suffix
         main(argv[:-2] + ["--strategies", "bald+foo", "--out", str(out)])
+
+
+def test_arm_grammar():
+    from napari_alunet.experiment.records import Arm, parse_arm
+
+    assert parse_arm("random#2") == Arm("random#2", "random", "none", "random", 2)
+    assert parse_arm("typical:bald+power") == Arm("typical:bald+power", "bald", "power",
+                                                  "typical", 1)
+    assert parse_arm("bald", "softrank").diversity == "softrank"
+    assert parse_arm("oracle_error", "power") == Arm("oracle_error", "oracle_error", "none")
+    assert parse_arm("bald+badge").diversity == "badge"
+    for bad in ("densest:bald", "bald#0", "bald#x", "oracle_error+power", "random+badge"):
+        with pytest.raises(ValueError):
+            parse_arm(bad)
+
+
+def test_cost_axis_windows_are_per_seed():
+    from napari_alunet.experiment.report import aulc_window, cost_window, per_seed_statistics
+
+    assert aulc_window([0, 10, 20], [0.2, 0.4, 0.4], 0, 20) == pytest.approx(0.35)
+    assert aulc_window([0, 10, 20], [0.2, 0.4, 0.4], 5, 15) == pytest.approx(0.375)
+    assert math.isnan(aulc_window([5, 10], [0.2, 0.4], 0, 10))  # not covered: no extrapolation
+    rows = []
+    for seed, scale in ((0, 1.0), (1, 10.0)):  # seed 1 pays ten times more clicks
+        for arm, dice in (("random", (0.5, 0.6)), ("bald", (0.5, 0.7))):
+            for r in range(2):
+                rows.append({"strategy": arm, "seed": seed, "round": r, "fraction": 0.1 * (r + 1),
+                             "mean_dice": dice[r],
+                             "cumulative_correction_clicks": scale * (10 + 10 * r)})
+    table = pd.DataFrame(rows)
+    assert cost_window(table) == {0: (10.0, 20.0), 1: (100.0, 200.0)}
+    per_seed = per_seed_statistics(table).set_index(["strategy", "seed"])
+    assert per_seed.loc[("bald", 1), "aulc_cost"] == pytest.approx(0.6)
+    assert per_seed.loc[("random", 0), "aulc_cost"] == pytest.approx(0.55)
+
+
+def test_redundant_pool_experiment_reports_modes_and_splits_over_seeds(tmp_path):
+    """The benchmark pool: a fresh test set with every mode, per-mode Dice, clicks; running
+    seeds 0-1 in two calls (first_seed) gives the rows of running them in one."""
+    common = dict(preset="tiny", data="redundant", sample_n=24, test_per_mode=1,
+                  strategies=("random", "oracle_error"), k=3, rounds=1, until_fraction=None,
+                  passes=2, train={"steps": 4, "semi_supervised": False}, threads=1)
+    shape = (40, 48)
+    whole = drain(run_experiment(make_config(seeds=2, **common), tmp_path / "whole",
+                                 sample_shape=shape))
+    parts = [drain(run_experiment(make_config(seeds=1, first_seed=s, **common),
+                                  tmp_path / f"part{s}", sample_shape=shape)) for s in (0, 1)]
+    table = whole.rounds
+    modes = [c for c in table.columns if c.startswith("dice_mode_")]
+    assert len(modes) == 6 and "worst_mode_dice" in table.columns
+    assert (table["worst_mode_dice"] <= table[modes].min(axis=1) + 1e-12).all()
+    assert (table.loc[table["round"] == 0, "cumulative_correction_clicks"] > 0).all()
+    record = json.loads((tmp_path / "whole" / "config.json").read_text())
+    test_modes = {record["pool"]["modes"][i] for i in record["pool"]["test_ids"]}
+    assert len(test_modes) == 6  # every mode in the test set
+    merged = pd.concat([p.rounds for p in parts]).sort_values(["seed", "strategy", "round"])
+    ours = table.sort_values(["seed", "strategy", "round"])
+    for column in ("mean_dice", "acquired_ids", "correction_clicks"):
+        assert list(merged[column]) == list(ours[column])

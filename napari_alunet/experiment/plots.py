@@ -189,6 +189,24 @@ def _pixel_unit(max_value: float) -> tuple[float, str]:
     return 1.0, "pixels"
 
 
+def _effort_panels(rounds: pd.DataFrame, columns: tuple[str, str], whats: tuple[str, str], *,
+                   xlabel: str, scale: float, metric: str):
+    """Two panels sharing their axes: Dice against two effort columns (correct / scratch)."""
+    strategies = _strategies(rounds)
+    fig = _figure(figsize=(10, 4.4), layout="constrained")
+    axes = fig.subplots(1, 2, sharey=True, sharex=True)
+    full = _full_dice(rounds, metric)
+    for ax, column, what in zip(axes, columns, whats):
+        _draw(ax, _curves(rounds, column, metric), strategies, scale=scale)
+        _full_lines(ax, full, label=ax is axes[0])
+        ax.set_xlabel(xlabel)
+        ax.set_title(f"effort = {what}", fontsize=10)
+        ax.grid(True, alpha=0.3, lw=0.5)
+    axes[0].set_ylabel("test Dice, mean over foreground classes")
+    axes[0].legend(fontsize=8, loc="lower right", framealpha=0.9)
+    return fig, axes
+
+
 def plot_dice_vs_effort(rounds: pd.DataFrame, stem: str | Path, *, title: str | None = None,
                         metric: str = "mean_dice") -> list[Path]:
     """Dice against the cumulative annotation effort that produced each round's labelled set.
@@ -201,26 +219,16 @@ def plot_dice_vs_effort(rounds: pd.DataFrame, stem: str | Path, *, title: str | 
     -------
     [png path, svg path]
     """
-    strategies = _strategies(rounds)
-    fig = _figure(figsize=(10, 4.4), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True, sharex=True)
     xmax = float(np.nanmax(rounds["cumulative_scratch_pixels"].to_numpy(dtype=float)))
     al = rounds[rounds["strategy"] != FULL]
     xmax_al = float(np.nanmax(al["cumulative_scratch_pixels"].to_numpy(dtype=float))) \
         if not al.empty else xmax
     scale, unit = _pixel_unit(xmax_al)
     full = _full_dice(rounds, metric)
-    for ax, column, what in (
-        (axes[0], "cumulative_correction_pixels", "correcting the model's proposals"),
-        (axes[1], "cumulative_scratch_pixels", "drawing every mask from scratch"),
-    ):
-        _draw(ax, _curves(rounds, column, metric), strategies, scale=scale)
-        _full_lines(ax, full, label=ax is axes[0])
-        ax.set_xlabel(f"cumulative annotated pixels ({unit})")
-        ax.set_title(f"effort = {what}", fontsize=10)
-        ax.grid(True, alpha=0.3, lw=0.5)
-    axes[0].set_ylabel("test Dice, mean over foreground classes")
-    axes[0].legend(fontsize=8, loc="lower right", framealpha=0.9)
+    fig, axes = _effort_panels(
+        rounds, ("cumulative_correction_pixels", "cumulative_scratch_pixels"),
+        ("correcting the model's proposals", "drawing every mask from scratch"),
+        xlabel=f"cumulative annotated pixels ({unit})", scale=scale, metric=metric)
     if not math.isnan(full) and xmax > xmax_al:
         # Off the plotted range (it would squash the curves): say it in a corner instead.
         axes[1].text(0.98, 0.02, f"labelling the full training pool from scratch: "
@@ -242,21 +250,10 @@ def plot_dice_vs_clicks(rounds: pd.DataFrame, stem: str | Path, *, title: str | 
     -------
     [png path, svg path]
     """
-    strategies = _strategies(rounds)
-    fig = _figure(figsize=(10, 4.4), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True, sharex=True)
-    full = _full_dice(rounds, metric)
-    for ax, column, what in (
-        (axes[0], "cumulative_correction_clicks", "correcting the model's proposals"),
-        (axes[1], "cumulative_scratch_clicks", "drawing every outline from scratch"),
-    ):
-        _draw(ax, _curves(rounds, column, metric), strategies)
-        _full_lines(ax, full, label=ax is axes[0])
-        ax.set_xlabel("cumulative clicks")
-        ax.set_title(f"effort = {what}", fontsize=10)
-        ax.grid(True, alpha=0.3, lw=0.5)
-    axes[0].set_ylabel("test Dice, mean over foreground classes")
-    axes[0].legend(fontsize=8, loc="lower right", framealpha=0.9)
+    fig, _axes = _effort_panels(
+        rounds, ("cumulative_correction_clicks", "cumulative_scratch_clicks"),
+        ("correcting the model's proposals", "drawing every outline from scratch"),
+        xlabel="cumulative clicks", scale=1.0, metric=metric)
     fig.suptitle(title or "Test Dice vs clicks (mean ± std over seeds)", fontsize=11)
     return _save(fig, Path(stem))
 
