@@ -50,6 +50,7 @@ ARMS = ("random", "random#2", "oracle_error", "bald+power", "typical:bald+power"
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "cpu": dict(
         preset="cpu", input_size=64, data="redundant", sample_n=240, test_per_mode=4,
+        rare_mode_p=0.03,
         seeds=8, k=6, initial_fraction=0.025, rounds=4, until_fraction=None, passes=8,
         train={"semi_supervised": False, "min_steps": 200, "steps_per_image": 6,
                "device": "cpu"},
@@ -57,12 +58,14 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     ),
     "gpu": dict(
         preset="gpu", input_size=None, data="redundant", sample_n=2000, test_per_mode=20,
+        rare_mode_p=0.03,
         seeds=8, k=20, initial_fraction=0.01, rounds=8, until_fraction=None, passes=20,
         train={"device": "cuda"}, workers=1, threads=0,
     ),
     # For a quick look that the harness runs (minutes); not a result.
     "smoke": dict(
         preset="tiny", input_size=None, data="redundant", sample_n=48, test_per_mode=1,
+        rare_mode_p=0.06,
         seeds=2, k=4, initial_fraction=0.1, rounds=2, until_fraction=None, passes=2,
         train={"semi_supervised": False, "steps": 20, "device": "cpu"}, workers=2, threads=1,
     ),
@@ -76,7 +79,7 @@ def make_protocol_config(protocol: dict[str, Any], *, first_seed: int, seeds: in
     return make_config(
         preset=p["preset"], input_size=p["input_size"], train=p["train"],
         threads=p["threads"], data=p["data"], sample_n=p["sample_n"],
-        test_per_mode=p["test_per_mode"], strategies=ARMS, seeds=seeds,
+        test_per_mode=p["test_per_mode"], rare_mode_p=p["rare_mode_p"], strategies=ARMS, seeds=seeds,
         first_seed=first_seed, k=p["k"], initial_fraction=p["initial_fraction"],
         rounds=p["rounds"], until_fraction=p["until_fraction"], passes=p["passes"],
     )

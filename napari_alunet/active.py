@@ -298,9 +298,10 @@ def acquire(
     """Take ``k`` unlabelled images with ``acquisition`` and prepare their review.
 
     ``acquisition.seed`` is the base seed (:func:`round_seed` with ``round_idx`` seeds the
-    dropout masks and any sampling). ``strategy="oracle_error"`` (a benchmark control) takes
-    the images whose review prediction is furthest from the ground truth, which only a pool
-    with ground truth for its unlabelled images has. Yields the scorer's ScoreProgress.
+    dropout masks and any sampling). ``strategy="oracle_error"`` (a benchmark control) scores
+    each image by the true error of its review prediction (fraction of canvas pixels wrong),
+    which only a pool with ground truth for its unlabelled images has, and takes k by the
+    same batch rule (``diversity``) as a scored strategy. Yields the scorer's ScoreProgress.
     """
     import time
 
@@ -321,8 +322,9 @@ def acquire(
         truth = pool.load_truth(unlabelled)
         scores = {i: float(np.mean(everything.predictions[i] != truth[row]))
                   for row, i in enumerate(unlabelled)}
+        # The same batch rule as the other arms (top k takes frames of one embryo).
         chosen = rank(scores, k, strategy="entropy", rng=np.random.default_rng(config.seed),
-                      diversity="none")
+                      diversity=config.diversity, power_beta=config.power_beta)
         result = yield from review_pass(model, chosen, pool.load_images, config,
                                         keep_maps=keep_maps, device=device)
         result.scores = scores

@@ -287,6 +287,7 @@ class ExperimentConfig:
     sample_n: int = 60
     sample_seed: int = 0
     test_per_mode: int = 4  # data="redundant": fresh test embryos per mode
+    rare_mode_p: float = 0.06  # data="redundant": share of embryos of each of the 5 rare modes
     # Annotation cost in clicks (experiment/cost.py): an error region or drawn region smaller
     # than min_click_area pixels costs nothing; a drawn outline costs one click per
     # vertex_spacing pixels of boundary.

@@ -406,9 +406,11 @@ def test_arm_grammar():
     assert parse_arm("typical:bald+power") == Arm("typical:bald+power", "bald", "power",
                                                   "typical", 1)
     assert parse_arm("bald", "softrank").diversity == "softrank"
-    assert parse_arm("oracle_error", "power") == Arm("oracle_error", "oracle_error", "none")
+    # The oracle takes k by the same batch rule as the other arms; it differs by its score.
+    assert parse_arm("oracle_error", "power") == Arm("oracle_error", "oracle_error", "power")
+    assert parse_arm("oracle_error+none").diversity == "none"
     assert parse_arm("bald+badge").diversity == "badge"
-    for bad in ("densest:bald", "bald#0", "bald#x", "oracle_error+power", "random+badge"):
+    for bad in ("densest:bald", "bald#0", "bald#x", "oracle_error+badge", "random+badge"):
         with pytest.raises(ValueError):
             parse_arm(bad)
 

@@ -102,8 +102,12 @@ def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None 
         from napari_alunet.data.redundant import generate_redundant_pool, generate_test_set
 
         modes, embryos, given_test = [], [], []
+        from napari_alunet.data.redundant import MODES
+
+        rare = float(config.rare_mode_p)
+        mode_p = {m: (1.0 - rare * (len(MODES) - 1)) if m == "common" else rare for m in MODES}
         streams = (generate_redundant_pool(config.sample_n, config.sample_seed,
-                                           shape=sample_shape),
+                                           shape=sample_shape, mode_p=mode_p),
                    generate_test_set(config.test_per_mode, config.sample_seed,
                                      shape=sample_shape))
         for stream, is_test in zip(streams, (False, True)):

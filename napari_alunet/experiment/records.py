@@ -88,8 +88,9 @@ class Arm:
 
     Grammar: ``[typical:]strategy[+diversity][#replicate]``.
 
-    * ``strategy``: an acquisition strategy, or ``oracle_error`` (the upper-bound control:
-      the images whose review prediction is furthest from the ground truth);
+    * ``strategy``: an acquisition strategy, or ``oracle_error`` (the upper-bound control: its
+      score is the true error of the review prediction, and it takes k by the same batch rule
+      as the other arms, so it differs from them by its score alone);
     * ``+diversity``: how k images are taken (``power``, ``softrank``, ``softmax``,
       ``feature``, ``badge``, ``none``); default the experiment's ``--diversity``;
     * ``typical:``: the initial labelled set is the typicality cold start instead of the
@@ -123,14 +124,17 @@ def parse_arm(name: str, default_diversity: str = "power") -> Arm:
         replicate = int(replicate_text)
     strategy, plus, diversity = rest.partition("+")
     if not plus:
-        diversity = "none" if strategy in ("random", *ORACLE_STRATEGIES) else default_diversity
+        diversity = "none" if strategy == "random" else default_diversity
     if strategy not in ORACLE_STRATEGIES:
         strategy_map(strategy)
     if diversity not in DIVERSITY:
         raise ValueError(f"unknown diversity {diversity!r} in {name!r}; choose one of "
                          f"{', '.join(DIVERSITY)}")
-    if strategy in ("random", *ORACLE_STRATEGIES) and diversity != "none":
-        raise ValueError(f"{name!r}: {strategy} acquisition takes no diversity")
+    if strategy == "random" and diversity != "none":
+        raise ValueError(f"{name!r}: random acquisition takes no diversity")
+    if strategy in ORACLE_STRATEGIES and diversity in ("feature", "badge"):
+        raise ValueError(f"{name!r}: the oracle takes k by its scores (none, power, softrank, "
+                         "softmax), not by model features")
     return Arm(name, strategy, diversity, initial, replicate)
 
 
@@ -151,6 +155,9 @@ def check_config(config: ExperimentConfig) -> None:
         parse_arm(s, config.acquisition.diversity)
     if config.seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {config.seeds}")
+    if not 0.0 <= config.rare_mode_p <= 0.2:
+        raise ValueError(f"rare_mode_p must be in [0, 0.2] (5 rare modes), got "
+                         f"{config.rare_mode_p}")
     if config.first_seed < 0:
         raise ValueError(f"first_seed must be >= 0, got {config.first_seed}")
     if config.k < 1:
