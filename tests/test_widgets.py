@@ -114,6 +114,8 @@ def test_whole_round(app, qtbot, tmp_path):
     acquire.strategy.setCurrentText("entropy")
     acquire.batch.setCurrentText("none")  # plain top k: the queue is the head of the table
     assert state.settings.acquisition.diversity == "none"
+    acquire.cold_start.setCurrentText("random")
+    assert state.settings.acquisition.cold_start == "random"
     with qtbot.waitSignal(state.scores_changed, timeout=TIMEOUT):
         acquire.compute()
     wait_idle(qtbot, state)

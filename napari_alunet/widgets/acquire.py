@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_alunet.active import COLD_STARTS
 from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen
 from napari_alunet.widgets._display import get_display
 from napari_alunet.widgets._state import get_state, notify_info
@@ -74,6 +75,12 @@ class AcquireWidget(QWidget):
         for i, name in enumerate(BATCH_MODES):
             self.batch.setItemData(i, BATCH_TIPS[name], Qt.ItemDataRole.ToolTipRole)
         self.batch.setToolTip("How the k images are taken from the scores")
+        self.cold_start = QComboBox()
+        self.cold_start.addItems(COLD_STARTS)
+        self.cold_start.setToolTip(
+            "The first queue of a project without labels: 'typical' takes the most typical "
+            "image of each of k clusters of the pool (TypiClust), so the first labels cover "
+            "the kinds of image the pool holds; 'random' takes k at random")
         self.passes = _spin(1, 256, 8, "Monte-Carlo dropout passes per image")
         self.k = _spin(1, 10000, 2, "Images queued for review per round")
         self.subset = _spin(0, 10**7, 0, "Score a random subset of this many pool images "
@@ -83,6 +90,7 @@ class AcquireWidget(QWidget):
         form = QFormLayout()
         form.addRow("Strategy", self.strategy)
         form.addRow("Take k by", self.batch)
+        form.addRow("First queue", self.cold_start)
         form.addRow("MC passes", self.passes)
         form.addRow("Queue size k", self.k)
         form.addRow("Subset", self.subset)
@@ -112,6 +120,7 @@ class AcquireWidget(QWidget):
                                hint("Click a row to show the image with its uncertainty maps.")))
 
         for signal in (self.strategy.currentIndexChanged, self.batch.currentIndexChanged,
+                       self.cold_start.currentIndexChanged,
                        self.passes.valueChanged,
                        self.k.valueChanged, self.subset.valueChanged):
             signal.connect(self.apply_settings)
@@ -125,11 +134,12 @@ class AcquireWidget(QWidget):
     # -- settings -----------------------------------------------------------------------------
     def _load_settings(self) -> None:
         acq = self.state.settings.acquisition
-        widgets = (self.strategy, self.batch, self.passes, self.k, self.subset)
+        widgets = (self.strategy, self.batch, self.cold_start, self.passes, self.k, self.subset)
         for widget in widgets:
             widget.blockSignals(True)
         self.strategy.setCurrentText(acq.strategy)
         self.batch.setCurrentText(acq.diversity)
+        self.cold_start.setCurrentText(acq.cold_start)
         self.passes.setValue(acq.passes)
         self.k.setValue(acq.k)
         self.subset.setValue(acq.subset or 0)
@@ -140,7 +150,8 @@ class AcquireWidget(QWidget):
         settings = self.state.settings
         settings.acquisition = dataclasses.replace(
             settings.acquisition, strategy=self.strategy.currentText(),
-            diversity=self.batch.currentText(), passes=self.passes.value(), k=self.k.value(), subset=self.subset.value() or None,
+            diversity=self.batch.currentText(), cold_start=self.cold_start.currentText(),
+            passes=self.passes.value(), k=self.k.value(), subset=self.subset.value() or None,
         )
 
     # -- compute ------------------------------------------------------------------------------
