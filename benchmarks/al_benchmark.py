@@ -72,25 +72,31 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 }
 
 
-def make_protocol_config(protocol: dict[str, Any], *, first_seed: int, seeds: int) -> Any:
+def make_protocol_config(protocol: dict[str, Any], *, first_seed: int, seeds: int,
+                         full_only: bool = False) -> Any:
     from napari_alunet.experiment import make_config
 
     p = dict(protocol)
+    if full_only:  # the full-data baseline (and one cheap round 0 the runner needs)
+        p.update(rounds=0)
     return make_config(
         preset=p["preset"], input_size=p["input_size"], train=p["train"],
         threads=p["threads"], data=p["data"], sample_n=p["sample_n"],
-        test_per_mode=p["test_per_mode"], rare_mode_p=p["rare_mode_p"], strategies=ARMS, seeds=seeds,
+        test_per_mode=p["test_per_mode"], rare_mode_p=p["rare_mode_p"],
+        strategies=("random",) if full_only else ARMS, seeds=seeds,
         first_seed=first_seed, k=p["k"], initial_fraction=p["initial_fraction"],
         rounds=p["rounds"], until_fraction=p["until_fraction"], passes=p["passes"],
     )
 
 
-def worker(protocol_name: str, out: Path, first_seed: int, seeds: int) -> int:
+def worker(protocol_name: str, out: Path, first_seed: int, seeds: int,
+           full_only: bool = False) -> int:
     """Run seeds ``first_seed .. first_seed + seeds - 1`` into ``out`` (resumable)."""
     from napari_alunet.events import drain
     from napari_alunet.experiment import RoundRecorded, run_experiment
 
-    config = make_protocol_config(PROTOCOLS[protocol_name], first_seed=first_seed, seeds=seeds)
+    config = make_protocol_config(PROTOCOLS[protocol_name], first_seed=first_seed, seeds=seeds,
+                                  full_only=full_only)
     start = time.perf_counter()
 
     def show(event: Any) -> None:
@@ -124,6 +130,13 @@ def merge(out: Path, parts: list[Path]) -> Any:
     if len(set(keys)) != 1:
         raise SystemExit("the parts were run with different settings: use a new --out")
     table = pd.concat([read_rounds(p / "rounds.csv") for p in parts], ignore_index=True)
+    refits = sorted(out.glob("full_part*/rounds.csv"))
+    if refits:
+        # The full-data rows of a --refit-full run replace those of the parts (the full run
+        # depends on nothing else, so this equals running the parts with today's budget).
+        full = pd.concat([read_rounds(p) for p in refits], ignore_index=True)
+        table = pd.concat([table[table["strategy"] != "full"], full[full["strategy"] == "full"]],
+                          ignore_index=True)
     table.to_csv(out / "rounds.csv", index=False)
     (out / "config.json").write_text(json.dumps({"parts": [str(p) for p in parts],
                                                  "record": records[0]}, indent=2))
@@ -198,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=None, help="override the protocol's seeds")
     ap.add_argument("--workers", type=int, default=None, help="override the worker processes")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--refit-full", action="store_true",
+                    help="(re)fit only the full-data baselines into OUT/full_part<i> with the "
+                    "current full_steps_factor; they replace the parts' full rows in the report "
+                    "(for runs made before the baseline's budget rule)")
     ap.add_argument("--worker", nargs=2, type=int, metavar=("FIRST_SEED", "SEEDS"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -209,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         settings["workers"] = args.workers
     PROTOCOLS[protocol] = settings
     if args.worker:
-        return worker(protocol, args.out, *args.worker)
+        return worker(protocol, args.out, *args.worker, full_only=args.refit_full)
 
     args.out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(settings["workers"], settings["seeds"]))
@@ -217,14 +234,16 @@ def main(argv: list[str] | None = None) -> int:
               for i in range(workers)]
     firsts = [sum(shares[:i]) for i in range(workers)]
     parts = [args.out / f"part{i}" for i in range(workers)]
+    targets = [args.out / f"full_part{i}" for i in range(workers)] if args.refit_full else parts
     start = time.perf_counter()
     if not args.report_only:
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, settings["threads"])),
                "PYTHONUNBUFFERED": "1"}
         procs = []
-        for part, first, n in zip(parts, firsts, shares):
+        for part, first, n in zip(targets, firsts, shares):
             cmd = [sys.executable, __file__, "--out", str(part), "--protocol", protocol,
                    "--seeds", str(settings["seeds"]), "--worker", str(first), str(n)]
+            cmd += ["--refit-full"] if args.refit_full else []
             procs.append(subprocess.Popen(cmd, env=env))
         codes = [p.wait() for p in procs]
         if any(codes):

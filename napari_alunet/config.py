@@ -288,6 +288,11 @@ class ExperimentConfig:
     sample_seed: int = 0
     test_per_mode: int = 4  # data="redundant": fresh test embryos per mode
     rare_mode_p: float = 0.06  # data="redundant": share of embryos of each of the 5 rare modes
+    # The full-data baseline trains this many times the budget of an active fit on the same
+    # number of images (at most max_steps), with early stopping on its validation split, so
+    # that its best step is not its last: "95 % of full" must not be 95 % of an undertrained
+    # model.
+    full_steps_factor: float = 3.0
     # Annotation cost in clicks (experiment/cost.py): an error region or drawn region smaller
     # than min_click_area pixels costs nothing; a drawn outline costs one click per
     # vertex_spacing pixels of boundary.

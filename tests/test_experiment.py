@@ -458,3 +458,18 @@ def test_redundant_pool_experiment_reports_modes_and_splits_over_seeds(tmp_path)
     ours = table.sort_values(["seed", "strategy", "round"])
     for column in ("mean_dice", "acquired_ids", "correction_clicks"):
         assert list(merged[column]) == list(ours[column])
+
+
+def test_full_baseline_budget():
+    from napari_alunet.experiment.runner import full_budget
+
+    config = make_config(preset="tiny", train={"min_steps": 100, "steps_per_image": 2,
+                                               "max_steps": 1000})
+    assert full_budget(config, 50) == 3 * 200  # three times an active fit of 50 images
+    assert full_budget(config, 400) == 1000  # capped
+    assert full_budget(make_config(preset="tiny", train={"steps": 7}), 50) is None
+    assert full_budget(make_config(preset="tiny", full_steps_factor=1.0), 50) is None
+    with pytest.raises(ValueError, match="full_steps_factor"):
+        from napari_alunet.experiment.records import check_config
+
+        check_config(make_config(preset="tiny", full_steps_factor=0.5))

@@ -158,6 +158,8 @@ def check_config(config: ExperimentConfig) -> None:
     if not 0.0 <= config.rare_mode_p <= 0.2:
         raise ValueError(f"rare_mode_p must be in [0, 0.2] (5 rare modes), got "
                          f"{config.rare_mode_p}")
+    if not 1.0 <= config.full_steps_factor <= 20.0:
+        raise ValueError(f"full_steps_factor must be in [1, 20], got {config.full_steps_factor}")
     if config.first_seed < 0:
         raise ValueError(f"first_seed must be >= 0, got {config.first_seed}")
     if config.k < 1:

@@ -287,13 +287,17 @@ def _metrics_row(metrics: dict[str, float], class_names: Sequence[str]) -> dict[
 
 
 def _train_and_evaluate(ctx: _Context, model: Any, labelled: Sequence[int], seed: int,
-                        round_idx: int) -> Generator[Any, None, dict[str, Any]]:
+                        round_idx: int, *, steps: int | None = None
+                        ) -> Generator[Any, None, dict[str, Any]]:
     """One step's training and evaluation (:mod:`napari_alunet.active`) on the memory pool.
 
     The semi-supervised term draws on the rest of the training pool, never on the test pool.
+    ``steps`` overrides the budget (the full-data baseline).
     """
     cfg = ctx.config
     train_config = dataclasses.replace(cfg.train, seed=seed)
+    if steps is not None:
+        train_config = dataclasses.replace(train_config, steps=int(steps))
     pool = ctx.pool.active_pool(ctx.splits, labelled)
     start = time.perf_counter()
     trained = yield from active.train(pool, model, train_config, round_idx=round_idx,
@@ -324,12 +328,26 @@ def _scratch(ctx: _Context, ids: Sequence[int]) -> tuple[int, int]:
     return pixels, int(clicks)
 
 
+def full_budget(config: ExperimentConfig, n_train_pool: int) -> int | None:
+    """Optimiser steps of the full-data baseline: ``full_steps_factor`` times the budget of an
+    active fit of as many images, at most ``max_steps`` (None: the recipe's own budget, with
+    an epoch budget or a fixed ``steps``)."""
+    train = config.train
+    if train.steps > 0 or train.budget_in_epochs or config.full_steps_factor == 1.0:
+        return None
+    return int(min(train.max_steps, round(config.full_steps_factor
+                                          * train.planned_steps(n_train_pool))))
+
+
 def _full_run(ctx: _Context, seed: int) -> Generator[Any, None, None]:
     n = len(ctx.splits.train_pool)
-    yield RoundStarted(FULL, seed, 0, n, 1.0, "train", ctx.config.train.planned_steps(n))
+    steps = full_budget(ctx.config, n)
+    yield RoundStarted(FULL, seed, 0, n, 1.0, "train",
+                       steps or ctx.config.train.planned_steps(n))
     model = active.fresh_model(ctx.config.model, seed)
     # Round index 999 keeps the full run's training seed apart from the active runs' rounds.
-    stats = yield from _train_and_evaluate(ctx, model, ctx.splits.train_pool, seed, 999)
+    stats = yield from _train_and_evaluate(ctx, model, ctx.splits.train_pool, seed, 999,
+                                           steps=steps)
     pixels, clicks = _scratch(ctx, ctx.splits.train_pool)
     row = {"strategy": FULL, "seed": seed, "round": 0, "n_labelled": n, "n_train_pool": n,
            "fraction": 1.0, **stats, "init": "fresh", "score_seconds": 0.0, "n_scored": 0,
