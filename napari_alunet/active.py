@@ -317,11 +317,15 @@ def acquire(
     if config.strategy in ORACLE_STRATEGIES:
         # The upper bound: the true error of the prediction the reviewer would be shown (MC
         # mean), measured for every unlabelled image. Costs one review pass over the pool.
-        everything = yield from review_pass(model, unlabelled, pool.load_images, config,
-                                            keep_maps=(), device=device)
-        truth = pool.load_truth(unlabelled)
-        scores = {i: float(np.mean(everything.predictions[i] != truth[row]))
-                  for row, i in enumerate(unlabelled)}
+        # Batch by batch, so memory stays bounded on a big pool (probabilities are C x S x S).
+        scores: dict[int, float] = {}
+        for begin in range(0, len(unlabelled), config.batch_size):
+            ids = unlabelled[begin : begin + config.batch_size]
+            batch = yield from review_pass(model, ids, pool.load_images, config, keep_maps=(),
+                                           device=device)
+            truth = pool.load_truth(ids)
+            scores.update((i, float(np.mean(batch.predictions[i] != truth[row])))
+                          for row, i in enumerate(ids))
         # The same batch rule as the other arms (top k takes frames of one embryo).
         chosen = rank(scores, k, strategy="entropy", rng=np.random.default_rng(config.seed),
                       diversity=config.diversity, power_beta=config.power_beta)
