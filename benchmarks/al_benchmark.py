@@ -7,8 +7,9 @@ a fresh test set with the same number of embryos of every mode), with these arms
 
 ``random``              uniform acquisition: the reference.
 ``random#2``            random with a second acquisition seed: the A/A control (null spread).
-``oracle_error``        the images whose review prediction is furthest from the truth: the upper
-                        bound. If it does not beat random the pool or the test set is wrong.
+``oracle_error``        the k images whose review prediction has the lowest Dice against the
+                        truth, one per embryo: the upper bound. If it does not beat random the
+                        pool or the test set is wrong.
 ``bald+power``          BALD with stochastic power sampling (beta from the scores' range).
 ``typical:bald+power``  the typicality cold start as initial set, then BALD + power.
 ``bald+badge``          the uncertainty + diversity hybrid (BADGE on gradient embeddings).
@@ -23,6 +24,7 @@ Protocols::
 
     python benchmarks/al_benchmark.py --out runs/al_benchmark            # CPU, ~1 h on 2 cores
     python benchmarks/al_benchmark.py --out runs/al_benchmark --report-only
+    python benchmarks/al_benchmark.py --out runs/al_benchmark --rerun oracle_error  # one arm
     python benchmarks/al_benchmark.py --gpu --out runs/al_benchmark_gpu  # GPU: gpu preset, 2000
 
 The CPU protocol (``--protocol cpu``): 240 pool images of realistic size, 4 test embryos per
@@ -73,30 +75,31 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 
 
 def make_protocol_config(protocol: dict[str, Any], *, first_seed: int, seeds: int,
-                         full_only: bool = False) -> Any:
+                         full_only: bool = False, arms: tuple[str, ...] | None = None) -> Any:
     from napari_alunet.experiment import make_config
 
     p = dict(protocol)
     if full_only:  # the full-data baseline (and one cheap round 0 the runner needs)
         p.update(rounds=0)
+    strategies = ("random",) if full_only else (arms or ARMS)
     return make_config(
         preset=p["preset"], input_size=p["input_size"], train=p["train"],
         threads=p["threads"], data=p["data"], sample_n=p["sample_n"],
         test_per_mode=p["test_per_mode"], rare_mode_p=p["rare_mode_p"],
-        strategies=("random",) if full_only else ARMS, seeds=seeds,
+        strategies=strategies, seeds=seeds, full_baseline=not arms,
         first_seed=first_seed, k=p["k"], initial_fraction=p["initial_fraction"],
         rounds=p["rounds"], until_fraction=p["until_fraction"], passes=p["passes"],
     )
 
 
 def worker(protocol_name: str, out: Path, first_seed: int, seeds: int,
-           full_only: bool = False) -> int:
+           full_only: bool = False, arms: tuple[str, ...] | None = None) -> int:
     """Run seeds ``first_seed .. first_seed + seeds - 1`` into ``out`` (resumable)."""
     from napari_alunet.events import drain
     from napari_alunet.experiment import RoundRecorded, run_experiment
 
     config = make_protocol_config(PROTOCOLS[protocol_name], first_seed=first_seed, seeds=seeds,
-                                  full_only=full_only)
+                                  full_only=full_only, arms=arms)
     start = time.perf_counter()
 
     def show(event: Any) -> None:
@@ -113,38 +116,72 @@ def worker(protocol_name: str, out: Path, first_seed: int, seeds: int,
     return 0
 
 
+def _settings_key(record: dict[str, Any]) -> str:
+    """What must agree between parts: everything but the seeds, arms and thread count."""
+    exp = dict(record["experiment"])
+    for name in ("seeds", "first_seed", "strategies", "full_baseline"):
+        exp.pop(name, None)
+    exp["train"] = {k: v for k, v in exp["train"].items() if k != "num_threads"}
+    return json.dumps({"experiment": exp, "pool": record["pool"]["names"]}, sort_keys=True)
+
+
 def merge(out: Path, parts: list[Path]) -> Any:
-    """Concatenate the parts' rounds.csv (same settings but the seeds) into OUT/rounds.csv."""
+    """Concatenate the parts' rounds.csv (same settings but the seeds) into OUT/rounds.csv.
+
+    Rows of ``OUT/full_part*`` (``--refit-full``) replace the parts' full-data rows, and rows
+    of ``OUT/rerun_part*`` (``--rerun``) replace those of the arms they reran; each must have
+    been run with the parts' settings. Returns (table, record, notes): notes say what was
+    replaced and whether a rerun reproduced the parts' round 0 (same seed, same initial set).
+    """
     import pandas as pd
 
     from napari_alunet.experiment.records import read_rounds
 
     records = [json.loads((p / "config.json").read_text()) for p in parts]
-    keys = []
-    for record in records:
-        exp = dict(record["experiment"])
-        exp.pop("seeds"), exp.pop("first_seed")
-        exp["train"] = {k: v for k, v in exp["train"].items() if k != "num_threads"}
-        keys.append(json.dumps({"experiment": exp, "pool": record["pool"]["names"]},
-                               sort_keys=True))
-    if len(set(keys)) != 1:
+    same_arms = len({json.dumps(r["experiment"]["strategies"]) for r in records}) == 1
+    if not same_arms or len({_settings_key(r) for r in records}) != 1:
         raise SystemExit("the parts were run with different settings: use a new --out")
     table = pd.concat([read_rounds(p / "rounds.csv") for p in parts], ignore_index=True)
-    refits = sorted(out.glob("full_part*/rounds.csv"))
-    if refits:
-        # The full-data rows of a --refit-full run replace those of the parts (the full run
-        # depends on nothing else, so this equals running the parts with today's budget).
-        full = pd.concat([read_rounds(p) for p in refits], ignore_index=True)
-        table = pd.concat([table[table["strategy"] != "full"], full[full["strategy"] == "full"]],
-                          ignore_index=True)
+    notes: list[str] = []
+    for pattern, what in (("full_part*", None), ("rerun_part*", "arms")):
+        extra = sorted(d for d in out.glob(pattern) if (d / "rounds.csv").exists())
+        if not extra:
+            continue
+        for d in extra:
+            if _settings_key(json.loads((d / "config.json").read_text())) != _settings_key(
+                    records[0]):
+                raise SystemExit(f"{d} was run with other settings than the parts")
+        new = pd.concat([read_rounds(d / "rounds.csv") for d in extra], ignore_index=True)
+        if what is None:
+            # The full run depends on nothing else, so this equals running the parts with
+            # today's budget.
+            replaced = ["full"]
+            new = new[new["strategy"] == "full"]
+        else:
+            replaced = sorted(set(new["strategy"]) - {"full"})
+            new = new[new["strategy"].isin(replaced)]
+            old0 = table[table["strategy"].isin(replaced) & (table["round"] == 0)]
+            new0 = new[new["round"] == 0]
+            paired = old0.merge(new0, on=["strategy", "seed"], suffixes=("_old", "_new"))
+            if not paired.empty:
+                gap = float((paired["mean_dice_old"] - paired["mean_dice_new"]).abs().max())
+                notes.append(f"rerun of {', '.join(replaced)}: round 0 (no acquisition yet) "
+                             f"reproduces the original run's within {gap:.4f} Dice over "
+                             f"{len(paired)} seeds")
+        notes.append(f"rows of {', '.join(replaced)} come from {', '.join(d.name for d in extra)}")
+        table = pd.concat([table[~table["strategy"].isin(replaced)], new], ignore_index=True)
+    # The parts' arm order (the report lists arms in table order).
+    order = {name: i for i, name in enumerate(["full", *records[0]["experiment"]["strategies"]])}
+    table = table.sort_values(["strategy", "seed", "round"], key=lambda c: c.map(order)
+                              if c.name == "strategy" else c, kind="stable")
     table.to_csv(out / "rounds.csv", index=False)
     (out / "config.json").write_text(json.dumps({"parts": [str(p) for p in parts],
                                                  "record": records[0]}, indent=2))
-    return table, records[0]
+    return table, records[0], notes
 
 
 def report(out: Path, table: Any, record: dict[str, Any], protocol: str,
-           seconds: float | None) -> str:
+           seconds: float | None, notes: list[str] = ()) -> str:
     from napari_alunet.experiment.report import markdown_table
     from napari_alunet.experiment.runner import _subtitle, write_report
     from napari_alunet.experiment.records import load_experiment_config
@@ -192,6 +229,8 @@ def report(out: Path, table: Any, record: dict[str, Any], protocol: str,
                   f"{full['mean_dice'].std():.3f} over {len(full)} seeds; its best step was "
                   f"before its last in {stopped}/{len(full)} fits (selection "
                   f"{', '.join(sorted(set(full['selection'].astype(str))))})."]
+    if notes:
+        lines += ["", "## Merged", ""] + [f"- {n}" for n in notes]
     if seconds is not None:
         lines += ["", f"Wall time of this call: {seconds / 60:.1f} min."]
     text = "\n".join(lines) + "\n"
@@ -215,6 +254,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="(re)fit only the full-data baselines into OUT/full_part<i> with the "
                     "current full_steps_factor; they replace the parts' full rows in the report "
                     "(for runs made before the baseline's budget rule)")
+    ap.add_argument("--rerun", nargs="+", choices=ARMS, default=None, metavar="ARM",
+                    help="rerun only these arms (no full baseline) into OUT/rerun_part<i>; "
+                    "their rows replace the arms' rows in the report (after a change to one "
+                    "arm, e.g. a control, that leaves the others as they were)")
     ap.add_argument("--worker", nargs=2, type=int, metavar=("FIRST_SEED", "SEEDS"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -226,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         settings["workers"] = args.workers
     PROTOCOLS[protocol] = settings
     if args.worker:
-        return worker(protocol, args.out, *args.worker, full_only=args.refit_full)
+        return worker(protocol, args.out, *args.worker, full_only=args.refit_full,
+                      arms=tuple(args.rerun) if args.rerun else None)
 
     args.out.mkdir(parents=True, exist_ok=True)
     workers = max(1, min(settings["workers"], settings["seeds"]))
@@ -234,7 +278,10 @@ def main(argv: list[str] | None = None) -> int:
               for i in range(workers)]
     firsts = [sum(shares[:i]) for i in range(workers)]
     parts = [args.out / f"part{i}" for i in range(workers)]
-    targets = [args.out / f"full_part{i}" for i in range(workers)] if args.refit_full else parts
+    targets = parts
+    if args.refit_full or args.rerun:
+        stem = "full_part" if args.refit_full else "rerun_part"
+        targets = [args.out / f"{stem}{i}" for i in range(workers)]
     start = time.perf_counter()
     if not args.report_only:
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, settings["threads"])),
@@ -244,14 +291,15 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [sys.executable, __file__, "--out", str(part), "--protocol", protocol,
                    "--seeds", str(settings["seeds"]), "--worker", str(first), str(n)]
             cmd += ["--refit-full"] if args.refit_full else []
+            cmd += ["--rerun", *args.rerun] if args.rerun else []
             procs.append(subprocess.Popen(cmd, env=env))
         codes = [p.wait() for p in procs]
         if any(codes):
             print(f"worker exit codes {codes}: rerun the same command to resume", file=sys.stderr)
             return 1
-    table, record = merge(args.out, parts)
+    table, record, notes = merge(args.out, parts)
     print(report(args.out, table, record, protocol,
-                 None if args.report_only else time.perf_counter() - start))
+                 None if args.report_only else time.perf_counter() - start, notes))
     return 0
 
 

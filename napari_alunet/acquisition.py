@@ -14,7 +14,7 @@ arXiv 2106.12059), there are building blocks for small budgets that work on feat
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -22,7 +22,8 @@ from scipy.spatial.distance import cdist
 
 __all__ = [
     "AUTO_BETA_RANGE", "DIVERSITY", "STOCHASTIC", "STRATEGIES", "STRATEGY_MAPS", "auto_beta",
-    "choose_subset", "greedy_k_center", "kmeans_pp_select", "rank", "strategy_map", "typical_start",
+    "choose_subset", "greedy_k_center", "kmeans_pp_select", "rank", "strategy_map", "top_k_distinct",
+    "typical_start",
 ]
 
 #: Strategy name -> the uncertainty map (:mod:`napari_alunet.uncertainty`) its score reduces.
@@ -139,6 +140,46 @@ def rank(
     if diversity == "feature":
         return _feature(ids[order], k, features, min_distance)
     return [int(i) for i in ids[order[:k]]]
+
+
+def top_k_distinct(scores: Scores, k: int, groups: Sequence[Hashable] | None) -> list[int]:
+    """The ``k`` best-scored ids, at most one per group first (the oracle's batch rule).
+
+    Parameters
+    ----------
+    scores : ``{image_id: score}`` or ``(ids, values)``; higher is taken first, ties by
+        smaller id.
+    k : how many to return (at most the number of ids).
+    groups : the group of each id *in the order of* ``scores`` (e.g. the embryo a frame shows),
+        or None: plain top k. When fewer than ``k`` groups exist, the best of the remaining ids
+        fill up in score order.
+
+    Returns
+    -------
+    list of ``min(k, n)`` distinct ids in acquisition order.
+    """
+    if isinstance(scores, Mapping):
+        given = [int(i) for i in scores]
+    else:
+        given = [int(i) for i in scores[0]]
+    ids, values = _as_arrays(scores)
+    order = np.lexsort((ids, -values))
+    ranked = [int(i) for i in ids[order]]
+    k = max(0, min(int(k), len(ranked)))
+    if groups is None or k == 0:
+        return ranked[:k]
+    if len(groups) != len(given):
+        raise ValueError(f"{len(given)} ids but {len(groups)} groups")
+    group_of = dict(zip(given, groups))
+    chosen, seen = [], set()
+    for i in ranked:
+        if group_of[i] not in seen:
+            seen.add(group_of[i])
+            chosen.append(i)
+            if len(chosen) == k:
+                return chosen
+    taken = set(chosen)
+    return chosen + [i for i in ranked if i not in taken][: k - len(chosen)]
 
 
 def auto_beta(values: Mapping[int, float] | ArrayLike, mode: str) -> float:

@@ -80,6 +80,10 @@ class ActivePool(Protocol):
         """The group (embryo mode) of each id, or None when the pool has no groups."""
         ...
 
+    def embryos(self, ids: Sequence[int]) -> list[int] | None:
+        """The embryo each id is a frame of, or None when the pool does not know."""
+        ...
+
 
 # -- pools ------------------------------------------------------------------------------------------
 class ProjectPool:
@@ -125,6 +129,9 @@ class ProjectPool:
     def groups(self, ids: Sequence[int]) -> list[str] | None:
         return None
 
+    def embryos(self, ids: Sequence[int]) -> list[int] | None:
+        return None
+
 
 @dataclass
 class MemoryPool:
@@ -141,6 +148,7 @@ class MemoryPool:
     labelled : the labelled ids (a subset of ``train_pool``).
     class_names : class names in index order.
     modes : N group names (an embryo's mode), or None.
+    embryo_ids : N embryo ids (frames of one embryo share one), or None.
     """
 
     images: np.ndarray
@@ -152,6 +160,7 @@ class MemoryPool:
     labelled: list[int] = field(default_factory=list)
     class_names: tuple[str, ...] = ()
     modes: list[str] | None = None
+    embryo_ids: list[int] | None = None
 
     @property
     def input_size(self) -> int:
@@ -183,6 +192,9 @@ class MemoryPool:
 
     def groups(self, ids: Sequence[int]) -> list[str] | None:
         return None if self.modes is None else [self.modes[int(i)] for i in ids]
+
+    def embryos(self, ids: Sequence[int]) -> list[int] | None:
+        return None if self.embryo_ids is None else [self.embryo_ids[int(i)] for i in ids]
 
     def with_labelled(self, labelled: Sequence[int]) -> "MemoryPool":
         """The same pool with another labelled set (arrays shared, not copied)."""
@@ -298,14 +310,16 @@ def acquire(
     """Take ``k`` unlabelled images with ``acquisition`` and prepare their review.
 
     ``acquisition.seed`` is the base seed (:func:`round_seed` with ``round_idx`` seeds the
-    dropout masks and any sampling). ``strategy="oracle_error"`` (a benchmark control) scores
-    each image by the true error of its review prediction (fraction of canvas pixels wrong),
-    which only a pool with ground truth for its unlabelled images has, and takes k by the
-    same batch rule (``diversity``) as a scored strategy. Yields the scorer's ScoreProgress.
+    dropout masks and any sampling). ``strategy="oracle_error"`` (a benchmark control, the
+    upper bound) needs ground truth for the unlabelled images: it scores each image by the
+    true error of its review prediction, ``1 - Dice`` (mean foreground Dice, the metric the
+    benchmark reports), and takes the ``k`` worst, at most one frame per embryo when the pool
+    knows its embryos (:func:`~napari_alunet.acquisition.top_k_distinct`). Yields the
+    scorer's ScoreProgress.
     """
     import time
 
-    from napari_alunet.acquisition import rank
+    from napari_alunet.acquisition import top_k_distinct
     from napari_alunet.scoring import review_pass, score_pool
 
     start = time.perf_counter()
@@ -315,20 +329,21 @@ def acquire(
     if k <= 0:
         return Acquired([], {}, {}, {}, config.strategy)
     if config.strategy in ORACLE_STRATEGIES:
-        # The upper bound: the true error of the prediction the reviewer would be shown (MC
-        # mean), measured for every unlabelled image. Costs one review pass over the pool.
-        # Batch by batch, so memory stays bounded on a big pool (probabilities are C x S x S).
+        # The true error of the prediction the reviewer would be shown (MC mean), for every
+        # unlabelled image: one review pass over the pool, batch by batch so memory stays
+        # bounded on a big pool (probabilities are C x S x S).
         scores: dict[int, float] = {}
         for begin in range(0, len(unlabelled), config.batch_size):
             ids = unlabelled[begin : begin + config.batch_size]
             batch = yield from review_pass(model, ids, pool.load_images, config, keep_maps=(),
                                            device=device)
             truth = pool.load_truth(ids)
-            scores.update((i, float(np.mean(batch.predictions[i] != truth[row])))
+            n_classes = len(pool.class_names) or None
+            scores.update((i, dice_error(batch.predictions[i], truth[row], n_classes))
                           for row, i in enumerate(ids))
-        # The same batch rule as the other arms (top k takes frames of one embryo).
-        chosen = rank(scores, k, strategy="entropy", rng=np.random.default_rng(config.seed),
-                      diversity=config.diversity, power_beta=config.power_beta)
+        # Greedy top k knows the truth, so it is the strongest simple rule, but plain top k
+        # takes k frames of one badly predicted embryo (benchmark v1): one per embryo.
+        chosen = top_k_distinct(scores, k, pool.embryos(unlabelled))
         result = yield from review_pass(model, chosen, pool.load_images, config,
                                         keep_maps=keep_maps, device=device)
         result.scores = scores
@@ -338,6 +353,21 @@ def acquire(
     acquired = _for_review(pool, result, config.strategy)
     acquired.seconds = time.perf_counter() - start
     return acquired
+
+
+def dice_error(prediction: np.ndarray, truth: np.ndarray, n_classes: int | None = None) -> float:
+    """``1 -`` mean foreground Dice of one (S, S) prediction against its (S, S) truth.
+
+    0 when neither holds any foreground class (nothing to find, nothing wrong).
+    ``n_classes`` defaults to the largest class index present + 1.
+    """
+    from napari_alunet.training.metrics import confusion_matrix, mean_foreground_dice
+
+    if n_classes is None:
+        n_classes = int(max(prediction.max(initial=0), truth.max(initial=0))) + 1
+
+    dice = mean_foreground_dice(confusion_matrix(prediction, truth, n_classes))
+    return 0.0 if np.isnan(dice) else 1.0 - dice
 
 
 def _for_review(pool: ActivePool, result: Any, strategy: str) -> Acquired:

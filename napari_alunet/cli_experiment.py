@@ -49,6 +49,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         rounds=rounds, until_fraction=until, passes=args.passes, sample_n=args.sample_n,
         sample_seed=args.sample_seed, diversity=args.diversity, power_beta=args.power_beta,
         input_size=args.input_size, test_per_mode=args.test_per_mode,
+        full_baseline=not args.no_full_baseline,
     )
 
 
@@ -143,6 +144,8 @@ def command_line(args: argparse.Namespace) -> str:
         value = getattr(args, flag)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
+    if args.no_full_baseline:
+        parts.append("--no-full-baseline")
     if args.sample_shape:
         parts += ["--sample-shape", *map(str, args.sample_shape)]
     if args.semi_supervised is not None:
@@ -182,6 +185,9 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--first-seed", type=int, default=0,
                    help="the first seed (default 0): seeds FIRST..FIRST+N-1, so one experiment "
                    "can be split over processes or machines and merged")
+    p.add_argument("--no-full-baseline", action="store_true",
+                   help="skip the full-data baseline per seed (no '95 %% of full' column; for "
+                   "rerunning some arms of an experiment that has it)")
     p.add_argument("--k", type=int, default=2, help="images acquired per round (default 2)")
     p.add_argument("--initial-fraction", type=float, default=0.1,
                    help="initial labelled fraction of the training pool (default 0.1)")

@@ -293,6 +293,8 @@ class ExperimentConfig:
     # that its best step is not its last: "95 % of full" must not be 95 % of an undertrained
     # model.
     full_steps_factor: float = 3.0
+    # Train that baseline at all (False reruns only some arms of a run that has it).
+    full_baseline: bool = True
     # Annotation cost in clicks (experiment/cost.py): an error region or drawn region smaller
     # than min_click_area pixels costs nothing; a drawn outline costs one click per
     # vertex_spacing pixels of boundary.

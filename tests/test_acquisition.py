@@ -349,3 +349,16 @@ def test_badge_diversity_in_rank_is_kmeans_pp_on_the_features() -> None:
         rank(scores, 4, strategy="bald", rng=_rng(), diversity="badge")
     with pytest.raises(ValueError, match="no embedding vector"):
         rank(scores, 4, strategy="bald", rng=_rng(), diversity="badge", features={100: [0.0]})
+
+
+def test_top_k_distinct_takes_one_per_group_then_fills_up():
+    from napari_alunet.acquisition import top_k_distinct
+
+    scores = {10: 0.9, 11: 0.8, 12: 0.7, 13: 0.1, 14: 0.5}
+    groups = ["a", "a", "b", "b", "c"]
+    assert top_k_distinct(scores, 3, groups) == [10, 12, 14]
+    assert top_k_distinct(scores, 4, groups) == [10, 12, 14, 11]  # only 3 groups: best rest
+    assert top_k_distinct(scores, 2, None) == [10, 11]
+    assert top_k_distinct(scores, 0, groups) == []
+    with pytest.raises(ValueError, match="groups"):
+        top_k_distinct(scores, 2, ["a"])

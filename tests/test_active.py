@@ -160,3 +160,36 @@ def test_split_pool_keeps_embryos_together_and_covers_every_mode():
     other = split_pool(ids, test_fraction=0.25, initial=4, seed=0, initial_seed=1,
                        groups=groups, strata=strata)
     assert other.test == split.test and other.initial != split.initial
+
+
+def test_oracle_error_is_one_minus_dice_and_takes_one_frame_per_embryo():
+    pool = _blob_pool(n=8)
+    model = active.fresh_model(model_preset("tiny"), 0)
+    acq = AcquisitionConfig(strategy="bald", passes=2, k=3, batch_size=4, seed=1)
+    shown = drain(active.acquire(pool, model, acq, k=len(pool.unlabelled_ids()), round_idx=0))
+    for image_id, prediction in shown.predictions.items():
+        pool.labels[image_id] = pool.boxes[image_id].apply_labels(prediction)
+        pool.truths[image_id] = prediction
+    # Images 2 and 3 are two frames of one embryo, both badly wrong; 5 is a little wrong.
+    for wrong in (2, 3):
+        pool.labels[wrong] = np.where(pool.labels[wrong] == 1, 2, 1)
+    pool.labels[5][:4, :4] = 3
+    pool = dataclasses.replace(pool, embryo_ids=[0, 1, 2, 2, 3, 4, 5, 6])
+    oracle = dataclasses.replace(acq, strategy="oracle_error")
+    taken = drain(active.acquire(pool, model, oracle, k=2, round_idx=0))
+    assert taken.ids[0] in (2, 3) and taken.ids[1] == 5
+    # Without embryo identity it is plain top k: both frames.
+    plain = drain(active.acquire(dataclasses.replace(pool, embryo_ids=None), model, oracle, k=2,
+                                 round_idx=0))
+    assert sorted(plain.ids) == [2, 3]
+
+
+def test_dice_error_known_answers():
+    truth = np.zeros((4, 4), np.uint8)
+    truth[:2] = 1
+    assert active.dice_error(truth, truth, 3) == 0.0
+    assert active.dice_error(np.zeros_like(truth), np.zeros_like(truth), 3) == 0.0
+    half = truth.copy()
+    half[:, 2:] = 0  # predicts 4 of the 8 class-1 pixels: Dice 2*4 / (4 + 8)
+    assert active.dice_error(half, truth, 3) == pytest.approx(1 - 8 / 12)
+    assert active.dice_error(np.where(truth == 1, 2, 0).astype(np.uint8), truth) == 1.0

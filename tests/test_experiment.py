@@ -458,6 +458,14 @@ def test_redundant_pool_experiment_reports_modes_and_splits_over_seeds(tmp_path)
     ours = table.sort_values(["seed", "strategy", "round"])
     for column in ("mean_dice", "acquired_ids", "correction_clicks"):
         assert list(merged[column]) == list(ours[column])
+    # One arm again without the full-data baseline (a rerun): the same rows, no full rows.
+    rerun = drain(run_experiment(make_config(seeds=2, full_baseline=False, **{
+        **common, "strategies": ("oracle_error",)}), tmp_path / "rerun", sample_shape=shape))
+    assert set(rerun.rounds["strategy"]) == {"oracle_error"}
+    again = rerun.rounds.sort_values(["seed", "round"])
+    first = ours[ours["strategy"] == "oracle_error"]
+    for column in ("mean_dice", "acquired_ids"):
+        assert list(again[column]) == list(first[column])
 
 
 def test_full_baseline_budget():

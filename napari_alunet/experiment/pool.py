@@ -58,7 +58,8 @@ class Pool:
 
         return MemoryPool(self.images, self.labels, self.truth, self.boxes,
                           list(splits.train_pool), list(splits.test),
-                          sorted(int(i) for i in labelled), self.class_names, self.modes)
+                          sorted(int(i) for i in labelled), self.class_names, self.modes,
+                          self.embryos)
 
 
 def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None = None) -> Pool:

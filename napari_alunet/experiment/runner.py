@@ -212,7 +212,8 @@ def run_experiment(
     order: list[tuple[str, int]] = []
     for seed in range(config.first_seed, config.first_seed + config.seeds):
         # Seed-major order: an interrupted experiment holds complete, paired seeds.
-        order.append((FULL, seed))
+        if config.full_baseline:
+            order.append((FULL, seed))
         order.extend((strategy, seed) for strategy in config.strategies)
     total = sum(1 if s == FULL else len(sizes) for s, _ in order)
     done_rows = sum(len(done.get(run, {})) for run in order)
@@ -222,12 +223,15 @@ def run_experiment(
     ctx = _Context(config, pool, splits, sizes, device, out, rounds_file)
     written = 0
     with _torch_threads(config.train.num_threads):
+        last_seed = None
         for strategy, seed in order:
             previous = done.get((strategy, seed), {})
-            if strategy == FULL:
+            if seed != last_seed:
                 # A new seed: the last seed's round 0 and initial sets are not needed.
                 ctx.shared_round0.clear()
                 ctx.initial_sets.clear()
+                last_seed = seed
+            if strategy == FULL:
                 if 0 not in previous:
                     yield from _full_run(ctx, seed)
                     written += 1
