@@ -125,6 +125,12 @@ def _settings_key(record: dict[str, Any]) -> str:
     return json.dumps({"experiment": exp, "pool": record["pool"]["names"]}, sort_keys=True)
 
 
+def _seed_range(seeds: list[int]) -> str:
+    if seeds and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{seeds[0]}-{seeds[-1]}"
+    return ", ".join(map(str, seeds))
+
+
 def merge(out: Path, parts: list[Path]) -> Any:
     """Concatenate the parts' rounds.csv (same settings but the seeds) into OUT/rounds.csv.
 
@@ -168,8 +174,14 @@ def merge(out: Path, parts: list[Path]) -> Any:
                 notes.append(f"rerun of {', '.join(replaced)}: round 0 (no acquisition yet) "
                              f"reproduces the original run's within {gap:.4f} Dice over "
                              f"{len(paired)} seeds")
-        notes.append(f"rows of {', '.join(replaced)} come from {', '.join(d.name for d in extra)}")
-        table = pd.concat([table[~table["strategy"].isin(replaced)], new], ignore_index=True)
+        # Replace (arm, seed) pairs, so parts with seeds the replacement did not run keep
+        # their own rows.
+        pairs = set(zip(new["strategy"], new["seed"]))
+        keep = [(a, s) not in pairs for a, s in zip(table["strategy"], table["seed"])]
+        notes.append(f"rows of {', '.join(replaced)} for seeds "
+                     f"{_seed_range(sorted(set(new['seed'])))} come from "
+                     f"{', '.join(d.name for d in extra)}")
+        table = pd.concat([table[keep], new], ignore_index=True)
     # The parts' arm order (the report lists arms in table order).
     order = {name: i for i, name in enumerate(["full", *records[0]["experiment"]["strategies"]])}
     table = table.sort_values(["strategy", "seed", "round"], key=lambda c: c.map(order)
