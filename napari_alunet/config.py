@@ -31,6 +31,11 @@ DEFAULT_CLASS_COLOURS: tuple[tuple[int, int, int], ...] = (
     (255, 245, 61),  # BL
 )
 
+#: The label value of a pixel nobody has reviewed (a partial label, region-level review): not
+#: background, not any class. Training and metrics ignore it; mask files keep it; the Labels
+#: layer shows it as unlabelled. A project therefore has at most 255 classes.
+UNKNOWN_LABEL: int = 255
+
 
 @dataclass
 class ClassSpec:
@@ -49,6 +54,9 @@ class ClassSpec:
             )
         if len(self.names) < 2:
             raise ValueError("at least two classes are needed (background and one object class)")
+        if len(self.names) > UNKNOWN_LABEL:
+            raise ValueError(f"at most {UNKNOWN_LABEL} classes: the label value {UNKNOWN_LABEL} "
+                             "marks unreviewed pixels")
 
     @property
     def n_classes(self) -> int:
@@ -251,6 +259,13 @@ class AcquisitionConfig:
     batch_size: int = 16
     seed: int = 0
     cold_start: str = "typical"  # the first queue of a project without labels: typical, random
+    # What is acquired: whole images, or regions (square tiles of the model's input) ranked
+    # across the pool; with "region" k counts regions and the reviewer labels only inside them.
+    unit: str = "image"  # image, region
+    region_size: int = 32  # side of a region tile in model-input pixels
+    # "boundary": divide a region's score by its estimated correction cost (CEREALS-style:
+    # 1 + the predicted class boundaries per pixel, scaled), favouring cheap-to-fix regions.
+    region_cost: str = "none"  # none, boundary
 
 
 @dataclass

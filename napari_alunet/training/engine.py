@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from napari_alunet.config import TrainConfig, steps_per_pass
+from napari_alunet.config import UNKNOWN_LABEL, TrainConfig, steps_per_pass
 from napari_alunet.training.augment import Augmenter
 from napari_alunet.training.checkpoint import plain_data, save_checkpoint
 from napari_alunet.training.device import autocast, memory_format, resolve_device
@@ -140,9 +140,20 @@ def _labels(y: Any, images: torch.Tensor, name: str, n_classes: int) -> torch.Te
             f"got {tuple(t.shape)}"
         )
     t = t.long()
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n_classes):
-        raise ValueError(f"{name} hold class indices outside [0, {n_classes - 1}]")
+    known = t != UNKNOWN_LABEL
+    if t.numel() and (int(t.min()) < 0 or int(t.masked_fill(~known, 0).max()) >= n_classes):
+        raise ValueError(f"{name} hold class indices outside [0, {n_classes - 1}] (and not "
+                         f"{UNKNOWN_LABEL}, the unknown value of partial labels)")
     return t
+
+
+def _split_unknown(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(labels with unknown pixels set to class 0, (N, S, S) float 1 = known / 0 = unknown),
+    or (labels, None) when every pixel is known. The 0 is a placeholder: weight 0 hides it."""
+    known = labels != UNKNOWN_LABEL
+    if bool(known.all()):
+        return labels, None
+    return labels.masked_fill(~known, 0), known.float()
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -298,12 +309,16 @@ def fit(
     torch.manual_seed(config.seed)  # dropout masks and anything else drawn from the global RNG
     shuffle_gen = torch.Generator().manual_seed(config.seed)
 
-    loss_fn = _criterion(config, y_train, n_classes, dev)
-    pixel_w = None
+    loss_fn = _criterion(config, y_train, n_classes, dev)  # class weights: known pixels only
+    # Partial labels: unknown pixels get loss weight 0 (a placeholder class underneath), so the
+    # loss does not depend on what they hold; augmentation carries the weights along.
+    y_train, pixel_w = _split_unknown(y_train)
     if config.border_weight:  # computed once: the labels do not change during a fit
-        pixel_w = torch.from_numpy(
-            border_weight_map(y_train.numpy(), w0=config.border_w0, sigma=config.border_sigma)
-        ).to(dev)
+        border = torch.from_numpy(
+            border_weight_map(y_train.numpy(), w0=config.border_w0, sigma=config.border_sigma))
+        pixel_w = border if pixel_w is None else border * pixel_w
+    if pixel_w is not None:
+        pixel_w = pixel_w.to(dev)
     x_train, y_train = x_train.to(dev), y_train.to(dev)
     model.to(dev, memory_format=fmt)
     optimizer = torch.optim.AdamW(
@@ -499,8 +514,9 @@ def _validate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss
     for idx in batches:
         with autocast(dev, precision):
             logits = model(images[idx].contiguous(memory_format=fmt))
-        loss_sum += loss_fn(logits, labels[idx], None)
-        cm += confusion_matrix(logits.argmax(1), labels[idx], n_classes)
+        known = labels[idx] != UNKNOWN_LABEL  # no check for "all known": no device sync
+        loss_sum += loss_fn(logits, labels[idx].masked_fill(~known, 0), known.float())
+        cm += confusion_matrix(logits.argmax(1), labels[idx], n_classes)  # skips unknown
     return float(loss_sum) / len(batches), mean_foreground_dice(cm.cpu())
 
 

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage
 
+from napari_alunet.config import UNKNOWN_LABEL
+
 LOSSES = ("ce", "tversky", "dice", "ce+tversky", "ce+dice")
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
@@ -30,7 +32,8 @@ def median_frequency_weights(labels: np.ndarray | torch.Tensor, n_classes: int) 
 
     Parameters
     ----------
-    labels : (N, H, W) or (H, W) integer class indices.
+    labels : (N, H, W) or (H, W) integer class indices; ``UNKNOWN_LABEL`` pixels (partial
+        labels) count nowhere.
     n_classes : number of classes C.
 
     Returns
@@ -42,16 +45,20 @@ def median_frequency_weights(labels: np.ndarray | torch.Tensor, n_classes: int) 
     if arr.ndim == 2:
         arr = arr[None]
     arr = arr.astype(np.int64, copy=False)
-    if arr.size and (arr.min() < 0 or arr.max() >= n_classes):
-        raise ValueError(f"labels must be in [0, {n_classes - 1}], got {arr.min()}..{arr.max()}")
+    known = arr != UNKNOWN_LABEL
+    if arr.size and (arr.min() < 0 or arr[known].max(initial=0) >= n_classes):
+        raise ValueError(f"labels must be in [0, {n_classes - 1}] (or {UNKNOWN_LABEL}, "
+                         f"unknown), got {arr.min()}..{arr.max()}")
     n_images = arr.shape[0]
-    pixels = arr[0].size
-    # One bincount over (image, class) pairs gives every image's class histogram at once.
-    offsets = (np.arange(n_images, dtype=np.int64) * n_classes)[:, None, None]
-    counts = np.bincount((arr + offsets).ravel(), minlength=n_images * n_classes)
-    counts = counts.reshape(n_images, n_classes)
+    # One bincount over (image, class) pairs gives every image's class histogram at once;
+    # unknown pixels go to one extra bin per image that is dropped (they are no class).
+    classes = np.where(known, arr, n_classes)
+    offsets = (np.arange(n_images, dtype=np.int64) * (n_classes + 1))[:, None, None]
+    counts = np.bincount((classes + offsets).ravel(), minlength=n_images * (n_classes + 1))
+    counts = counts.reshape(n_images, n_classes + 1)[:, :n_classes]
     present = counts > 0
-    image_pixels = present.sum(axis=0) * pixels
+    # The pixels of the images a class occurs in: known pixels only (partial labels).
+    image_pixels = (present * counts.sum(axis=1, keepdims=True)).sum(axis=0)
     weights = np.ones(n_classes, dtype=np.float64)
     seen = image_pixels > 0
     if seen.any():

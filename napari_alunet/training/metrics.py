@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from napari_alunet.config import UNKNOWN_LABEL
+
 ArrayLike = np.ndarray | torch.Tensor
 
 
@@ -31,17 +33,24 @@ def confusion_matrix(pred: ArrayLike, target: ArrayLike, n_classes: int) -> Arra
     pred, target : integer class indices of the same shape (any shape). Tensors stay on their
         device (``torch.bincount``, no sync); numpy arrays use ``np.bincount``.
     n_classes : C. Values outside ``[0, C)`` raise ``ValueError`` (numpy) — tensors are not
-        checked, to avoid a device sync.
+        checked, to avoid a device sync. Truth pixels that hold ``UNKNOWN_LABEL`` (unreviewed
+        pixels of a partial label) are not counted.
     """
     if isinstance(pred, torch.Tensor) or isinstance(target, torch.Tensor):
         p = torch.as_tensor(pred).reshape(-1).long()
         t = torch.as_tensor(target, device=p.device).reshape(-1).long()
-        cm = torch.bincount(t * n_classes + p, minlength=n_classes * n_classes)
+        # Unknown truth goes to one extra bin that is dropped: no boolean indexing, no sync.
+        cells = n_classes * n_classes
+        index = torch.where(t == UNKNOWN_LABEL, cells, t * n_classes + p)
+        cm = torch.bincount(index, minlength=cells + 1)[:cells]
         return cm.reshape(n_classes, n_classes)
     p = np.asarray(pred).reshape(-1).astype(np.int64)
     t = np.asarray(target).reshape(-1).astype(np.int64)
     if p.shape != t.shape:
         raise ValueError(f"prediction and truth differ in size: {p.size} vs {t.size}")
+    known = t != UNKNOWN_LABEL
+    if not known.all():
+        p, t = p[known], t[known]
     for name, a in (("prediction", p), ("truth", t)):
         if a.size and (a.min() < 0 or a.max() >= n_classes):
             raise ValueError(f"{name} has class indices outside [0, {n_classes - 1}]")
@@ -97,7 +106,7 @@ def calibration_bins(
     Parameters
     ----------
     probs : (B, C, H, W) probabilities.
-    target : (B, H, W) class indices.
+    target : (B, H, W) class indices; ``UNKNOWN_LABEL`` pixels are not counted.
 
     Returns
     -------
@@ -110,9 +119,12 @@ def calibration_bins(
     conf, pred = probs.float().max(dim=1)
     conf = conf.reshape(-1)
     correct = (pred == target).reshape(-1).to(dtype)
+    known = (target != UNKNOWN_LABEL).reshape(-1).to(dtype)  # unreviewed pixels do not count
+    conf = conf * known
+    correct = correct * known
     idx = (conf * n_bins).long().clamp_(0, n_bins - 1)
     out = torch.zeros(3, n_bins, dtype=dtype, device=probs.device)
-    out[0].index_add_(0, idx, torch.ones_like(correct))
+    out[0].index_add_(0, idx, known)
     out[1].index_add_(0, idx, conf.to(dtype))
     out[2].index_add_(0, idx, correct)
     return out
