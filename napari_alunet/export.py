@@ -1,4 +1,9 @@
-"""Export a project's labels as class-index PNGs at each image's original size and name."""
+"""Export a project's labels as class-index PNGs at each image's original size and name.
+
+A partial label (region-level review) keeps its unreviewed pixels as ``UNKNOWN_LABEL`` (255) in
+the class-index PNG, and shows them as :data:`UNKNOWN_COLOUR` (mid grey) in the colour export;
+``labels.csv`` gives the count of unreviewed pixels of every file.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +16,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_alunet.config import UNKNOWN_LABEL
 from napari_alunet.fileio import atomic_write_bytes, atomic_write_png
 
 if TYPE_CHECKING:
     from napari_alunet.store import Project
 
 _UNSAFE = re.compile(r"[\\/\x00]+")
+#: Colour of unreviewed pixels in a colour export: a grey no class of the default palette uses.
+UNKNOWN_COLOUR = (128, 128, 128)
 
 
 def export_name(name: str) -> str:
@@ -26,8 +34,12 @@ def export_name(name: str) -> str:
 
 
 def colourise(labels: np.ndarray, colours: tuple[tuple[int, int, int], ...]) -> np.ndarray:
-    """(H, W) class indices -> (H, W, 3) uint8 colour image with the project's palette."""
-    return np.asarray(colours, dtype=np.uint8)[labels]
+    """(H, W) class indices -> (H, W, 3) uint8 colour image with the project's palette;
+    ``UNKNOWN_LABEL`` pixels get :data:`UNKNOWN_COLOUR`."""
+    palette = np.zeros((UNKNOWN_LABEL + 1, 3), dtype=np.uint8)
+    palette[: len(colours)] = np.asarray(colours, dtype=np.uint8)
+    palette[UNKNOWN_LABEL] = UNKNOWN_COLOUR
+    return palette[labels]
 
 
 def export_labels(
@@ -46,7 +58,8 @@ def export_labels(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    rows = [("file", "image", "pool", "source", "label_version", "height", "width")]
+    rows = [("file", "image", "pool", "source", "label_version", "height", "width",
+             "unknown_pixels")]
     colours = project.classes.colours
     used: set[str] = set()
     for record in project.images():
@@ -70,7 +83,8 @@ def export_labels(
             atomic_write_png(out / "colour" / name, colourise(labels, colours))
         written.append(out / name)
         rows.append((name, record.name, record.pool, source, str(version_id),
-                     str(record.height), str(record.width)))
+                     str(record.height), str(record.width),
+                     str(int(np.count_nonzero(labels == UNKNOWN_LABEL)))))
     buffer = io.StringIO()
     csv.writer(buffer).writerows(rows)
     atomic_write_bytes(out / "labels.csv", buffer.getvalue().encode())

@@ -180,3 +180,67 @@ def test_open_cleans_crash_debris_and_verify(tmp_path, project):
         assert all("images/" in p for p in problems)
         (path / version.rel_path).write_bytes(b"tampered")
         assert any("does not match its recorded hash" in p for p in again.verify())
+
+
+def test_partial_labels_round_trip_merge_export_and_undo(project, tmp_path):
+    """Region-level review: unknown pixels survive the store, merge, export and undo."""
+    from PIL import Image
+
+    from napari_alunet.config import UNKNOWN_LABEL as U
+    from napari_alunet.export import UNKNOWN_COLOUR, export_labels
+
+    first = np.full((6, 8), U, np.uint8)
+    first[:3, :4] = 1  # region A reviewed: ICM
+    v1 = project.commit_label(1, first, round_index=0)
+    assert v1.partial and v1.pixels_unknown == 48 - 12 and v1.pixels_changed == 12
+    assert project.image(1).pool == "labelled"
+    np.testing.assert_array_equal(project.read_label(1), first)
+    # The database keeps the count; the file keeps the value.
+    with Image.open(project.path / v1.rel_path) as img:
+        assert (np.asarray(img) == U).sum() == 36
+    second = np.full((6, 8), U, np.uint8)
+    second[3:, 4:] = 2  # region B, another commit
+    second[2, 3] = 0  # overlaps A: the newer review wins there
+    v2 = project.commit_label(1, second, round_index=1)
+    merged = project.read_label(1)
+    assert (merged[:3, :4] == 1).sum() == 11 and merged[2, 3] == 0
+    assert (merged[3:, 4:] == 2).all()
+    assert v2.pixels_unknown == 48 - 12 - 12 and v2.pixels_changed == 13
+    out = export_labels(project, tmp_path / "out", colour=True)
+    exported = np.asarray(Image.open(out[0]))
+    np.testing.assert_array_equal(exported, merged)
+    colour = np.asarray(Image.open(tmp_path / "out" / "colour" / out[0].name))
+    assert tuple(colour[5, 0]) == UNKNOWN_COLOUR
+    csv_rows = (tmp_path / "out" / "labels.csv").read_text().splitlines()
+    assert csv_rows[0].endswith("unknown_pixels") and csv_rows[1].endswith(",24")
+    # Undo works per commit: back to region A alone, then unlabelled.
+    assert project.undo_last_commit().id == v2.id
+    np.testing.assert_array_equal(project.read_label(1), first)
+    assert project.undo_last_commit().id == v1.id
+    assert project.read_label(1) is None and project.image(1).pool == "unlabelled"
+    # A commit with nothing reviewed is refused, and nothing is written.
+    with pytest.raises(ValueError, match="nothing to commit"):
+        project.commit_label(2, np.full((6, 8), U, np.uint8))
+    assert project.label_history(2) == []
+    with pytest.raises(ValueError, match="outside"):
+        project.commit_label(2, np.full((6, 8), 7, np.uint8))
+
+
+def test_an_older_database_gains_the_partial_label_column(tmp_path):
+    import sqlite3
+
+    proj = Project.create(tmp_path / "old")
+    with proj.transaction() as cur:
+        proj.add_images(cur, [_row(1)])
+    proj.commit_label(1, np.ones((6, 8), np.uint8))
+    proj.close()
+    # Make it look like a database from before the column existed.
+    conn = sqlite3.connect(tmp_path / "old" / "project.db")
+    conn.execute("ALTER TABLE label_versions DROP COLUMN pixels_unknown")
+    conn.commit()
+    conn.close()
+    with Project.open(tmp_path / "old", read_only=True) as ro:
+        assert ro.current_label(1).pixels_unknown == 0
+    with Project.open(tmp_path / "old") as rw:
+        assert rw.current_label(1).pixels_unknown == 0
+        assert not rw.current_label(1).partial

@@ -7,7 +7,8 @@ A project folder holds::
     project.lock          held (flock) by the one process that may write
     images/               the imported originals, copied once, named ``<id>_<safe name>.<ext>``
     masks/ground_truth/   imported ground truth, class-index PNGs at original size
-    masks/labels/         committed label versions, class-index PNGs at original size
+    masks/labels/         committed label versions, class-index PNGs at original size;
+                          255 (UNKNOWN_LABEL) marks pixels a partial (region) review left out
     models/               checkpoints, one per round
     cache/                review data (predictions and uncertainty maps of queued images)
 
@@ -34,10 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from napari_alunet.config import ClassSpec, DataConfig, from_dict, to_dict
+from napari_alunet.config import UNKNOWN_LABEL, ClassSpec, DataConfig, from_dict, to_dict
 from napari_alunet.fileio import TEMP_PREFIX, atomic_write_png, sha256_file
 from napari_alunet.store.lock import acquire_lock
 from napari_alunet.store.records import (
+    ADDED_COLUMNS,
     LABEL_SOURCES,
     POOLS,
     SCHEMA,
@@ -152,6 +154,8 @@ class Project(RoundsMixin):
             conn.execute("PRAGMA foreign_keys=ON")
             if create:
                 conn.executescript(SCHEMA)
+            elif not read_only:
+                _add_missing_columns(conn)
         except sqlite3.Error as exc:
             if lock_fd is not None:
                 os.close(lock_fd)
@@ -280,7 +284,9 @@ class Project(RoundsMixin):
         return label_from_row(rows[0]) if rows else None
 
     def read_label(self, image_id: int) -> np.ndarray | None:
-        """The current label image, (height, width) uint8, or None if never labelled."""
+        """The current label image, (height, width) uint8, or None if never labelled.
+
+        ``UNKNOWN_LABEL`` (255) marks pixels no review has covered yet (a partial label)."""
         version = self.current_label(image_id)
         return None if version is None else _read_png(self.path / version.rel_path)
 
@@ -306,15 +312,24 @@ class Project(RoundsMixin):
         The mask file is written and fsynced before the transaction that records it commits;
         when this returns, the label survives a crash.
 
+        A *partial* label (region-level review) holds ``UNKNOWN_LABEL`` (255) where nobody
+        looked. It is merged into the image's current label: the reviewed pixels replace what
+        was there, the rest keeps the earlier reviews (:func:`napari_alunet.regions.
+        merge_partial`), and the merged image is stored as the new version, so undo withdraws
+        exactly this commit. A full label (no unknown pixel) replaces the current one.
+
         Parameters
         ----------
-        labels : (height, width) integer array of class indices at the image's original size.
+        labels : (height, width) integer array of class indices at the image's original size,
+            ``UNKNOWN_LABEL`` where unreviewed.
         source : 'human', 'oracle', 'model' or 'imported'.
         reference : (height, width) what the annotator started from (the model's prediction);
-            ``pixels_changed`` counts pixels that differ from it. Without it, the previous label
-            version is the reference, and without that, an all-background image (drawing from
-            scratch).
+            ``pixels_changed`` counts reviewed pixels that differ from it. Without it, the
+            previous label version is the reference, and without that, an all-background image
+            (drawing from scratch).
         """
+        from napari_alunet.regions import known_mask, merge_partial
+
         self._require_writable()
         if source not in LABEL_SOURCES:
             raise ValueError(f"source must be one of {LABEL_SOURCES}, not {source!r}")
@@ -331,29 +346,39 @@ class Project(RoundsMixin):
                 f"labels for {record.name!r} must be {record.height}x{record.width} (the "
                 f"original image size), got shape {labels.shape}"
             )
-        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        reviewed = known_mask(labels)
+        if labels.size and (labels.min() < 0 or labels[reviewed].max(initial=0) >= n_classes):
             raise ValueError(
-                f"labels for {record.name!r} hold values outside 0..{n_classes - 1} "
-                f"(found {int(labels.min())}..{int(labels.max())})"
+                f"labels for {record.name!r} hold values outside 0..{n_classes - 1} and "
+                f"{UNKNOWN_LABEL} (unreviewed) (found {int(labels.min())}..{int(labels.max())})"
             )
+        if not reviewed.any():
+            raise ValueError(f"labels for {record.name!r} have no reviewed pixel (all "
+                             f"{UNKNOWN_LABEL}): there is nothing to commit")
         labels = labels.astype(np.uint8)
         # One thread at a time from choosing the version file name to recording it: two threads
         # committing the same image would otherwise pick one name and overwrite each other's file.
         with self._mutex:
+            previous = self.read_label(image_id)
             if reference is None:
-                reference = self.read_label(image_id)
-            pixels_changed = int(np.count_nonzero(
-                labels if reference is None else labels != reference))
+                reference = previous
+            if reference is None:
+                pixels_changed = int(np.count_nonzero(labels[reviewed]))
+            else:
+                pixels_changed = int(np.count_nonzero(labels[reviewed] != reference[reviewed]))
+            merged = merge_partial(previous, labels)
+            known = known_mask(merged)
             version_no = len(self.label_history(image_id)) + 1
             rel = f"masks/labels/{image_id:06d}_v{version_no:03d}.png"
-            digest = atomic_write_png(self.path / rel, labels)
+            digest = atomic_write_png(self.path / rel, merged)
             with self.transaction() as cur:
                 cur.execute(
                     "INSERT INTO label_versions (image_id, rel_path, sha256, source, author, "
-                    "round_index, created_at, pixels_changed, pixels_foreground, seconds_spent) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "round_index, created_at, pixels_changed, pixels_foreground, seconds_spent, "
+                    "pixels_unknown) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (image_id, rel, digest, source, author, round_index, now_iso(), pixels_changed,
-                     int(np.count_nonzero(labels)), seconds_spent),
+                     int(np.count_nonzero(merged[known])), seconds_spent,
+                     int(merged.size - np.count_nonzero(known))),
                 )
                 version_id = cur.lastrowid
                 if record.pool != "labelled":
@@ -441,6 +466,15 @@ class Project(RoundsMixin):
         return problems
 
 
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older version up to the current columns (additive only)."""
+    for table, columns in ADDED_COLUMNS.items():
+        have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+        for name, sql in columns.items():
+            if name not in have:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {sql}")
 
 
 def _read_png(path: Path) -> np.ndarray:

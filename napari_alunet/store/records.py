@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS label_versions (
     pixels_changed INTEGER,
     pixels_foreground INTEGER,
     seconds_spent REAL,
-    active INTEGER NOT NULL DEFAULT 1
+    active INTEGER NOT NULL DEFAULT 1,
+    pixels_unknown INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS label_versions_image ON label_versions (image_id, active);
 CREATE TABLE IF NOT EXISTS rounds (
@@ -124,6 +125,13 @@ class LabelVersion:
     pixels_foreground: int | None
     seconds_spent: float | None
     active: bool
+    #: Pixels still unreviewed (``UNKNOWN_LABEL``) in this version: 0 for a full label.
+    pixels_unknown: int = 0
+
+    @property
+    def partial(self) -> bool:
+        """True when part of the image is still unreviewed (region-level review)."""
+        return self.pixels_unknown > 0
 
 
 @dataclass(frozen=True)
@@ -148,8 +156,15 @@ def image_from_row(row: sqlite3.Row) -> ImageRecord:
     return ImageRecord(**{k: row[k] for k in ImageRecord.__dataclass_fields__})
 
 
+#: Columns added after schema version 1 and their SQL, added to an older database on opening.
+ADDED_COLUMNS = {
+    "label_versions": {"pixels_unknown": "INTEGER NOT NULL DEFAULT 0"},
+}
+
+
 def label_from_row(row: sqlite3.Row) -> LabelVersion:
-    values = {k: row[k] for k in LabelVersion.__dataclass_fields__}
+    present = set(row.keys())  # a read-only old database may lack an added column
+    values = {k: row[k] for k in LabelVersion.__dataclass_fields__ if k in present}
     values["active"] = bool(values["active"])
     return LabelVersion(**values)
 
