@@ -31,12 +31,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from napari_alunet.config import AcquisitionConfig, ModelConfig, TrainConfig
+from napari_alunet.config import UNKNOWN_LABEL, AcquisitionConfig, ModelConfig, TrainConfig
 from napari_alunet.data.geometry import Letterbox
 
 __all__ = [
-    "ActivePool", "Acquired", "MemoryPool", "ProjectPool", "acquire", "cold_start", "evaluate",
-    "fresh_model", "review_prediction", "round_seed", "train",
+    "ActivePool", "Acquired", "MemoryPool", "ProjectPool", "acquire", "acquire_regions",
+    "cold_start", "content_mask", "evaluate", "fresh_model", "review_prediction", "round_seed",
+    "train",
 ]
 
 #: Strategies that need ground truth of the unlabelled pool: benchmark controls only.
@@ -82,6 +83,15 @@ class ActivePool(Protocol):
 
     def embryos(self, ids: Sequence[int]) -> list[int] | None:
         """The embryo each id is a frame of, or None when the pool does not know."""
+        ...
+
+    def partial_ids(self) -> list[int]:
+        """Labelled ids whose label still has unreviewed pixels (region-level review)."""
+        ...
+
+    def known(self, ids: Sequence[int]) -> np.ndarray:
+        """(n, S, S) bool: reviewed pixels on the canvas (letter-box padding counts as
+        reviewed background; an unlabelled image has none)."""
         ...
 
 
@@ -132,6 +142,21 @@ class ProjectPool:
     def embryos(self, ids: Sequence[int]) -> list[int] | None:
         return None
 
+    def partial_ids(self) -> list[int]:
+        partial = []
+        for record in self.project.images("labelled"):
+            version = self.project.current_label(record.id)
+            if version is not None and version.partial:
+                partial.append(record.id)
+        return partial
+
+    def known(self, ids: Sequence[int]) -> np.ndarray:
+        out = np.zeros((len(ids), self.input_size, self.input_size), dtype=bool)
+        for row, image_id in enumerate(ids):
+            if self.project.current_label(image_id) is not None:
+                out[row] = self.load_labels([image_id])[0] != UNKNOWN_LABEL
+        return out
+
 
 @dataclass
 class MemoryPool:
@@ -149,6 +174,8 @@ class MemoryPool:
     class_names : class names in index order.
     modes : N group names (an embryo's mode), or None.
     embryo_ids : N embryo ids (frames of one embryo share one), or None.
+    known_masks : ``{id: (S, S) bool}`` the reviewed pixels of partially labelled ids (region
+        arms); a labelled id without an entry is fully labelled.
     """
 
     images: np.ndarray
@@ -161,6 +188,7 @@ class MemoryPool:
     class_names: tuple[str, ...] = ()
     modes: list[str] | None = None
     embryo_ids: list[int] | None = None
+    known_masks: dict[int, np.ndarray] | None = None
 
     @property
     def input_size(self) -> int:
@@ -180,9 +208,31 @@ class MemoryPool:
         return self.images[np.asarray(ids, dtype=np.intp)]
 
     def load_labels(self, ids: Sequence[int]) -> np.ndarray:
+        labels = self.labels[np.asarray(ids, dtype=np.intp)]  # a copy (fancy indexing)
+        for row, image_id in enumerate(ids):
+            mask = (self.known_masks or {}).get(int(image_id))
+            if mask is not None:
+                labels[row][~mask] = UNKNOWN_LABEL
+        return labels
+
+    def load_truth(self, ids: Sequence[int]) -> np.ndarray:
         return self.labels[np.asarray(ids, dtype=np.intp)]
 
-    load_truth = load_labels
+    def partial_ids(self) -> list[int]:
+        masks = self.known_masks or {}
+        return sorted(i for i in self.labelled if i in masks and not masks[i].all())
+
+    def known(self, ids: Sequence[int]) -> np.ndarray:
+        masks, taken = self.known_masks or {}, set(self.labelled)
+        size = self.input_size
+        out = np.zeros((len(ids), size, size), dtype=bool)
+        for row, image_id in enumerate(ids):
+            image_id = int(image_id)
+            if image_id in masks:
+                out[row] = masks[image_id]
+            elif image_id in taken:
+                out[row] = True
+        return out
 
     def letterbox(self, image_id: int) -> Letterbox:
         return self.boxes[int(image_id)]
@@ -196,9 +246,12 @@ class MemoryPool:
     def embryos(self, ids: Sequence[int]) -> list[int] | None:
         return None if self.embryo_ids is None else [self.embryo_ids[int(i)] for i in ids]
 
-    def with_labelled(self, labelled: Sequence[int]) -> "MemoryPool":
-        """The same pool with another labelled set (arrays shared, not copied)."""
-        return dataclasses.replace(self, labelled=sorted(int(i) for i in labelled))
+    def with_labelled(self, labelled: Sequence[int],
+                      known_masks: dict[int, np.ndarray] | None = None) -> "MemoryPool":
+        """The same pool with another labelled set (arrays shared, not copied); ``known_masks``
+        for partially labelled ids."""
+        return dataclasses.replace(self, labelled=sorted(int(i) for i in labelled),
+                                   known_masks=known_masks)
 
 
 # -- the steps --------------------------------------------------------------------------------------
@@ -283,6 +336,9 @@ class Acquired:
     predictions : ``{id: (h, w) uint8}`` the review prediction at the image's original size.
     maps : ``{id: {map name: (h, w) float32}}`` uncertainty maps at the original size.
     strategy : the rule that took them.
+    regions : region-level acquisition only: ``{id: (h, w) bool}`` the pixels to review at the
+        original size (the chosen tiles); empty for whole images.
+    tiles : region-level acquisition only: ``{id: [canvas tile indices]}``.
     """
 
     ids: list[int]
@@ -291,6 +347,8 @@ class Acquired:
     maps: dict[int, dict[str, np.ndarray]]
     strategy: str
     seconds: float = 0.0
+    regions: dict[int, np.ndarray] = field(default_factory=dict)
+    tiles: dict[int, list[int]] = field(default_factory=dict)
 
 
 def review_prediction(box: Letterbox, probabilities: np.ndarray) -> np.ndarray:
@@ -324,6 +382,13 @@ def acquire(
 
     start = time.perf_counter()
     config = dataclasses.replace(acquisition, seed=round_seed(acquisition.seed, round_idx))
+    if config.unit == "region":
+        acquired = yield from acquire_regions(pool, model, config, k=k, device=device,
+                                              keep_maps=keep_maps)
+        acquired.seconds = time.perf_counter() - start
+        return acquired
+    if config.unit != "image":
+        raise ValueError(f"unit must be 'image' or 'region', not {config.unit!r}")
     unlabelled = pool.unlabelled_ids()
     k = min(int(k), len(unlabelled))
     if k <= 0:
@@ -352,6 +417,59 @@ def acquire(
                                        device=device, keep_maps=keep_maps)
     acquired = _for_review(pool, result, config.strategy)
     acquired.seconds = time.perf_counter() - start
+    return acquired
+
+
+def content_mask(box: Letterbox) -> np.ndarray:
+    """(S, S) bool: the canvas pixels that show the image (not letter-box padding)."""
+    mask = np.zeros((box.size, box.size), dtype=bool)
+    mask[box.top : box.top + box.new_h, box.left : box.left + box.new_w] = True
+    return mask
+
+
+def acquire_regions(
+    pool: ActivePool, model: Any, config: AcquisitionConfig, *, k: int, device: Any = None,
+    keep_maps: Sequence[str] = ("entropy", "bald", "kl", "js"),
+) -> Generator[Any, None, Acquired]:
+    """Take ``k`` regions (canvas tiles, :mod:`napari_alunet.regions`) across the pool.
+
+    Candidates are the unreviewed tiles of unlabelled and partially labelled images. Each is
+    scored by the strategy's map averaged over its unreviewed image pixels (optionally divided
+    by its estimated correction cost), and ``k`` are taken by the image-level batch rule
+    (``diversity``: top-k, power sampling, ...; ``random`` draws uniformly). ``config.seed`` is
+    the round's seed already. Returns the images in the order their first region was taken,
+    with their review prediction, maps and the regions to review at the original size.
+    """
+    from napari_alunet.regions import select_regions, tile_mask
+    from napari_alunet.scoring import review_pass, score_regions
+
+    if config.strategy in ORACLE_STRATEGIES:
+        raise ValueError(f"{config.strategy} takes whole images; regions are taken by a "
+                         "strategy's uncertainty map or at random")
+    candidates = sorted(set(pool.unlabelled_ids()) | set(pool.partial_ids()))
+    if int(k) <= 0 or not candidates:
+        return Acquired([], {}, {}, {}, config.strategy)
+
+    def open_pixels(ids: Sequence[int]) -> np.ndarray:
+        content = np.stack([content_mask(pool.letterbox(i)) for i in ids])
+        return content & ~pool.known(ids)
+
+    tile_scores = yield from score_regions(model, candidates, pool.load_images, open_pixels,
+                                           config, device=device)
+    rng = np.random.default_rng(config.seed)
+    chosen = select_regions(tile_scores, int(k), strategy=config.strategy, rng=rng,
+                            diversity=config.diversity, power_beta=config.power_beta)
+    ids = list(chosen)
+    result = yield from review_pass(model, ids, pool.load_images, config, keep_maps=keep_maps,
+                                    device=device)
+    acquired = _for_review(pool, result, config.strategy)
+    acquired.scores = {i: float(np.nanmax(v)) for i, v in tile_scores.items()
+                       if np.isfinite(v).any()}
+    for image_id, tiles in chosen.items():
+        box = pool.letterbox(image_id)
+        canvas = tile_mask(box.size, config.region_size, tiles) & open_pixels([image_id])[0]
+        acquired.regions[image_id] = box.invert_labels(canvas.astype(np.uint8)).astype(bool)
+        acquired.tiles[image_id] = list(tiles)
     return acquired
 
 

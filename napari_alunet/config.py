@@ -315,6 +315,11 @@ class ExperimentConfig:
     # vertex_spacing pixels of boundary.
     min_click_area: int = 16
     vertex_spacing: float = 10.0
+    # Region arms (``strategy@region``): tile side in model-input pixels, and the pixels they
+    # review per round as a multiple of what k whole images cover (1.0: the same budget as the
+    # image arms, so curves on the reviewed-pixels axis cover the same range).
+    region_size: int = 16
+    region_budget: float = 1.0
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from napari_alunet.config import (
-    AcquisitionConfig, ModelConfig, TrainConfig, from_dict, model_preset, to_dict,
+    UNKNOWN_LABEL, AcquisitionConfig, ModelConfig, TrainConfig, from_dict, model_preset, to_dict,
 )
 from napari_alunet import active
 from napari_alunet.fileio import atomic_write_bytes
@@ -77,6 +77,8 @@ class ReviewItem:
     prediction: np.ndarray | None  # (h, w) uint8, the model's labels, or None (cold start)
     maps: dict[str, np.ndarray]  # name -> (h, w) float32 uncertainty map
     score: float | None
+    # Region-level review: (h, w) bool, the pixels to review; None for the whole image.
+    region: np.ndarray | None = None
 
 
 def run_round(
@@ -214,16 +216,17 @@ def score_and_queue(project: Project, current: RoundRecord, model: Any,
     images stay committed.
     """
     acq = settings.acquisition
-    if not project.images("unlabelled"):
+    pool = _pool(project, settings)
+    if not pool.unlabelled_ids() and not (acq.unit == "region" and pool.partial_ids()):
         project.set_queue(current.idx, [])
         return None
-    acquired = yield from active.acquire(_pool(project, settings), model, acq, k=acq.k,
+    acquired = yield from active.acquire(pool, model, acq, k=acq.k,
                                          round_idx=current.idx, device=device)
     project.save_scores(current.idx, model_version(project, current.idx), acq.strategy,
                         acquired.scores)
     for image_id in acquired.ids:
         _write_review(project, current.idx, image_id, acquired.predictions[image_id],
-                      acquired.maps[image_id])
+                      acquired.maps[image_id], acquired.regions.get(image_id))
     project.set_queue(current.idx, acquired.ids)
     return acquired
 
@@ -276,14 +279,15 @@ def review_item(project: Project, image_id: int, round_idx: int | None = None) -
     if current is None:
         return ReviewItem(image_id, None, {}, None)
     path = project.review_cache_path(current.idx, image_id)
-    prediction, maps = None, {}
+    prediction, maps, region = None, {}, None
     if path.is_file():
         with np.load(path) as data:
             prediction = data["prediction"] if "prediction" in data.files else None
+            region = data["region"].astype(bool) if "region" in data.files else None
             maps = {k[4:]: data[k].astype(np.float32) for k in data.files if k.startswith("map_")}
     strategy = (current.config or {}).get("acquisition", {}).get("strategy", "")
     scores = project.load_scores(current.idx, model_version(project, current.idx), strategy)
-    return ReviewItem(image_id, prediction, maps, scores.get(image_id))
+    return ReviewItem(image_id, prediction, maps, scores.get(image_id), region)
 
 
 _CACHED = object()
@@ -292,16 +296,27 @@ _CACHED = object()
 def commit_review(
     project: Project, image_id: int, labels: np.ndarray, *, seconds_spent: float | None = None,
     source: str = "human", author: str | None = None, reference: Any = _CACHED,
+    region: Any = _CACHED,
 ) -> Any:
     """Commit a reviewed label; the reference for 'pixels changed' is the model's prediction.
 
     ``reference`` is the prediction the annotator started from; by default it is read from the
     round's review cache (a caller that already holds it, like the Review panel, passes it and
-    saves that read on the GUI thread).
+    saves that read on the GUI thread). ``region`` ((h, w) bool, default: the queued region
+    from the cache, None for a whole image) restricts the commit to the reviewed region: the
+    labels outside it become unknown and the store merges the rest into the image's label.
     """
     current = project.current_round()
     if reference is _CACHED:
         reference = _cached_prediction(project, current.idx, image_id) if current else None
+    if region is _CACHED:
+        region = _cached_region(project, current.idx, image_id) if current else None
+    if region is not None:
+        labels = np.asarray(labels)
+        if region.shape != labels.shape:
+            raise ValueError(f"the review region {region.shape} and the labels {labels.shape} "
+                             "differ in shape")
+        labels = np.where(region, labels, UNKNOWN_LABEL).astype(np.uint8)
     return project.commit_label(
         image_id, labels, source=source, author=author, seconds_spent=seconds_spent,
         round_index=(current.idx + 1) if current is not None else 0, reference=reference,
@@ -317,8 +332,19 @@ def _cached_prediction(project: Project, round_idx: int, image_id: int) -> np.nd
         return data["prediction"] if "prediction" in data.files else None
 
 
+def _cached_region(project: Project, round_idx: int, image_id: int) -> np.ndarray | None:
+    """The review region of a cache entry ((h, w) bool), None for a whole-image review."""
+    path = project.review_cache_path(round_idx, image_id)
+    if not path.is_file():
+        return None
+    with np.load(path) as data:
+        return data["region"].astype(bool) if "region" in data.files else None
+
+
 def oracle_commit(project: Project, image_ids: Sequence[int] | None = None) -> list[Any]:
-    """Commit stored ground truth for the pending queue (or ``image_ids``): the oracle replay."""
+    """Commit stored ground truth for the pending queue (or ``image_ids``): the oracle replay.
+
+    A region-level queue gets the truth inside its regions only (a partial label)."""
     ids = list(image_ids) if image_ids is not None else project.queue()
     versions = []
     for image_id in ids:
@@ -375,10 +401,13 @@ def _file_hash(path: Any) -> str:
 
 
 def _write_review(project: Project, round_idx: int, image_id: int,
-                  prediction: np.ndarray | None, maps: dict[str, np.ndarray]) -> None:
+                  prediction: np.ndarray | None, maps: dict[str, np.ndarray],
+                  region: np.ndarray | None = None) -> None:
     arrays: dict[str, np.ndarray] = {f"map_{k}": v.astype(np.float16) for k, v in maps.items()}
     if prediction is not None:
         arrays["prediction"] = prediction.astype(np.uint8)
+    if region is not None:
+        arrays["region"] = region.astype(bool)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     atomic_write_bytes(project.review_cache_path(round_idx, image_id), buffer.getvalue())

@@ -33,7 +33,8 @@ from napari_alunet.model.mc import mc_predict
 from napari_alunet.uncertainty import MAP_NAMES, REDUCTIONS, compute_maps, entropy, image_scores
 
 __all__ = ["ScoreProgress", "ScoreResult", "SeededDropout", "encoder_embeddings",
-           "gradient_embeddings", "predict_with_uncertainty", "review_pass", "score_pool"]
+           "gradient_embeddings", "predict_with_uncertainty", "review_pass", "score_pool",
+           "score_regions"]
 
 _M64 = (1 << 64) - 1
 _ELEMENT_DROPOUT = (nn.Dropout,)
@@ -356,6 +357,82 @@ def score_pool(
         review = yield from _review_pass(model, ranked, load_batch, config, names, dev)
     return ScoreResult(scores, ranked, review.maps, review.predictions,
                        time.perf_counter() - start, config.strategy, review.probabilities)
+
+
+def score_regions(
+    model: nn.Module,
+    image_ids: Sequence[int],
+    load_batch: Callable[[list[int]], np.ndarray],
+    load_weights: Callable[[list[int]], np.ndarray],
+    config: AcquisitionConfig,
+    *,
+    device: str | torch.device | None = None,
+) -> Generator[ScoreProgress, None, dict[int, np.ndarray]]:
+    """Score the regions (canvas tiles) of a pool: ``{image_id: (n_tiles,) float64}``.
+
+    Parameters
+    ----------
+    image_ids, load_batch, device : as in :func:`score_pool` (same seeded dropout masks, so a
+        region's score does not depend on the batch either).
+    load_weights : ``ids -> (len(ids), S, S)`` float, 1 where a pixel may be reviewed (image
+        content not yet labelled), 0 elsewhere (letter-box padding, reviewed pixels).
+    config : ``strategy`` (its map), ``passes``, ``batch_size``, ``seed``, ``region_size``
+        (tile side) and ``region_cost`` (``"boundary"`` divides by the estimated correction
+        cost, from the MC-mean prediction; :func:`napari_alunet.regions.boundary_cost`).
+
+    Returns
+    -------
+    Per image the mean map value of each tile over its counted pixels; NaN for a tile with
+    fewer than :data:`~napari_alunet.regions.MIN_CONTENT` of its area countable (never
+    proposed). ``random`` scores no pixel: its tiles are 0 where countable.
+    """
+    from napari_alunet.regions import (
+        MIN_CONTENT, boundary_cost, check_region_settings, n_tiles, region_scores, tile_regions,
+    )
+
+    start = time.perf_counter()
+    map_name = strategy_map(config.strategy)
+    check_region_settings("region", config.region_size, config.region_cost)
+    if config.batch_size < 1 or config.passes < 1:
+        raise ValueError("batch_size and passes must be >= 1")
+    ids = [int(i) for i in image_ids]
+    dev = _device(model, device)
+    bs = config.batch_size
+    out: dict[int, np.ndarray] = {}
+    grid: np.ndarray | None = None
+    with _prepared(model, dev):
+        for begin in range(0, len(ids), bs):
+            batch_ids = ids[begin : begin + bs]
+            weights = np.asarray(load_weights(batch_ids), dtype=np.float64)
+            size = weights.shape[-1]
+            if grid is None:
+                check_region_settings("region", config.region_size, config.region_cost, size)
+                grid = tile_regions(size, size, config.region_size)
+            n = n_tiles(size, config.region_size)
+            area = np.bincount(grid.ravel(), minlength=n)[:n]  # pixels per tile
+            maps = predictions = None
+            if map_name is not None:
+                x = _to_device(load_batch(batch_ids), dev)
+                with _compute(dev):
+                    mc, det = _probabilities(model, x, batch_ids, config.passes, config.seed,
+                                             det=map_name in ("kl", "js"),
+                                             rows=_rows(dev, x, bs * config.passes))
+                    maps = compute_maps(mc, det, [map_name])[map_name].float().cpu().numpy()
+                    predictions = mc.mean(0).argmax(1).cpu().numpy()
+            for row, image_id in enumerate(batch_ids):
+                w = weights[row]
+                counted = np.bincount(grid.ravel(), weights=w.ravel(), minlength=n)[:n]
+                if maps is None:
+                    values = np.zeros(n)
+                else:
+                    cost = (boundary_cost(predictions[row]) if config.region_cost == "boundary"
+                            else None)
+                    values = region_scores(maps[row], grid, n_regions=n, weights=w, cost=cost)
+                out[image_id] = np.where(counted >= MIN_CONTENT * area, values, np.nan)
+            done = begin + len(batch_ids)
+            seconds = time.perf_counter() - start
+            yield ScoreProgress(done, len(ids), seconds, done / max(seconds, 1e-9))
+    return out
 
 
 def review_pass(

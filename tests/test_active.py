@@ -193,3 +193,55 @@ def test_dice_error_known_answers():
     half[:, 2:] = 0  # predicts 4 of the 8 class-1 pixels: Dice 2*4 / (4 + 8)
     assert active.dice_error(half, truth, 3) == pytest.approx(1 - 8 / 12)
     assert active.dice_error(np.where(truth == 1, 2, 0).astype(np.uint8), truth) == 1.0
+
+
+def test_region_rounds_take_the_same_regions_in_a_project_and_in_memory(tmp_path):
+    """Region-level review (issue 14) through the one step: the project round queues images
+    with their regions, the oracle commits partial labels (unknown outside the regions), the
+    next round trains on them, and the memory pool with the same reviewed pixels takes the
+    same decisions."""
+    from napari_alunet.config import UNKNOWN_LABEL
+    from napari_alunet.regions import tile_mask
+
+    write_sample_pool(tmp_path / "pool", 14, seed=2, layout="binary", shape=(40, 48))
+    drain(import_pool(tmp_path / "pool", tmp_path / "proj"))
+    settings = _settings()
+    settings.acquisition = dataclasses.replace(settings.acquisition, unit="region",
+                                               region_size=16, k=5)
+    size = settings.model.input_size
+    with Project.open(tmp_path / "proj") as project:
+        memory = _memory_pool(project, size)
+        known: dict[int, np.ndarray] = {}
+        model = active.fresh_model(settings.model, settings.train.seed)
+        for round_idx in range(2):
+            report = drain(run_round(project, settings))
+            drain(active.train(memory, model, settings.train, round_idx=round_idx,
+                               n_classes=settings.model.n_classes))
+            metrics = active.evaluate(memory, model, n_classes=settings.model.n_classes)
+            assert metrics["mean_dice"] == pytest.approx(report.test_metrics["mean_dice"],
+                                                         abs=1e-6)
+            acquired = drain(active.acquire(memory, model, settings.acquisition,
+                                            k=settings.acquisition.k, round_idx=round_idx))
+            assert acquired.ids == report.queue
+            assert sum(len(t) for t in acquired.tiles.values()) == 5
+            for image_id in acquired.ids:
+                shown = review_item(project, image_id)
+                np.testing.assert_array_equal(shown.region, acquired.regions[image_id])
+                assert shown.region.any() and not shown.region.all()
+            versions = oracle_commit(project)
+            for version, image_id in zip(versions, acquired.ids):
+                label = project.read_label(image_id)
+                region = acquired.regions[image_id]
+                truth = project.read_ground_truth(image_id)
+                np.testing.assert_array_equal(label[region], truth[region])
+                assert version.partial and (label[~region] == UNKNOWN_LABEL).all() or \
+                    round_idx > 0  # a second review of the same image merges into the first
+            # The memory pool reveals the same tiles (padding counts as known background).
+            for image_id, tiles in acquired.tiles.items():
+                if image_id not in known:
+                    known[image_id] = ~active.content_mask(memory.letterbox(image_id))
+                known[image_id] |= tile_mask(size, 16, tiles)
+            memory = memory.with_labelled(sorted(set(memory.labelled_ids()) | set(known)),
+                                          known)
+            project_labels = active.ProjectPool(project, size).load_labels(sorted(known))
+            np.testing.assert_array_equal(project_labels, memory.load_labels(sorted(known)))

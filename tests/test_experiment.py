@@ -256,7 +256,10 @@ def test_summary_csv_and_figures(finished):
                 "aulc_diff_vs_random", "ci_low", "ci_high", "boot_ci_low", "boot_ci_high",
                 "t_pvalue", "holm_pvalue", "wilcoxon_pvalue", "tost_pvalue", "verdict",
                 "aulc_cost_mean", "cost_diff", "cost_ci_low", "cost_ci_high",
-                "cost_holm_pvalue", "cost_tost_pvalue", "cost_verdict"]
+                "cost_holm_pvalue", "cost_tost_pvalue", "cost_verdict", "aulc_reviewed_mean",
+                "reviewed_diff", "reviewed_ci_low", "reviewed_ci_high", "reviewed_holm_pvalue",
+                "reviewed_tost_pvalue", "reviewed_verdict", "reviewed_to_95",
+                "reviewed_reached_95"]
     assert list(summary.columns) == expected
     assert list(summary["strategy"]) == ["random", "bald", "full"]
     al = summary[summary["strategy"] != "full"]
@@ -481,3 +484,56 @@ def test_full_baseline_budget():
         from napari_alunet.experiment.records import check_config
 
         check_config(make_config(preset="tiny", full_steps_factor=0.5))
+
+
+def test_region_arms_review_only_their_regions_and_resume_identically(tmp_path):
+    """Region-level arms (issue 14): tiles across the pool, partial labels, costs counted in
+    the regions only, the reviewed-pixels axis in the summary, and an interrupted run resumes
+    to the same rows."""
+    from napari_alunet.experiment.records import parse_regions
+
+    common = dict(preset="tiny", data="redundant", sample_n=24, test_per_mode=1,
+                  strategies=("random", "random@region", "bald+power@region"), k=2, rounds=2,
+                  until_fraction=None, passes=2, region_size=16, seeds=1, warm_start=False,
+                  train={"steps": 4, "semi_supervised": False}, threads=1)
+    shape = (40, 48)
+    whole = drain(run_experiment(make_config(**common), tmp_path / "whole", sample_shape=shape))
+    table = whole.rounds
+    first = table[(table["round"] == 0) & (table["strategy"] != "full")]
+    assert first["cumulative_reviewed_pixels"].nunique() == 1  # the same initial set
+    assert first["mean_dice"].nunique() == 1  # and the same shared round-0 model
+    regions = table[table["strategy"].str.endswith("@region")]
+    seen: dict[tuple[str, int], set[int]] = {}
+    for _, row in regions.sort_values(["strategy", "round"]).iterrows():
+        tiles = parse_regions(row["acquired_regions"])
+        if row["round"] < 2:
+            assert tiles and row["reviewed_pixels"] > 0
+            assert row["correction_pixels"] <= row["reviewed_pixels"]
+            assert row["scratch_pixels"] <= row["reviewed_pixels"]
+        for image_id, ts in tiles.items():
+            key = (row["strategy"], image_id)
+            assert not seen.get(key, set()) & set(ts)  # a tile is never reviewed twice
+            seen.setdefault(key, set()).update(ts)
+    # Same reviewed budget per round as the image arm, up to tiles that are part padding.
+    image = table[table["strategy"] == "random"].set_index("round")["reviewed_pixels"]
+    for arm in ("random@region", "bald+power@region"):
+        per_round = table[table["strategy"] == arm].set_index("round")["reviewed_pixels"]
+        assert 0.3 * image[0] < per_round[0] < 2.0 * image[0]
+    summary = whole.summary.set_index("strategy")
+    assert np.isfinite(summary.loc["bald+power@region", "aulc_reviewed_mean"])
+    assert "reviewed_diff" in summary.columns
+    # Interrupted after the first region round: resuming replays the reviewed regions and
+    # gives the uninterrupted rows (cold starts each round, so no weights need to survive).
+    out = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "whole", out)
+    lines = (out / "rounds.csv").read_text().splitlines(keepends=True)
+    header, rows = lines[0], lines[1:]
+    keep = [r for r in rows if not (r.startswith("bald+power@region") and ",0,1," in r[:40])]
+    keep = [r for r in keep if not (r.startswith("bald+power@region,0,2,"))]
+    (out / "rounds.csv").write_text(header + "".join(keep))
+    resumed = drain(run_experiment(make_config(**common), out, sample_shape=shape))
+    assert resumed.rows_written == len(rows) - len(keep)
+    a = table.sort_values(["strategy", "seed", "round"]).reset_index(drop=True)
+    b = resumed.rounds.sort_values(["strategy", "seed", "round"]).reset_index(drop=True)
+    for column in ("mean_dice", "acquired_regions", "reviewed_pixels", "correction_clicks"):
+        assert list(a[column]) == list(b[column]), column

@@ -151,6 +151,10 @@ def test_weighted_losses_ignore_unknown_pixels_exactly():
         changed = logits.clone()
         changed[:, :, :4] = torch.randn(2, 3, 4, 8) * 10
         assert torch.allclose(loss(changed, y, known), base)
+        # Whatever class values sit under the unknown pixels, the loss is the same.
+        refilled = y.clone()
+        refilled[:, :4] = torch.randint(0, 3, (2, 4, 8))
+        assert torch.allclose(loss(logits, refilled, known), base)
         # And it equals the loss of the known part alone.
         alone = loss(logits[:, :, 4:], target[:, 4:])
         assert torch.allclose(base, alone, atol=1e-6), name

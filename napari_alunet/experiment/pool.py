@@ -52,14 +52,16 @@ class Pool:
         """``score_pool``'s loader over the in-memory arrays: (len(ids), 1, S, S) float32."""
         return self.images[np.asarray(ids, dtype=np.intp)]
 
-    def active_pool(self, splits: "Splits", labelled: Sequence[int]) -> Any:
-        """This pool as the :class:`~napari_alunet.active.MemoryPool` the step runs on."""
+    def active_pool(self, splits: "Splits", labelled: Sequence[int],
+                    known: dict[int, np.ndarray] | None = None) -> Any:
+        """This pool as the :class:`~napari_alunet.active.MemoryPool` the step runs on
+        (``known``: the reviewed canvas pixels of partially labelled ids)."""
         from napari_alunet.active import MemoryPool
 
         return MemoryPool(self.images, self.labels, self.truth, self.boxes,
                           list(splits.train_pool), list(splits.test),
                           sorted(int(i) for i in labelled), self.class_names, self.modes,
-                          self.embryos)
+                          self.embryos, known)
 
 
 def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None = None) -> Pool:

@@ -45,6 +45,7 @@ def round_columns(class_names: Sequence[str], modes: Sequence[str] = ()) -> list
         "scratch_pixels", "correction_clicks", "scratch_clicks",
         "cumulative_correction_pixels", "cumulative_scratch_pixels",
         "cumulative_correction_clicks", "cumulative_scratch_clicks",
+        "reviewed_pixels", "cumulative_reviewed_pixels", "acquired_regions",
     ]
 
 
@@ -86,7 +87,7 @@ def make_config(*, preset: str = "cpu", train: dict[str, Any] | None = None,
 class Arm:
     """One arm of an experiment, parsed from its name.
 
-    Grammar: ``[typical:]strategy[+diversity][#replicate]``.
+    Grammar: ``[typical:]strategy[+diversity][@unit][#replicate]``.
 
     * ``strategy``: an acquisition strategy, or ``oracle_error`` (the upper-bound control: its
       score is the true error of the review prediction, and it takes k by the same batch rule
@@ -96,7 +97,10 @@ class Arm:
     * ``typical:``: the initial labelled set is the typicality cold start instead of the
       seed's random initial set;
     * ``#2``: a replicate with another acquisition seed (``random#2`` is the A/A control: its
-      spread against ``random`` is the null spread of the whole harness).
+      spread against ``random`` is the null spread of the whole harness);
+    * ``@region``: region-level acquisition (:mod:`napari_alunet.regions`): each round takes
+      canvas tiles across the pool instead of whole images and the oracle labels only inside
+      them (``random@region`` is its control); ``@image`` is the default.
     """
 
     name: str
@@ -104,6 +108,7 @@ class Arm:
     diversity: str
     initial: str = "random"
     replicate: int = 1
+    unit: str = "image"
 
 
 def parse_arm(name: str, default_diversity: str = "power") -> Arm:
@@ -122,6 +127,11 @@ def parse_arm(name: str, default_diversity: str = "power") -> Arm:
         if not replicate_text.isdigit() or int(replicate_text) < 1:
             raise ValueError(f"{name!r}: the replicate after '#' must be a number >= 1")
         replicate = int(replicate_text)
+    rest, at, unit = rest.partition("@")
+    if not at:
+        unit = "image"
+    elif unit not in ("image", "region"):
+        raise ValueError(f"{name!r}: the unit after '@' must be 'image' or 'region'")
     strategy, plus, diversity = rest.partition("+")
     if not plus:
         diversity = "none" if strategy == "random" else default_diversity
@@ -135,7 +145,10 @@ def parse_arm(name: str, default_diversity: str = "power") -> Arm:
     if strategy in ORACLE_STRATEGIES and diversity in ("feature", "badge"):
         raise ValueError(f"{name!r}: the oracle takes k by its scores (none, power, softrank, "
                          "softmax), not by model features")
-    return Arm(name, strategy, diversity, initial, replicate)
+    if unit == "region" and (strategy in ORACLE_STRATEGIES or diversity in ("feature", "badge")):
+        raise ValueError(f"{name!r}: regions are taken by an uncertainty map or at random, "
+                         "with diversity none, power, softrank or softmax")
+    return Arm(name, strategy, diversity, initial, replicate, unit)
 
 
 def split_strategy(name: str, default_diversity: str = "none") -> tuple[str, str]:
@@ -351,10 +364,27 @@ def read_rounds(path: str | os.PathLike[str]) -> Any:
     """rounds.csv as a pandas DataFrame; duplicates of (strategy, seed, round) dropped."""
     import pandas as pd
 
-    table = pd.read_csv(path, dtype={"acquired_ids": str, "strategy": str, "init": str})
+    table = pd.read_csv(path, dtype={"acquired_ids": str, "strategy": str, "init": str,
+                                     "acquired_regions": str})
     table["acquired_ids"] = table["acquired_ids"].fillna("")
     return table.drop_duplicates(["strategy", "seed", "round"], keep="first").reset_index(
         drop=True)
+
+
+def format_regions(tiles: dict[int, Sequence[int]]) -> str:
+    """``{3: [1, 5], 9: [0]}`` -> ``'3:1.5 9:0'`` (the acquired_regions column)."""
+    return " ".join(f"{int(i)}:" + ".".join(str(int(t)) for t in ts) for i, ts in tiles.items())
+
+
+def parse_regions(text: Any) -> dict[int, list[int]]:
+    """The inverse of :func:`format_regions` (empty or NaN -> {})."""
+    if text is None or (isinstance(text, float) and math.isnan(text)):
+        return {}
+    out: dict[int, list[int]] = {}
+    for token in str(text).split():
+        image_id, _, tiles = token.partition(":")
+        out[int(image_id)] = [int(t) for t in tiles.split(".") if t]
+    return out
 
 
 def parse_ids(text: Any) -> list[int]:
@@ -369,6 +399,7 @@ def _now() -> str:
 
 
 __all__ = [
+    "format_regions", "parse_regions",
     "CONFIG_FILE", "RESUMABLE_DIFFERENCES", "RESUME_MODEL", "ROUNDS_FILE", "SUMMARY_FILE",
     "RoundsFile", "check_config", "config_differences", "config_record",
     "load_experiment_config", "make_config", "parse_ids", "prepare_out", "read_rounds",

@@ -139,6 +139,9 @@ def complete_runs(rounds: pd.DataFrame) -> pd.DataFrame:
 #: The effort axis of the cost curves: cumulative clicks of the corrections that bought a
 #: round's labelled set (the initial set drawn from scratch).
 COST_AXIS = "cumulative_correction_clicks"
+#: The review axis: cumulative pixels a reviewer looked at (whole images, or only the regions
+#: of a region arm), the axis on which region-level and image-level review compare.
+REVIEW_AXIS = "cumulative_reviewed_pixels"
 
 
 def aulc_window(x: Sequence[float], y: Sequence[float], lo: float, hi: float) -> float:
@@ -195,6 +198,7 @@ def per_seed_statistics(rounds: pd.DataFrame, metric: str = "mean_dice") -> pd.D
     full = (rounds[rounds["strategy"] == FULL].groupby("seed")[metric].mean()
             if (rounds["strategy"] == FULL).any() else pd.Series(dtype=float))
     windows = cost_window(rounds)
+    review_windows = cost_window(rounds, REVIEW_AXIS)
     mode_columns = [c for c in rounds.columns if c.startswith("dice_mode_")]
     mode_columns += ["worst_mode_dice"] if "worst_mode_dice" in rounds.columns else []
     rows = []
@@ -208,6 +212,10 @@ def per_seed_statistics(rounds: pd.DataFrame, metric: str = "mean_dice") -> pd.D
                if int(seed) in windows else math.nan,
                "aulc_worst_mode": aulc(x, run["worst_mode_dice"])
                if "worst_mode_dice" in run.columns else math.nan,
+               "aulc_reviewed": aulc_window(run[REVIEW_AXIS], y, *review_windows[int(seed)])
+               if int(seed) in review_windows else math.nan,
+               "reviewed_to_95": fraction_to_reach(run[REVIEW_AXIS], y, 0.95 * full_dice)
+               if REVIEW_AXIS in run.columns else math.nan,
                "full_dice": full_dice,
                "fraction_to_95": fraction_to_reach(x, y, 0.95 * full_dice),
                "n_rounds": len(run), "max_fraction": float(np.nanmax(x))}
@@ -247,14 +255,16 @@ def summarise(rounds: pd.DataFrame, *, metric: str = "mean_dice",
                "fraction_to_95", "reached_95", diff, "ci_low", "ci_high", "boot_ci_low",
                "boot_ci_high", "t_pvalue", "holm_pvalue", "wilcoxon_pvalue", "tost_pvalue",
                "verdict", "aulc_cost_mean", "cost_diff", "cost_ci_low", "cost_ci_high",
-               "cost_holm_pvalue", "cost_tost_pvalue", "cost_verdict"]
+               "cost_holm_pvalue", "cost_tost_pvalue", "cost_verdict", "aulc_reviewed_mean",
+               "reviewed_diff", "reviewed_ci_low", "reviewed_ci_high", "reviewed_holm_pvalue",
+               "reviewed_tost_pvalue", "reviewed_verdict", "reviewed_to_95", "reviewed_reached_95"]
     if per_seed.empty:
         return pd.DataFrame(columns=columns)
     finals = [c for c in per_seed.columns if c.startswith("final_")]
     if finals:
         columns += ["aulc_worst_mode_mean", *finals]
     tests = {}
-    for axis in ("aulc", "aulc_cost"):
+    for axis in ("aulc", "aulc_cost", "aulc_reviewed"):
         wide = per_seed.pivot(index="seed", columns="strategy", values=axis)
         if reference in wide.columns and wide.shape[1] > 1 and wide.notna().any().any():
             tests[axis] = paired_comparison(wide, reference, margin=margin)
@@ -277,19 +287,26 @@ def summarise(rounds: pd.DataFrame, *, metric: str = "mean_dice",
             if reached.any() else math.nan,
             "reached_95": int(reached.sum()),
             "aulc_cost_mean": float(s["aulc_cost"].mean()),
+            "aulc_reviewed_mean": float(s["aulc_reviewed"].mean()),
+            "reviewed_to_95": float(s["reviewed_to_95"].mean())
+            if s["reviewed_to_95"].notna().any() else math.nan,
+            "reviewed_reached_95": int(s["reviewed_to_95"].notna().sum()),
             **{c: float(s[c].mean()) for c in finals},
         }
         if finals:
             row["aulc_worst_mode_mean"] = float(s["aulc_worst_mode"].mean())
-        for axis, prefix in (("aulc", ""), ("aulc_cost", "cost_")):
+        for axis, prefix in (("aulc", ""), ("aulc_cost", "cost_"),
+                             ("aulc_reviewed", "reviewed_")):
             test = tests.get(axis)
             if test is None or strategy not in test.index:
                 continue
             t = test.loc[strategy]
             if prefix:
-                row.update(cost_diff=t["mean_diff"], cost_ci_low=t["t_ci_low"],
-                           cost_ci_high=t["t_ci_high"], cost_holm_pvalue=t["holm_pvalue"],
-                           cost_tost_pvalue=t["tost_pvalue"], cost_verdict=t["verdict"])
+                row.update({f"{prefix}diff": t["mean_diff"], f"{prefix}ci_low": t["t_ci_low"],
+                            f"{prefix}ci_high": t["t_ci_high"],
+                            f"{prefix}holm_pvalue": t["holm_pvalue"],
+                            f"{prefix}tost_pvalue": t["tost_pvalue"],
+                            f"{prefix}verdict": t["verdict"]})
             else:
                 row.update({diff: t["mean_diff"], "ci_low": t["t_ci_low"],
                             "ci_high": t["t_ci_high"], "boot_ci_low": t["boot_ci_low"],

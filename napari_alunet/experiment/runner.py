@@ -65,8 +65,8 @@ from napari_alunet.config import ExperimentConfig
 from napari_alunet.experiment.pool import Pool, Splits, load_pool, make_splits, planned_sizes
 from napari_alunet.experiment.records import (
     CONFIG_FILE, RESUME_MODEL, ROUNDS_FILE, SUMMARY_FILE, Arm, RoundsFile, check_config,
-    config_record, load_experiment_config, parse_arm, parse_ids, prepare_out, read_rounds,
-    round_columns,
+    config_record, format_regions, load_experiment_config, parse_arm, parse_ids, parse_regions,
+    prepare_out, read_rounds, round_columns,
 )
 from napari_alunet.experiment.report import FULL
 
@@ -154,6 +154,7 @@ class _Context:
     shared_round0: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = field(
         default_factory=dict)
     initial_sets: dict[tuple[int, str], list[int]] = field(default_factory=dict)
+    tiles_per_image: float | None = None  # region arms: mean proposable tiles per pool image
 
 
 def run_experiment(
@@ -291,18 +292,20 @@ def _metrics_row(metrics: dict[str, float], class_names: Sequence[str]) -> dict[
 
 
 def _train_and_evaluate(ctx: _Context, model: Any, labelled: Sequence[int], seed: int,
-                        round_idx: int, *, steps: int | None = None
+                        round_idx: int, *, steps: int | None = None,
+                        known: dict[int, np.ndarray] | None = None,
                         ) -> Generator[Any, None, dict[str, Any]]:
     """One step's training and evaluation (:mod:`napari_alunet.active`) on the memory pool.
 
     The semi-supervised term draws on the rest of the training pool, never on the test pool.
-    ``steps`` overrides the budget (the full-data baseline).
+    ``steps`` overrides the budget (the full-data baseline, region arms); ``known`` gives the
+    reviewed pixels of partially labelled images (region arms).
     """
     cfg = ctx.config
     train_config = dataclasses.replace(cfg.train, seed=seed)
     if steps is not None:
         train_config = dataclasses.replace(train_config, steps=int(steps))
-    pool = ctx.pool.active_pool(ctx.splits, labelled)
+    pool = ctx.pool.active_pool(ctx.splits, labelled, known)
     start = time.perf_counter()
     trained = yield from active.train(pool, model, train_config, round_idx=round_idx,
                                       n_classes=cfg.model.n_classes, device=ctx.device)
@@ -332,6 +335,19 @@ def _scratch(ctx: _Context, ids: Sequence[int]) -> tuple[int, int]:
     return pixels, int(clicks)
 
 
+def _area(ctx: _Context, ids: Sequence[int]) -> int:
+    """Pixels a reviewer looks at to label ``ids`` whole (their original sizes)."""
+    return int(sum(ctx.pool.truth[int(i)].size for i in ids))
+
+
+def _initial_costs(ctx: _Context, labelled: Sequence[int]) -> dict[str, int]:
+    """The cost of the initial set: drawn from scratch on both effort axes, reviewed whole."""
+    pixels, clicks = _scratch(ctx, labelled)
+    return {"correction_pixels": pixels, "scratch_pixels": pixels,
+            "correction_clicks": clicks, "scratch_clicks": clicks,
+            "reviewed_pixels": _area(ctx, labelled)}
+
+
 def full_budget(config: ExperimentConfig, n_train_pool: int) -> int | None:
     """Optimiser steps of the full-data baseline: ``full_steps_factor`` times the budget of an
     active fit of as many images, at most ``max_steps`` (None: the recipe's own budget, with
@@ -352,13 +368,11 @@ def _full_run(ctx: _Context, seed: int) -> Generator[Any, None, None]:
     # Round index 999 keeps the full run's training seed apart from the active runs' rounds.
     stats = yield from _train_and_evaluate(ctx, model, ctx.splits.train_pool, seed, 999,
                                            steps=steps)
-    pixels, clicks = _scratch(ctx, ctx.splits.train_pool)
+    spent = _initial_costs(ctx, ctx.splits.train_pool)
     row = {"strategy": FULL, "seed": seed, "round": 0, "n_labelled": n, "n_train_pool": n,
            "fraction": 1.0, **stats, "init": "fresh", "score_seconds": 0.0, "n_scored": 0,
-           "acquired_ids": [], "correction_pixels": 0, "scratch_pixels": 0,
-           "correction_clicks": 0, "scratch_clicks": 0,
-           "cumulative_correction_pixels": pixels, "cumulative_scratch_pixels": pixels,
-           "cumulative_correction_clicks": clicks, "cumulative_scratch_clicks": clicks}
+           "acquired_ids": [], **dict.fromkeys(_COSTS, 0),
+           **{f"cumulative_{name}": spent[name] for name in _COSTS}}
     ctx.rounds_file.append(row)
     yield RoundRecorded(FULL, seed, 0, row)
 
@@ -379,7 +393,8 @@ def _initial_set(ctx: _Context, arm: Arm, seed: int) -> Generator[Any, None, lis
     return list(ctx.initial_sets[(seed, arm.initial)])
 
 
-_COSTS = ("correction_pixels", "scratch_pixels", "correction_clicks", "scratch_clicks")
+_COSTS = ("correction_pixels", "scratch_pixels", "correction_clicks", "scratch_clicks",
+          "reviewed_pixels")
 
 
 def _active_run(ctx: _Context, strategy: str, seed: int,
@@ -393,17 +408,20 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
     arm = parse_arm(strategy, cfg.acquisition.diversity)
     n_train_pool = len(ctx.splits.train_pool)
     last_round = len(ctx.sizes) - 1
+    region = arm.unit == "region"
 
     # Replay what was recorded: the labelled set and the effort spent on it. The initial set
     # counts as drawn from scratch on both effort axes.
     labelled = yield from _initial_set(ctx, arm, seed)
-    pixels, clicks = _scratch(ctx, labelled)
-    spent = {"correction_pixels": pixels, "scratch_pixels": pixels,
-             "correction_clicks": clicks, "scratch_clicks": clicks}
+    spent = _initial_costs(ctx, labelled)
+    known: dict[int, np.ndarray] = {}  # region arms: reviewed canvas pixels of partial images
     for r in range(len(ctx.sizes)):
         if r not in previous:
             break
-        labelled += parse_ids(previous[r]["acquired_ids"])
+        if region:
+            _reveal(ctx, labelled, known, parse_regions(previous[r].get("acquired_regions")))
+        else:
+            labelled += parse_ids(previous[r]["acquired_ids"])
         for name in _COSTS:
             spent[name] += int(previous[r][name])
     start_round = len([r for r in range(len(ctx.sizes)) if r in previous])
@@ -419,12 +437,15 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
     written = 0
     share_key = (seed, arm.initial)
     for r in range(start_round, len(ctx.sizes)):
-        if len(labelled) != ctx.sizes[r]:
+        if not region and len(labelled) != ctx.sizes[r]:
             raise ValueError(
                 f"{strategy} seed {seed} round {r}: {len(labelled)} labelled images but the plan "
                 f"says {ctx.sizes[r]}; rounds.csv does not belong to these settings, use a new "
                 "--out")
-        fraction = len(labelled) / n_train_pool
+        # A region arm's labelled fraction is the share of the pool's pixels it reviewed (for
+        # an image arm the two agree up to the spread of image sizes).
+        fraction = (spent["reviewed_pixels"] / _area(ctx, ctx.splits.train_pool) if region
+                    else len(labelled) / n_train_pool)
         yield RoundStarted(strategy, seed, r, len(labelled), fraction, "train",
                            cfg.train.planned_steps(len(labelled)))
         resumed = " (resumed)" if r == start_round and r > 0 else ""
@@ -441,35 +462,118 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
             else:
                 model = active.fresh_model(cfg.model, seed)
                 init = "fresh" + resumed
-            stats = yield from _train_and_evaluate(ctx, model, labelled, seed, r)
+            # A region arm's labelled images are partly unknown: it trains the budget an image
+            # arm has for the same round (the same number of reviewed pixels), not a budget
+            # that grows with every image a region touched.
+            stats = yield from _train_and_evaluate(
+                ctx, model, labelled, seed, r, known=known if region else None,
+                steps=cfg.train.planned_steps(ctx.sizes[r]) if region else None)
             if r == 0:
                 ctx.shared_round0[share_key] = (
                     {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, stats)
 
         acquired: list[int] = []
+        tiles: dict[int, list[int]] = {}
         costs = dict.fromkeys(_COSTS, 0)
         score_seconds, n_scored = 0.0, 0
         if r < last_round:
             yield RoundStarted(strategy, seed, r, len(labelled), fraction, "score",
                                cfg.train.planned_steps(len(labelled)))
             start = time.perf_counter()
-            k = ctx.sizes[r + 1] - len(labelled)
-            acquired, n_scored, costs = yield from _acquire(ctx, model, arm, seed, r,
-                                                            labelled, k)
+            k = ctx.sizes[r + 1] - ctx.sizes[r]
+            if region:
+                tiles, n_scored, costs = yield from _acquire_regions(ctx, model, arm, seed, r,
+                                                                     labelled, known, k)
+                acquired = list(tiles)
+            else:
+                acquired, n_scored, costs = yield from _acquire(ctx, model, arm, seed, r,
+                                                                labelled, k)
             score_seconds = time.perf_counter() - start
         row = {"strategy": strategy, "seed": seed, "round": r, "n_labelled": len(labelled),
                "n_train_pool": n_train_pool, "fraction": fraction, **stats, "init": init,
                "score_seconds": score_seconds, "n_scored": n_scored, "acquired_ids": acquired,
+               "acquired_regions": format_regions(tiles),
                **costs, **{f"cumulative_{name}": spent[name] for name in _COSTS}}
         if cfg.train.warm_start and r < last_round:
             _save_resume_model(ctx, model, strategy, seed, r)
         ctx.rounds_file.append(row)
         written += 1
         yield RoundRecorded(strategy, seed, r, row)
-        labelled += acquired
+        if region:
+            _reveal(ctx, labelled, known, tiles)
+        else:
+            labelled += acquired
         for name in _COSTS:
             spent[name] += costs[name]
     return written
+
+
+def _reveal(ctx: _Context, labelled: list[int], known: dict[int, np.ndarray],
+            tiles: dict[int, list[int]]) -> None:
+    """The oracle labels the acquired tiles: they join the known pixels of their images."""
+    from napari_alunet.regions import tile_mask
+
+    size = ctx.pool.images.shape[-1]
+    for image_id, image_tiles in tiles.items():
+        image_id = int(image_id)
+        mask = tile_mask(size, ctx.config.region_size, image_tiles)
+        if image_id not in known:
+            if image_id in labelled:  # a fully labelled image is never a candidate
+                raise RuntimeError(f"region acquired in fully labelled image {image_id}")
+            # The letter-box padding is known background, as for a whole label.
+            known[image_id] = ~active.content_mask(ctx.pool.boxes[image_id])
+            labelled.append(image_id)
+        known[image_id] |= mask
+
+
+def region_k(ctx: _Context, k: int) -> int:
+    """Regions per round: ``region_budget`` x the tiles k whole images of the pool hold on
+    average (tiles that show enough of the image to be proposed)."""
+    from napari_alunet.regions import MIN_CONTENT, n_tiles, region_means, tile_regions
+
+    if ctx.tiles_per_image is None:
+        size, tile = ctx.pool.images.shape[-1], ctx.config.region_size
+        grid = tile_regions(size, size, tile)
+        counts = [np.count_nonzero(region_means(
+            active.content_mask(ctx.pool.boxes[i]).astype(float), grid,
+            n_regions=n_tiles(size, tile)) >= MIN_CONTENT) for i in ctx.splits.train_pool]
+        ctx.tiles_per_image = float(np.mean(counts)) if counts else 0.0
+    return max(1, int(round(ctx.config.region_budget * k * ctx.tiles_per_image)))
+
+
+def _acquire_regions(ctx: _Context, model: Any, arm: Arm, seed: int, round_idx: int,
+                     labelled: Sequence[int], known: dict[int, np.ndarray], k: int
+                     ) -> Generator[Any, None, tuple[dict[int, list[int]], int, dict[str, int]]]:
+    """One step's region acquisition (:func:`napari_alunet.active.acquire` with
+    ``unit="region"``) and the oracle's cost, counted inside the regions only: pixels reviewed
+    (the regions' area at the original size), pixels and clicks of the corrections there, and
+    drawing the regions' truth from scratch."""
+    from napari_alunet.experiment.cost import correction_clicks, scratch_clicks
+
+    cfg = ctx.config
+    acq = dataclasses.replace(cfg.acquisition, strategy=arm.strategy, diversity=arm.diversity,
+                              k=cfg.k, passes=cfg.passes, unit="region",
+                              region_size=cfg.region_size,
+                              seed=seed + _REPLICATE_SEED * (arm.replicate - 1))
+    pool = ctx.pool.active_pool(ctx.splits, labelled, known)
+    acquired = yield from active.acquire(pool, model, acq, k=region_k(ctx, k),
+                                         round_idx=round_idx, device=ctx.device, keep_maps=())
+    if set(acquired.ids) & set(ctx.splits.test):
+        raise RuntimeError("the region scorer proposed test images")
+    costs = dict.fromkeys(_COSTS, 0)
+    for image_id in acquired.ids:
+        region = acquired.regions[image_id]
+        truth = ctx.pool.truth[image_id]
+        prediction = np.where(region, acquired.predictions[image_id], 0)
+        truth_in = np.where(region, truth, 0)
+        costs["reviewed_pixels"] += int(np.count_nonzero(region))
+        costs["correction_pixels"] += int(np.count_nonzero(prediction != truth_in))
+        costs["correction_clicks"] += int(correction_clicks(prediction, truth_in,
+                                                            min_area=cfg.min_click_area))
+        costs["scratch_pixels"] += int(np.count_nonzero(truth_in))
+        costs["scratch_clicks"] += int(scratch_clicks(truth_in, vertex_spacing=cfg.vertex_spacing,
+                                                      min_area=cfg.min_click_area))
+    return dict(acquired.tiles), len(acquired.scores), costs
 
 
 #: Acquisition seed offset of replicate arms (``random#2``): far from any run seed.
@@ -501,6 +605,7 @@ def _acquire(ctx: _Context, model: Any, arm: Arm, seed: int, round_idx: int,
     truth = ctx.pool.truth
     pixels, clicks = _scratch(ctx, ids)
     costs = {
+        "reviewed_pixels": _area(ctx, ids),
         "correction_pixels": int(sum(np.count_nonzero(acquired.predictions[i] != truth[i])
                                      for i in ids)),
         "scratch_pixels": pixels,
