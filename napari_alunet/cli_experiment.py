@@ -23,7 +23,7 @@ DIVERSITY_CHOICES = ("none", "power", "softrank", "softmax", "feature", "badge")
 
 
 def strategy_name(value: str) -> str:
-    """argparse type of an arm: ``[typical:]strategy[+diversity][#replicate]``."""
+    """argparse type of an arm: ``[typical:]strategy[+diversity][@unit][#replicate]``."""
     from napari_alunet.experiment.records import parse_arm
 
     try:
@@ -49,7 +49,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         rounds=rounds, until_fraction=until, passes=args.passes, sample_n=args.sample_n,
         sample_seed=args.sample_seed, diversity=args.diversity, power_beta=args.power_beta,
         input_size=args.input_size, test_per_mode=args.test_per_mode,
-        full_baseline=not args.no_full_baseline,
+        full_baseline=not args.no_full_baseline, region_size=args.region_size,
+        region_budget=args.region_budget,
     )
 
 
@@ -140,7 +141,8 @@ def command_line(args: argparse.Namespace) -> str:
                  "until_fraction",
                  "passes", "preset", "steps", "epochs", "patience", "lr", "sample_n",
                  "sample_seed", "test_per_mode", "input_size", "subset",
-                 "device", "threads", "diversity", "power_beta"):
+                 "device", "threads", "diversity", "power_beta", "region_size",
+                 "region_budget"):
         value = getattr(args, flag)
         if value is not None:
             parts += [f"--{flag.replace('_', '-')}", str(value)]
@@ -170,17 +172,24 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--strategies", nargs="+", default=["random", "entropy", "bald", "kl", "js"],
                    type=strategy_name, metavar="ARM",
                    help="arms to compare (default: random entropy bald kl js): "
-                   "[typical:]STRATEGY[+BATCH][#N] with STRATEGY one of "
+                   "[typical:]STRATEGY[+BATCH][@region][#N] with STRATEGY one of "
                    f"{', '.join(STRATEGY_CHOICES)}; BATCH one of {', '.join(DIVERSITY_CHOICES)}"
                    "; 'typical:' starts from the typicality cold start; '#2' repeats an arm "
                    "with another acquisition seed ('random#2' is the A/A control); "
-                   "'oracle_error' takes the images with the largest true error (upper bound)")
+                   "'oracle_error' takes the images with the largest true error (upper bound)"
+                   "; '@region' reviews regions (tiles) instead of images ('bald+power@region',"
+                   " control 'random@region')")
     p.add_argument("--diversity", choices=DIVERSITY_CHOICES, default="power",
                    help="how arms named without a '+' suffix take k images (default power: "
                    "stochastic power sampling; none: plain top k; random never takes one)")
     p.add_argument("--power-beta", type=float, default=None,
                    help="beta of the stochastic batch modes (default: set from the scores' "
                    "dynamic range)")
+    p.add_argument("--region-size", type=int, default=16,
+                   help="region arms: tile side in model-input pixels (default 16)")
+    p.add_argument("--region-budget", type=float, default=1.0,
+                   help="region arms: pixels reviewed per round as a multiple of k whole "
+                   "images (default 1.0: the image arms' budget)")
     p.add_argument("--seeds", type=int, default=5, help="number of seeds (default 5)")
     p.add_argument("--first-seed", type=int, default=0,
                    help="the first seed (default 0): seeds FIRST..FIRST+N-1, so one experiment "

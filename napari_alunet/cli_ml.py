@@ -26,7 +26,13 @@ def _settings(args: argparse.Namespace, project: Any) -> Any:
         strategy=getattr(args, "strategy", "bald"), passes=getattr(args, "passes", 8),
         k=getattr(args, "top", 2), subset=getattr(args, "subset", None), seed=args.seed or 0,
         diversity=getattr(args, "batch", "power"), power_beta=getattr(args, "beta", None),
-        cold_start=getattr(args, "cold_start", "typical"))
+        cold_start=getattr(args, "cold_start", "typical"), unit=getattr(args, "unit", "image"),
+        region_size=getattr(args, "region_size", 32),
+        region_cost=getattr(args, "region_cost", "none"))
+    if acq.unit == "region":
+        from napari_alunet.regions import check_region_settings
+
+        check_region_settings(acq.unit, acq.region_size, acq.region_cost, model.input_size)
     return RoundSettings(model=model, train=train, acquisition=acq)
 
 
@@ -195,6 +201,15 @@ def _acq_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cold-start", default="typical", choices=COLD_STARTS,
                    help="first queue of a project without labels: typical (one typical image "
                    "per cluster of the pool; default) or random")
+    p.add_argument("--unit", default="image", choices=("image", "region"),
+                   help="what is queued for review: whole images (default) or regions (square "
+                   "tiles of the model input ranked across the pool; --top counts regions and "
+                   "the reviewer labels only inside them)")
+    p.add_argument("--region-size", type=int, default=32,
+                   help="side of a region tile in model-input pixels (default 32)")
+    p.add_argument("--region-cost", default="none", choices=("none", "boundary"),
+                   help="divide a region's score by its estimated correction cost (boundary: "
+                   "1 + predicted class boundaries per pixel)")
 
 
 def add_commands(sub: Any) -> None:

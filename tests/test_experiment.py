@@ -537,3 +537,23 @@ def test_region_arms_review_only_their_regions_and_resume_identically(tmp_path):
     b = resumed.rounds.sort_values(["strategy", "seed", "round"]).reset_index(drop=True)
     for column in ("mean_dice", "acquired_regions", "reviewed_pixels", "correction_clicks"):
         assert list(a[column]) == list(b[column]), column
+
+
+def test_a_run_recorded_before_the_region_columns_resumes(tmp_path):
+    """rounds.csv of an older version (without the columns added at the end) is upgraded in
+    place, its rows kept, instead of refusing the resume."""
+    from napari_alunet.experiment.records import RoundsFile
+
+    columns = round_columns(("background", "a"))
+    old = columns[:-3]
+    path = tmp_path / "rounds.csv"
+    path.write_text(",".join(old) + "\n" + ",".join(["x"] * len(old)) + "\n")
+    rounds = RoundsFile(path, columns)
+    rounds.append({"strategy": "random", "seed": 1, "acquired_regions": "3:1.2"})
+    lines = path.read_text().splitlines()
+    assert lines[0] == ",".join(columns)
+    assert lines[1] == ",".join(["x"] * len(old)) + ",,,"
+    assert lines[2].startswith("random,1,") and lines[2].endswith(",3:1.2")
+    path.write_text("other,header\n")
+    with pytest.raises(ValueError, match="new --out"):
+        RoundsFile(path, columns)

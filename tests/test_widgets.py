@@ -331,3 +331,54 @@ def test_sample_data_contribution():
 
     layers = napari_sample()
     assert [kind for _data, _meta, kind in layers] == ["image", "labels"]
+
+
+def test_region_review_commits_only_the_regions(app, qtbot, tmp_path):
+    """Acquire 'region': the queue holds images with outlined regions, the labels layer is the
+    prediction inside them and unknown outside, Next region steps through them, and Commit
+    stores a partial label (unknown outside the regions) that undo withdraws."""
+    from napari_alunet.config import UNKNOWN_LABEL
+    from napari_alunet.loop import review_item
+
+    viewer, widget = app
+    state = widget.state
+    project = create_sample(qtbot, widget, tmp_path)
+    make_tiny(widget)
+    acquire = widget.panel("Acquire")
+    acquire.unit.setCurrentText("region")
+    acquire.region_size.setValue(8)  # 16 tiles on the tiny preset's 32 px input
+    acquire.k.setValue(4)
+    assert state.settings.acquisition.unit == "region"
+    with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT) as finished:
+        widget.panel("Train").start()
+    report = finished.args[0]
+    wait_idle(qtbot, state)
+    assert report.status == "queued" and 1 <= len(report.queue) <= 4
+    review = widget.panel("Review")
+    shown = state.display.current
+    assert shown is not None and shown.region is not None
+    region = review_item(project, shown.image_id).region
+    np.testing.assert_array_equal(shown.region, region)
+    outlines = viewer.layers["alunet: review regions"]
+    assert outlines.visible and len(outlines.data) >= 1
+    labels = viewer.layers["alunet: labels"]
+    assert (labels.data[~region] == UNKNOWN_LABEL).all()
+    np.testing.assert_array_equal(labels.data[region], shown.reference[region])
+    assert labels.colormap.color_dict[UNKNOWN_LABEL][3] == 0.0  # shown as unlabelled
+    assert "region review" in review.header.text() and review.next_region_button.isEnabled()
+    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+    zoom_before = tuple(camera.center)
+    review.next_region()
+    if state.display.region_count() > 1:
+        assert tuple(camera.center) != zoom_before
+    # Paint outside the regions too: only the regions are committed.
+    painted = labels.data.copy()
+    painted[:] = 2
+    labels.data = painted
+    version = review.commit()
+    stored = project.read_label(shown.image_id)
+    assert version.partial and version.pixels_unknown == int((~region).sum())
+    assert (stored[region] == 2).all() and (stored[~region] == UNKNOWN_LABEL).all()
+    assert version.pixels_changed == int((shown.reference[region] != 2).sum())
+    assert project.undo_last_commit().id == version.id
+    assert project.read_label(shown.image_id) is None

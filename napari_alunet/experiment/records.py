@@ -189,6 +189,12 @@ def check_config(config: ExperimentConfig) -> None:
             raise ValueError(f"{name} must be in [0, 1), got {value}")
     if config.test_fraction == 0 and config.data != "redundant":
         raise ValueError("test_fraction must be > 0: the curves are measured on the test pool")
+    if any(parse_arm(s).unit == "region" for s in config.strategies):
+        from napari_alunet.regions import check_region_settings
+
+        check_region_settings("region", config.region_size, "none", config.model.input_size)
+        if not config.region_budget > 0:
+            raise ValueError(f"region_budget must be > 0, got {config.region_budget}")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -326,6 +332,9 @@ class RoundsFile:
         self._repair()
         with path.open(newline="") as handle:
             header = next(csv.reader(handle), [])
+        if header != columns and header == columns[: len(header)]:
+            self._add_columns(len(columns) - len(header))
+            header = columns
         if header != columns:
             raise ValueError(
                 f"{path} has columns {header} but this experiment writes {columns}; use a new "
@@ -342,6 +351,19 @@ class RoundsFile:
                 handle.truncate(keep)
                 handle.flush()
                 os.fsync(handle.fileno())
+
+    def _add_columns(self, n_new: int) -> None:
+        """A run recorded before columns were added at the end (reviewed pixels, regions):
+        rewrite it atomically with the new header and those cells empty, so it resumes."""
+        from napari_alunet.fileio import atomic_write_bytes
+
+        with self.path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.columns)
+        writer.writerows(row + [""] * n_new for row in rows[1:])
+        atomic_write_bytes(self.path, buffer.getvalue().encode())
 
     def _append(self, text: str) -> None:
         with self.path.open("a", newline="") as handle:

@@ -31,6 +31,8 @@ class Shown:
     reference: np.ndarray | None  # the model's prediction (None: none cached)
     maps: tuple[str, ...]
     shown_at: float  # time.monotonic() when it appeared, for seconds_spent
+    region: np.ndarray | None = None  # (h, w) bool: review only here (region-level queue)
+    region_index: int = 0  # the region part the view is zoomed to
 
 
 class Display:
@@ -75,8 +77,11 @@ class Display:
         """Show ``image_id``: the image, labels to edit and the cached uncertainty maps.
 
         The labels layer starts from the image's committed label if it has one, else from the
-        model's cached prediction (queued images), else empty (all background).
+        model's cached prediction (queued images), else empty (all background). A region-level
+        queue item shows the prediction inside its regions (outlined, the view zoomed to the
+        first) and leaves every other pixel unknown, or as an earlier review labelled it.
         """
+        from napari_alunet.config import UNKNOWN_LABEL
         from napari_alunet.loop import review_item
 
         viewer = self.viewer
@@ -91,7 +96,13 @@ class Display:
         if record.pool == "test":
             labels = project.read_ground_truth(image_id)
         reference = item.prediction if item is not None else None
-        if labels is None:
+        region = item.region if item is not None and image_id in project.queue() else None
+        if region is not None and reference is not None:
+            # Only the regions are reviewed: the model's labels there, the rest unknown (or as
+            # an earlier region review of this image left it).
+            base = labels if labels is not None else np.full(image.shape, UNKNOWN_LABEL, np.uint8)
+            labels = np.where(region, reference, base).astype(np.uint8)
+        elif labels is None:
             # A copy: painting edits the layer's array in place, and the reference must stay the
             # model's prediction so that 'pixels changed' measures the annotator's work.
             labels = reference.copy() if reference is not None else np.zeros(image.shape, np.uint8)
@@ -105,13 +116,45 @@ class Display:
             _layers.show_map(viewer, maps.get(kind) if kind else None, kind, shape=image.shape)
             _layers.hide_stale_features(viewer, image_id)
             layer = _layers.show_labels(viewer, labels, project.classes, image_id=image_id)
+            _layers.show_regions(viewer, region, image_id=image_id)
             layer.mode = "paint"
             viewer.layers.selection.active = layer
         self.maps = maps
         self.current = Shown(image_id, record.name, record.pool, queued, score, reference,
-                             tuple(maps), time.monotonic())
+                             tuple(maps), time.monotonic(), region)
+        if region is not None:
+            self.focus_region(0)
         self._notify()
         return self.current
+
+    def region_count(self) -> int:
+        """Connected regions to review in the image shown (0 for a whole-image review)."""
+        shown = self.current
+        return 0 if shown is None or shown.region is None else len(
+            _layers.region_boxes(shown.region))
+
+    def focus_region(self, index: int) -> int:
+        """Centre and zoom the view on region ``index`` (wrapping); returns the index used."""
+        shown = self.current
+        viewer = self.viewer
+        if shown is None or shown.region is None:
+            return 0
+        boxes = _layers.region_boxes(shown.region)
+        if not boxes:
+            return 0
+        index %= len(boxes)
+        shown.region_index = index
+        top, left, bottom, right = boxes[index]
+        if viewer is not None:
+            # Show the region with a margin of half its size on every side.
+            canvas = getattr(viewer, "_canvas_size", None) or (600, 800)
+            span_h, span_w = 2.0 * (bottom - top), 2.0 * (right - left)
+            # napari 0.9 moved the camera to viewer.scene; older versions have viewer.camera.
+            scene = getattr(viewer, "scene", None)
+            camera = scene.camera if scene is not None else viewer.camera
+            camera.center = ((top + bottom) / 2.0, (left + right) / 2.0)
+            camera.zoom = float(min(canvas[0] / max(span_h, 1.0), canvas[1] / max(span_w, 1.0)))
+        return index
 
     def visible_map(self, maps: dict[str, Any]) -> str | None:
         """The map kind to overlay: the one chosen, else the strategy's, else any."""

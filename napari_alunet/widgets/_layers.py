@@ -11,12 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from napari_alunet.config import ClassSpec
+from napari_alunet.config import UNKNOWN_LABEL, ClassSpec
 
 IMAGE = "alunet: image"
 LABELS = "alunet: labels"
 MAP = "alunet: uncertainty"
 FEATURES = "alunet: features"
+REGIONS = "alunet: review regions"
+#: Outline colour of the regions to review: a cyan no class colour is close to.
+REGION_COLOUR = "#00e5ff"
 
 #: Matplotlib colormap of each uncertainty map (perceptually uniform). The overlay fades it in:
 #: transparent where the model is sure, opaque where it is not (see :func:`map_colormap`).
@@ -46,10 +49,12 @@ def map_colormap(kind: str) -> Any:
 
 
 def class_colormap(classes: ClassSpec) -> Any:
-    """A DirectLabelColormap with the project's class colours (background transparent)."""
+    """A DirectLabelColormap with the project's class colours (background transparent, and
+    ``UNKNOWN_LABEL`` too: a pixel nobody reviewed is shown as unlabelled)."""
     from napari.utils.colormaps import DirectLabelColormap
 
-    colours: dict[int | None, Any] = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0)}
+    colours: dict[int | None, Any] = {None: (0.0, 0.0, 0.0, 0.0), 0: (0.0, 0.0, 0.0, 0.0),
+                                      UNKNOWN_LABEL: (0.0, 0.0, 0.0, 0.0)}
     for index, rgb in enumerate(classes.colours):
         if index:
             colours[index] = tuple(c / 255.0 for c in rgb) + (1.0,)
@@ -175,6 +180,46 @@ def show_features(viewer: Any, activations: np.ndarray, box: Any, block: str, *,
     return layer
 
 
+def region_outlines(region: np.ndarray) -> list[np.ndarray]:
+    """Closed (n, 2) row/column polygons around the connected parts of a (h, w) bool mask."""
+    from skimage.measure import find_contours
+
+    padded = np.pad(np.asarray(region, dtype=float), 1)
+    return [c - 1.0 for c in find_contours(padded, 0.5) if len(c) >= 4]
+
+
+def region_boxes(region: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """(top, left, bottom, right) of every connected part of a region mask, top to bottom."""
+    from scipy import ndimage
+
+    parts, _n = ndimage.label(np.asarray(region, dtype=bool))
+    boxes = [(s[0].start, s[1].start, s[0].stop, s[1].stop)
+             for s in ndimage.find_objects(parts) if s is not None]
+    return sorted(boxes)
+
+
+def show_regions(viewer: Any, region: np.ndarray | None, *, image_id: int) -> Any:
+    """Outline the regions to review (a Shapes layer); hidden when ``region`` is None."""
+    layer = _layer(viewer, REGIONS)
+    outlines = [] if region is None else region_outlines(region)
+    if layer is None:
+        if not outlines:
+            return None
+        layer = viewer.add_shapes(outlines, shape_type="polygon", name=REGIONS,
+                                  edge_color=REGION_COLOUR, face_color="transparent",
+                                  edge_width=max(1.0, min(region.shape) / 150), opacity=0.9)
+    else:
+        layer.data = []
+        if outlines:
+            layer.add_polygons(outlines, edge_color=REGION_COLOUR, face_color="transparent",
+                               edge_width=max(1.0, min(region.shape) / 150))
+        layer.visible = bool(outlines)
+    layer.metadata["image_id"] = image_id
+    layer.editable = False
+    _order(viewer)
+    return layer
+
+
 def _order(viewer: Any) -> None:
     """Image at the bottom, the labels above it, the uncertainty overlay over the labels.
 
@@ -183,8 +228,9 @@ def _order(viewer: Any) -> None:
     the order.
     """
     layers = viewer.layers
-    for position, name in enumerate((IMAGE, LABELS, MAP)):
-        if name in layers and layers.index(name) != position:
+    present = [name for name in (IMAGE, LABELS, MAP, REGIONS) if name in layers]
+    for position, name in enumerate(present):
+        if layers.index(name) != position:
             layers.move(layers.index(name), position)
 
 

@@ -91,7 +91,17 @@ class AcquireWidget(QWidget):
         form.addRow("Strategy", self.strategy)
         form.addRow("Take k by", self.batch)
         form.addRow("First queue", self.cold_start)
+        self.unit = QComboBox()
+        self.unit.addItems(("image", "region"))
+        self.unit.setToolTip(
+            "What is queued for review: whole images, or regions (square tiles of the model "
+            "input ranked across the pool by the strategy's map). With regions, k counts "
+            "regions and you label only inside them; the rest of the image stays unknown")
+        self.region_size = _spin(4, 1024, 32, "Side of a region tile in model-input pixels "
+                                              "(the model sees images at 256 x 256 by default)")
         form.addRow("MC passes", self.passes)
+        form.addRow("Review unit", self.unit)
+        form.addRow("Region size", self.region_size)
         form.addRow("Queue size k", self.k)
         form.addRow("Subset", self.subset)
         self.compute_button = QPushButton("Compute")
@@ -120,7 +130,8 @@ class AcquireWidget(QWidget):
                                hint("Click a row to show the image with its uncertainty maps.")))
 
         for signal in (self.strategy.currentIndexChanged, self.batch.currentIndexChanged,
-                       self.cold_start.currentIndexChanged,
+                       self.cold_start.currentIndexChanged, self.unit.currentIndexChanged,
+                       self.region_size.valueChanged,
                        self.passes.valueChanged,
                        self.k.valueChanged, self.subset.valueChanged):
             signal.connect(self.apply_settings)
@@ -134,7 +145,8 @@ class AcquireWidget(QWidget):
     # -- settings -----------------------------------------------------------------------------
     def _load_settings(self) -> None:
         acq = self.state.settings.acquisition
-        widgets = (self.strategy, self.batch, self.cold_start, self.passes, self.k, self.subset)
+        widgets = (self.strategy, self.batch, self.cold_start, self.passes, self.k, self.subset,
+                   self.unit, self.region_size)
         for widget in widgets:
             widget.blockSignals(True)
         self.strategy.setCurrentText(acq.strategy)
@@ -143,6 +155,9 @@ class AcquireWidget(QWidget):
         self.passes.setValue(acq.passes)
         self.k.setValue(acq.k)
         self.subset.setValue(acq.subset or 0)
+        self.unit.setCurrentText(acq.unit)
+        self.region_size.setValue(acq.region_size)
+        self.region_size.setEnabled(acq.unit == "region")
         for widget in widgets:
             widget.blockSignals(False)
 
@@ -152,7 +167,9 @@ class AcquireWidget(QWidget):
             settings.acquisition, strategy=self.strategy.currentText(),
             diversity=self.batch.currentText(), cold_start=self.cold_start.currentText(),
             passes=self.passes.value(), k=self.k.value(), subset=self.subset.value() or None,
+            unit=self.unit.currentText(), region_size=self.region_size.value(),
         )
+        self.region_size.setEnabled(self.unit.currentText() == "region")
 
     # -- compute ------------------------------------------------------------------------------
     @guarded
@@ -168,6 +185,11 @@ class AcquireWidget(QWidget):
                 "and run a round (Train: Start round) first"
             )
         acquisition = copy.deepcopy(self.state.settings.acquisition)
+        if acquisition.unit == "region":
+            from napari_alunet.regions import check_region_settings
+
+            check_region_settings(acquisition.unit, acquisition.region_size,
+                                  acquisition.region_cost, self.state.settings.model.input_size)
 
         def done(scores: dict[int, float]) -> None:
             self.state.scores = {"strategy": acquisition.strategy, "round": current.idx,

@@ -11,7 +11,13 @@ Keyboard shortcuts (in the viewer and in this panel):
 Shift+Enter      commit the labels and show the next image
 Shift+S          skip: move the image to the end of the queue
 Shift+U          undo the last commit (the image returns to the queue)
+Shift+N          region review: zoom to the next region
 ===============  ===========================================
+
+Region-level review (Acquire: "Review unit" region): the queued regions of an image are
+outlined in cyan, the view zooms to one at a time (Shift+N), the labels layer holds the model's
+prediction inside them and nothing (unknown) elsewhere, and Commit stores only the regions; the
+rest of the image stays unknown until a later round asks for it.
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from napari_alunet.widgets._workers import Progress
 
 #: napari key names (viewer.bind_key) and Qt key sequences of the review actions.
 SHORTCUTS = {"commit": ("Shift-Enter", "Shift+Return"), "skip": ("Shift-S", "Shift+S"),
-             "undo": ("Shift-U", "Shift+U")}
+             "undo": ("Shift-U", "Shift+U"), "next_region": ("Shift-N", "Shift+N")}
 MAP_CHOICES = ("entropy", "bald", "kl", "js", "none")
 
 
@@ -79,6 +85,9 @@ class ReviewWidget(QWidget):
         self.undo_button.setToolTip("Withdraw the newest commit: the image returns to the queue "
                                     "(its history is kept)")
         self.undo_button.clicked.connect(lambda: self.undo())
+        self.next_region_button = QPushButton("Next region  (Shift+N)")
+        self.next_region_button.setToolTip("Region review: zoom to the next outlined region")
+        self.next_region_button.clicked.connect(lambda: self.next_region())
         self.oracle_button = QPushButton("Oracle: commit ground truth for the queue")
         self.oracle_button.setToolTip("Replay mode: commit the stored ground truth of every "
                                       "pending image (for experiments with labelled pools)")
@@ -91,7 +100,7 @@ class ReviewWidget(QWidget):
         layout.addWidget(group("Image under review", self.header, layout=None))
         layout.addWidget(group("Display", layout=form))
         layout.addWidget(row(self.commit_button, self.skip_button))
-        layout.addWidget(self.undo_button)
+        layout.addWidget(row(self.undo_button, self.next_region_button))
         layout.addWidget(self.status)
         layout.addWidget(group("Replay", self.oracle_button, self.job_bar))
         layout.addWidget(hint(
@@ -133,13 +142,26 @@ class ReviewWidget(QWidget):
             raise RuntimeError("a round is running: commit when it has finished")
         labels = self.display.labels()
         seconds = time.monotonic() - shown.shown_at
+        # A region review commits the regions only; the store merges them into the label.
         version = commit_review(project, shown.image_id, labels, seconds_spent=seconds,
-                                reference=shown.reference)
-        self.status.setText(f"committed <b>{shown.name}</b>: {version.pixels_changed} pixel(s) "
-                            f"changed in {seconds:.0f} s")
+                                reference=shown.reference, region=shown.region)
+        where = "" if shown.region is None else " in its regions"
+        self.status.setText(f"committed <b>{shown.name}</b>{where}: {version.pixels_changed} "
+                            f"pixel(s) changed in {seconds:.0f} s")
         self.state.labels_changed.emit()
         self.show_next()
         return version
+
+    @guarded
+    def next_region(self) -> int:
+        """Zoom to the next region of the image under review (region-level queue)."""
+        shown = self._require_shown()
+        if shown.region is None:
+            raise ValueError("this image is reviewed whole: there are no regions to step "
+                             "through (Acquire: Review unit 'region' queues regions)")
+        index = self.display.focus_region(shown.region_index + 1)
+        self._update()
+        return index
 
     @guarded
     def skip(self) -> None:
@@ -254,6 +276,7 @@ class ReviewWidget(QWidget):
         self.commit_button.setEnabled(can_edit)
         self.skip_button.setEnabled(writable and shown is not None and not round_busy)
         self.undo_button.setEnabled(writable and not round_busy)
+        self.next_region_button.setEnabled(shown is not None and shown.region is not None)
         self.oracle_button.setEnabled(writable and not self.state.busy)
         if project is None:
             self.header.setText("No project open.")
@@ -272,9 +295,15 @@ class ReviewWidget(QWidget):
         start = ("model prediction" if shown.reference is not None and shown.pool != "labelled"
                  else "committed label" if shown.pool == "labelled" else "empty labels")
         round_text = f"Round {current.idx}: " if current is not None else ""
+        regions = ""
+        if shown.region is not None:
+            n = self.display.region_count()
+            share = 100.0 * float(shown.region.mean())
+            regions = (f"<br><b>region review</b>: region {shown.region_index + 1} of {n} "
+                       f"({share:.0f} % of the image, outlined); only they are committed")
         self.header.setText(
             f"{round_text}<b>{record.name}</b> ({record.width} x {record.height}){score}"
-            f"<br>{where}; starts from the {start}"
+            f"<br>{where}; starts from the {start}{regions}"
             + ("<br><i>test image: shown, never trained on; not editable</i>"
                if shown.pool == "test" else ""))
         visible = self.display.visible_map(dict.fromkeys(shown.maps))
