@@ -48,11 +48,15 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ARMS = ("random", "random#2", "oracle_error", "bald+power", "typical:bald+power", "bald+badge")
+#: Region-level review (issue 14): BALD on regions and its control, random regions. Run with
+#: ``--regions`` after the main run: they are compared with image-level random on the
+#: reviewed-pixels axis, and with each other on the reviewed-pixels and click axes.
+REGION_ARMS = ("random@region", "bald+power@region")
 
 PROTOCOLS: dict[str, dict[str, Any]] = {
     "cpu": dict(
         preset="cpu", input_size=64, data="redundant", sample_n=240, test_per_mode=4,
-        rare_mode_p=0.03,
+        rare_mode_p=0.03, region_size=16,
         seeds=8, k=6, initial_fraction=0.025, rounds=4, until_fraction=None, passes=8,
         train={"semi_supervised": False, "min_steps": 200, "steps_per_image": 6,
                "device": "cpu"},
@@ -60,14 +64,14 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     ),
     "gpu": dict(
         preset="gpu", input_size=None, data="redundant", sample_n=2000, test_per_mode=20,
-        rare_mode_p=0.03,
+        rare_mode_p=0.03, region_size=32,
         seeds=8, k=20, initial_fraction=0.01, rounds=8, until_fraction=None, passes=20,
         train={"device": "cuda"}, workers=1, threads=0,
     ),
     # For a quick look that the harness runs (minutes); not a result.
     "smoke": dict(
         preset="tiny", input_size=None, data="redundant", sample_n=48, test_per_mode=1,
-        rare_mode_p=0.06,
+        rare_mode_p=0.06, region_size=8,
         seeds=2, k=4, initial_fraction=0.1, rounds=2, until_fraction=None, passes=2,
         train={"semi_supervised": False, "steps": 20, "device": "cpu"}, workers=2, threads=1,
     ),
@@ -89,6 +93,7 @@ def make_protocol_config(protocol: dict[str, Any], *, first_seed: int, seeds: in
         strategies=strategies, seeds=seeds, full_baseline=not arms,
         first_seed=first_seed, k=p["k"], initial_fraction=p["initial_fraction"],
         rounds=p["rounds"], until_fraction=p["until_fraction"], passes=p["passes"],
+        region_size=p["region_size"],
     )
 
 
@@ -119,7 +124,9 @@ def worker(protocol_name: str, out: Path, first_seed: int, seeds: int,
 def _settings_key(record: dict[str, Any]) -> str:
     """What must agree between parts: everything but the seeds, arms and thread count."""
     exp = dict(record["experiment"])
-    for name in ("seeds", "first_seed", "strategies", "full_baseline"):
+    # Region settings only shape the region arms, which come from their own rerun parts.
+    for name in ("seeds", "first_seed", "strategies", "full_baseline", "region_size",
+                 "region_budget"):
         exp.pop(name, None)
     exp["train"] = {k: v for k, v in exp["train"].items() if k != "num_threads"}
     return json.dumps({"experiment": exp, "pool": record["pool"]["names"]}, sort_keys=True)
@@ -136,8 +143,10 @@ def merge(out: Path, parts: list[Path]) -> Any:
 
     Rows of ``OUT/full_part*`` (``--refit-full``) replace the parts' full-data rows, and rows
     of ``OUT/rerun_part*`` (``--rerun``) replace those of the arms they reran; each must have
-    been run with the parts' settings. Returns (table, record, notes): notes say what was
-    replaced and whether a rerun reproduced the parts' round 0 (same seed, same initial set).
+    been run with the parts' settings. The rows of ``OUT/regions_part*`` (``--regions``) go
+    to ``OUT/regions/rounds.csv`` with the full-data rows, apart from the main table.
+    Returns (table, record, notes, region rows or None): notes say what was replaced and
+    whether a rerun reproduced the parts' round 0 (same seed, same initial set).
     """
     import pandas as pd
 
@@ -149,6 +158,7 @@ def merge(out: Path, parts: list[Path]) -> Any:
         raise SystemExit("the parts were run with different settings: use a new --out")
     table = pd.concat([read_rounds(p / "rounds.csv") for p in parts], ignore_index=True)
     notes: list[str] = []
+    regions = _region_rows(out, records[0], table, notes)
     for pattern, what in (("full_part*", None), ("rerun_part*", "arms")):
         extra = sorted(d for d in out.glob(pattern) if (d / "rounds.csv").exists())
         if not extra:
@@ -189,11 +199,42 @@ def merge(out: Path, parts: list[Path]) -> Any:
     table.to_csv(out / "rounds.csv", index=False)
     (out / "config.json").write_text(json.dumps({"parts": [str(p) for p in parts],
                                                  "record": records[0]}, indent=2))
-    return table, records[0], notes
+    if regions is not None:
+        full = table[table["strategy"] == "full"]
+        regions = pd.concat([full, regions], ignore_index=True)
+        (out / "regions").mkdir(exist_ok=True)
+        regions.to_csv(out / "regions" / "rounds.csv", index=False)
+    return table, records[0], notes, regions
+
+
+def _region_rows(out: Path, record: dict[str, Any], table: Any, notes: list[str]) -> Any:
+    """The rows of ``OUT/regions_part*`` (``--regions``), or None. They never replace the main
+    table's rows (its summary and Holm correction stay those of the main arms); the image-level
+    random they ran again is checked against the main run's."""
+    import pandas as pd
+
+    from napari_alunet.experiment.records import read_rounds
+
+    found = sorted(d for d in out.glob("regions_part*") if (d / "rounds.csv").exists())
+    if not found:
+        return None
+    for d in found:
+        if _settings_key(json.loads((d / "config.json").read_text())) != _settings_key(record):
+            raise SystemExit(f"{d} was run with other settings than the parts")
+    rows = pd.concat([read_rounds(d / "rounds.csv") for d in found], ignore_index=True)
+    rows = rows[rows["strategy"] != "full"]
+    again = rows[rows["strategy"] == "random"].merge(
+        table[table["strategy"] == "random"], on=["seed", "round"], suffixes=("_new", "_old"))
+    if not again.empty:
+        gap = float((again["mean_dice_new"] - again["mean_dice_old"]).abs().max())
+        notes.append(f"region arms: image-level random run again with them reproduces the main "
+                     f"run's random within {gap:.4f} Dice ({len(again)} rounds, seeds "
+                     f"{_seed_range(sorted(set(again['seed'])))})")
+    return rows
 
 
 def report(out: Path, table: Any, record: dict[str, Any], protocol: str,
-           seconds: float | None, notes: list[str] = ()) -> str:
+           seconds: float | None, notes: list[str] = (), regions: Any = None) -> str:
     from napari_alunet.experiment.report import markdown_table
     from napari_alunet.experiment.runner import _subtitle, write_report
     from napari_alunet.experiment.records import load_experiment_config
@@ -241,6 +282,17 @@ def report(out: Path, table: Any, record: dict[str, Any], protocol: str,
                   f"{full['mean_dice'].std():.3f} over {len(full)} seeds; its best step was "
                   f"before its last in {stopped}/{len(full)} fits (selection "
                   f"{', '.join(sorted(set(full['selection'].astype(str))))})."]
+    if regions is not None:
+        from napari_alunet.experiment.plots import plot_dice_vs_reviewed, plot_learning_curves
+
+        lines += ["", *region_section(regions)]
+        plot_dice_vs_reviewed(regions, out / "regions" / "dice_vs_reviewed",
+                              title="Region vs image review: test Dice vs review cost "
+                              f"(mean ± std over seeds)\n{subtitle}")
+        plot_learning_curves(regions, out / "regions" / "learning_curves",
+                             class_names=record["pool"]["class_names"],
+                             title="Test Dice vs share of the pool's pixels reviewed"
+                             f"\n{subtitle}")
     if notes:
         lines += ["", "## Merged", ""] + [f"- {n}" for n in notes]
     if seconds is not None:
@@ -248,6 +300,93 @@ def report(out: Path, table: Any, record: dict[str, Any], protocol: str,
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     return text
+
+
+def region_section(table: Any) -> list[str]:
+    """Region-level review against image-level random and against random regions.
+
+    Per seed: AULC of Dice against cumulative reviewed pixels and against cumulative clicks,
+    each over the window all three arms of that seed cover; the reviewed pixels at which each
+    arm first reaches 95 % of that seed's full-data Dice. Paired comparisons as in the main
+    table (t interval, Holm, Wilcoxon, TOST +-0.01).
+    """
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    from napari_alunet.experiment.report import (
+        COST_AXIS, REVIEW_AXIS, aulc_window, complete_runs, cost_window, fraction_to_reach,
+    )
+    from napari_alunet.experiment.stats import paired_comparison
+
+    arms = ["random", *REGION_ARMS]
+    runs = complete_runs(table[table["strategy"].isin([*arms, "full"])])
+    if REVIEW_AXIS not in runs.columns or runs.loc[runs["strategy"] == "random",
+                                                   REVIEW_AXIS].isna().any():
+        return ["## Region-level review", "",
+                "image-level random has no reviewed-pixel counts in this run: rerun it with "
+                "the region arms (--regions)"]
+    full = runs[runs["strategy"] == "full"].groupby("seed")["mean_dice"].mean()
+    per_seed = []
+    windows = {axis: cost_window(runs, axis) for axis in (REVIEW_AXIS, COST_AXIS)}
+    for (arm, seed), run in runs[runs["strategy"] != "full"].groupby(["strategy", "seed"]):
+        run = run.sort_values("round")
+        y = run["mean_dice"].to_numpy(float)
+        row = {"strategy": arm, "seed": int(seed)}
+        for axis, key in ((REVIEW_AXIS, "aulc_reviewed"), (COST_AXIS, "aulc_clicks")):
+            window = windows[axis].get(int(seed))
+            row[key] = aulc_window(run[axis], y, *window) if window else math.nan
+        target = 0.95 * float(full.get(seed, math.nan))
+        row["reviewed_to_95"] = fraction_to_reach(run[REVIEW_AXIS], y, target)
+        row["final_dice"] = float(y[-1])
+        row["max_reviewed"] = float(run[REVIEW_AXIS].max())
+        per_seed.append(row)
+    per_seed = pd.DataFrame(per_seed)
+    present = [a for a in arms if a in set(per_seed["strategy"])]
+    lines = ["## Region-level review (issue 14)", "",
+             "Dice against the pixels a reviewer looked at (whole images for image-level "
+             "random; only the regions for the region arms), per seed over the window every "
+             "arm covers.", "",
+             "| arm | seeds | AULC (reviewed px) | AULC (clicks) | final Dice | reviewed px to "
+             "95 % of full (seeds reaching) |", "|---|---|---|---|---|---|"]
+    for arm in present:
+        s = per_seed[per_seed["strategy"] == arm]
+        reached = s["reviewed_to_95"].dropna()
+        to95 = (f"{reached.mean():,.0f} ({len(reached)}/{len(s)})" if len(reached)
+                else f"not reached (0/{len(s)}; max {s['max_reviewed'].mean():,.0f})")
+        lines.append(f"| {arm} | {len(s)} | {s['aulc_reviewed'].mean():.3f} | "
+                     f"{s['aulc_clicks'].mean():.3f} | {s['final_dice'].mean():.3f} | {to95} |")
+    lines.append("")
+    for reference, axis, label in (("random", "aulc_reviewed", "reviewed pixels"),
+                                   ("random@region", "aulc_reviewed", "reviewed pixels"),
+                                   ("random@region", "aulc_clicks", "clicks")):
+        wide = per_seed.pivot(index="seed", columns="strategy", values=axis)
+        cols = [c for c in present if c in wide.columns and c != reference
+                and (reference == "random" or c.endswith("@region"))]
+        if reference not in wide.columns or not cols:
+            continue
+        test = paired_comparison(wide[[reference, *cols]].dropna(), reference, margin=0.01)
+        for arm, t in test.iterrows():
+            if arm == reference:
+                continue
+            lines.append(f"- {arm} vs {reference} on {label}: ΔAULC {t['mean_diff']:+.4f} "
+                         f"[{t['t_ci_low']:+.4f}, {t['t_ci_high']:+.4f}], Holm p "
+                         f"{t['holm_pvalue']:.3g}, Wilcoxon p {t['wilcoxon_pvalue']:.3g}, "
+                         f"TOST p {t['tost_pvalue']:.3g}: {t['verdict']}")
+    image95 = per_seed.loc[per_seed["strategy"] == "random"].set_index("seed")["reviewed_to_95"]
+    bald95 = per_seed.loc[per_seed["strategy"] == "bald+power@region"].set_index(
+        "seed")["reviewed_to_95"] if "bald+power@region" in present else pd.Series(dtype=float)
+    both = pd.concat([image95.rename("image"), bald95.rename("region")], axis=1).dropna()
+    if len(both):
+        ratio = both["region"] / both["image"]
+        lines.append(f"- reviewed pixels to 95 % of full, bald+power@region / image-level "
+                     f"random: median {np.median(ratio):.2f} over the {len(both)} seed(s) where "
+                     f"both reached it (target: <= 0.33)")
+    else:
+        lines.append("- reviewed pixels to 95 % of full: no seed where both image-level random "
+                     "and bald+power@region reached it")
+    return lines
 
 
 def record_parts(out: Path) -> list[str]:
@@ -266,13 +405,20 @@ def main(argv: list[str] | None = None) -> int:
                     help="(re)fit only the full-data baselines into OUT/full_part<i> with the "
                     "current full_steps_factor; they replace the parts' full rows in the report "
                     "(for runs made before the baseline's budget rule)")
-    ap.add_argument("--rerun", nargs="+", choices=ARMS, default=None, metavar="ARM",
+    ap.add_argument("--regions", action="store_true",
+                    help="the region-level arms (issue 14): run image-level random again "
+                    f"with {' and '.join(REGION_ARMS)} into OUT/regions_part<i> (no full "
+                    "baseline: the main run's is used); the report adds their section")
+    ap.add_argument("--rerun", nargs="+", choices=ARMS + REGION_ARMS, default=None, metavar="ARM",
                     help="rerun only these arms (no full baseline) into OUT/rerun_part<i>; "
                     "their rows replace the arms' rows in the report (after a change to one "
                     "arm, e.g. a control, that leaves the others as they were)")
     ap.add_argument("--worker", nargs=2, type=int, metavar=("FIRST_SEED", "SEEDS"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.regions:
+        args.rerun = sorted(set(args.rerun or ()) | {"random", *REGION_ARMS},
+                            key=(ARMS + REGION_ARMS).index)
     protocol = "gpu" if args.gpu else args.protocol
     settings = dict(PROTOCOLS[protocol])
     if args.seeds is not None:
@@ -292,7 +438,8 @@ def main(argv: list[str] | None = None) -> int:
     parts = [args.out / f"part{i}" for i in range(workers)]
     targets = parts
     if args.refit_full or args.rerun:
-        stem = "full_part" if args.refit_full else "rerun_part"
+        stem = ("full_part" if args.refit_full else "regions_part" if args.regions
+                else "rerun_part")
         targets = [args.out / f"{stem}{i}" for i in range(workers)]
     start = time.perf_counter()
     if not args.report_only:
@@ -309,9 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         if any(codes):
             print(f"worker exit codes {codes}: rerun the same command to resume", file=sys.stderr)
             return 1
-    table, record, notes = merge(args.out, parts)
+    table, record, notes, regions = merge(args.out, parts)
     print(report(args.out, table, record, protocol,
-                 None if args.report_only else time.perf_counter() - start, notes))
+                 None if args.report_only else time.perf_counter() - start, notes, regions))
     return 0
 
 

@@ -190,16 +190,20 @@ def _pixel_unit(max_value: float) -> tuple[float, str]:
 
 
 def _effort_panels(rounds: pd.DataFrame, columns: tuple[str, str], whats: tuple[str, str], *,
-                   xlabel: str, scale: float, metric: str):
-    """Two panels sharing their axes: Dice against two effort columns (correct / scratch)."""
+                   xlabel: str | tuple[str, str], scale: float, metric: str,
+                   scales: tuple[float, float] | None = None):
+    """Two panels: Dice against two effort columns (correct / scratch). They share the x axis
+    unless ``scales`` gives each its own unit (then ``xlabel`` is one label per panel)."""
     strategies = _strategies(rounds)
     fig = _figure(figsize=(10, 4.4), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True, sharex=True)
+    axes = fig.subplots(1, 2, sharey=True, sharex=scales is None)
     full = _full_dice(rounds, metric)
-    for ax, column, what in zip(axes, columns, whats):
-        _draw(ax, _curves(rounds, column, metric), strategies, scale=scale)
+    labels = (xlabel, xlabel) if isinstance(xlabel, str) else xlabel
+    for ax, column, what, x_scale, label in zip(axes, columns, whats, scales or (scale, scale),
+                                                labels):
+        _draw(ax, _curves(rounds, column, metric), strategies, scale=x_scale)
         _full_lines(ax, full, label=ax is axes[0])
-        ax.set_xlabel(xlabel)
+        ax.set_xlabel(label)
         ax.set_title(f"effort = {what}", fontsize=10)
         ax.grid(True, alpha=0.3, lw=0.5)
     axes[0].set_ylabel("test Dice, mean over foreground classes")
@@ -255,6 +259,24 @@ def plot_dice_vs_clicks(rounds: pd.DataFrame, stem: str | Path, *, title: str | 
         ("correcting the model's proposals", "drawing every outline from scratch"),
         xlabel="cumulative clicks", scale=1.0, metric=metric)
     fig.suptitle(title or "Test Dice vs clicks (mean ± std over seeds)", fontsize=11)
+    return _save(fig, Path(stem))
+
+
+def plot_dice_vs_reviewed(rounds: pd.DataFrame, stem: str | Path, *, title: str | None = None,
+                          metric: str = "mean_dice") -> list[Path]:
+    """Dice against what region-level and image-level review cost: the pixels a reviewer
+    looked at (left, in millions) and the correction clicks (right).
+
+    Returns
+    -------
+    [png path, svg path]
+    """
+    fig, _axes = _effort_panels(
+        rounds, ("cumulative_reviewed_pixels", "cumulative_correction_clicks"),
+        ("pixels reviewed", "correction clicks"),
+        xlabel=("cumulative pixels reviewed (millions)", "cumulative correction clicks"),
+        scale=1.0, metric=metric, scales=(1e-6, 1.0))
+    fig.suptitle(title or "Test Dice vs review cost (mean ± std over seeds)", fontsize=11)
     return _save(fig, Path(stem))
 
 
