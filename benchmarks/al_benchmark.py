@@ -14,6 +14,11 @@ a fresh test set with the same number of embryos of every mode), with these arms
 ``typical:bald+power``  the typicality cold start as initial set, then BALD + power.
 ``bald+badge``          the uncertainty + diversity hybrid (BADGE on gradient embeddings).
 
+and, with ``--regions`` (issue 14), region-level review on the same seeds and round-0 models:
+
+``bald+power@region``   canvas tiles ranked across the pool by mean BALD, power sampling.
+``random@region``       as many tiles at random: its control.
+
 The seeds are split over ``--workers`` processes with one torch thread each (on 2 CPU cores two
 1-thread processes train 1.3x faster than one 2-thread process); each writes ``OUT/part<i>/``
 (resumable: rerun the same command after an interruption), then the parts are merged into
@@ -22,9 +27,10 @@ printed: fit for purpose when |A/A - random| AULC <= 0.015 and oracle - random >
 
 Protocols::
 
-    python benchmarks/al_benchmark.py --out runs/al_benchmark            # CPU, ~1 h on 2 cores
+    python benchmarks/al_benchmark.py --out runs/al_benchmark            # CPU, ~2.5 h on 2 cores
     python benchmarks/al_benchmark.py --out runs/al_benchmark --report-only
     python benchmarks/al_benchmark.py --out runs/al_benchmark --rerun oracle_error  # one arm
+    python benchmarks/al_benchmark.py --out runs/al_benchmark --regions  # region arms (issue 14)
     python benchmarks/al_benchmark.py --gpu --out runs/al_benchmark_gpu  # GPU: gpu preset, 2000
 
 The CPU protocol (``--protocol cpu``): 240 pool images of realistic size, 4 test embryos per

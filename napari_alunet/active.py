@@ -446,7 +446,11 @@ def acquire_regions(
     if config.strategy in ORACLE_STRATEGIES:
         raise ValueError(f"{config.strategy} takes whole images; regions are taken by a "
                          "strategy's uncertainty map or at random")
+    from napari_alunet.acquisition import choose_subset
+
+    rng = np.random.default_rng(config.seed)
     candidates = sorted(set(pool.unlabelled_ids()) | set(pool.partial_ids()))
+    candidates = choose_subset(candidates, config.subset, rng)  # --subset: score fewer images
     if int(k) <= 0 or not candidates:
         return Acquired([], {}, {}, {}, config.strategy)
 
@@ -456,7 +460,6 @@ def acquire_regions(
 
     tile_scores = yield from score_regions(model, candidates, pool.load_images, open_pixels,
                                            config, device=device)
-    rng = np.random.default_rng(config.seed)
     chosen = select_regions(tile_scores, int(k), strategy=config.strategy, rng=rng,
                             diversity=config.diversity, power_beta=config.power_beta)
     ids = list(chosen)

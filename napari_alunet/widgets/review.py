@@ -106,7 +106,8 @@ class ReviewWidget(QWidget):
         layout.addWidget(hint(
             "Paint in the <b>alunet: labels</b> layer (brush: P, eraser: E, fill: F); hover to "
             "see class names. <b>Shift+Enter</b> commit, <b>Shift+S</b> skip, <b>Shift+U</b> "
-            "undo the last commit."))
+            "undo the last commit, <b>Shift+N</b> next region (region review: only the "
+            "outlined regions are committed)."))
         layout.addStretch(1)
 
         self._bind_keys()
