@@ -92,3 +92,23 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_round_in_region_mode_then_oracle_commits_partial_labels(tmp_path, sample_project,
+                                                                 capsys):
+    """`alunet round --unit region`: regions are queued, the oracle commits them as partial
+    labels, and a region size larger than the model input is one clear error."""
+    from napari_alunet.config import UNKNOWN_LABEL
+
+    common = [str(sample_project), "--preset", "tiny", "--steps", "3", "--passes", "2",
+              "--device", "cpu", "--quiet"]
+    assert main(["round", *common, "--unit", "region", "--region-size", "64"]) == 2
+    assert "region_size 64 is larger than the model input" in capsys.readouterr().err
+    assert main(["round", *common, "--unit", "region", "--region-size", "8", "--top", "3"]) == 0
+    assert main(["oracle", str(sample_project)]) == 0
+    with Project.open(sample_project, read_only=True) as project:
+        partial = [r.id for r in project.images("labelled")
+                   if project.current_label(r.id).partial]
+        assert partial
+        for image_id in partial:
+            assert (project.read_label(image_id) == UNKNOWN_LABEL).any()
