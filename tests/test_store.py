@@ -244,3 +244,52 @@ def test_an_older_database_gains_the_partial_label_column(tmp_path):
     with Project.open(tmp_path / "old") as rw:
         assert rw.current_label(1).pixels_unknown == 0
         assert not rw.current_label(1).partial
+
+
+def test_links_inside_a_project_are_refused_before_anything_is_written(tmp_path):
+    """Issue 12, class 1: a project folder must never make us write outside it."""
+    import os
+
+    proj = Project.create(tmp_path / "p")
+    proj.close()
+    outside = tmp_path / "outside.txt"
+    outside.write_text("precious")
+    lock = tmp_path / "p" / "project.lock"
+    # The lock replaced by a link to a file outside: refused, the file untouched.
+    lock.unlink(missing_ok=True)
+    os.symlink(outside, lock)
+    with pytest.raises(ProjectError, match="project.lock"):
+        Project.open(tmp_path / "p")
+    assert outside.read_text() == "precious"
+    # A dangling link is refused too, and nothing is created where it points.
+    lock.unlink()
+    os.symlink(tmp_path / "created-by-us", lock)
+    with pytest.raises(ProjectError, match="symbolic link"):
+        Project.open(tmp_path / "p")
+    assert not (tmp_path / "created-by-us").exists()
+    lock.unlink()
+    # A subfolder that is a link (checkpoints would be written through it).
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "p" / "models").rmdir()
+    os.symlink(elsewhere, tmp_path / "p" / "models")
+    with pytest.raises(ProjectError, match="models"):
+        Project.open(tmp_path / "p")
+    assert list(elsewhere.iterdir()) == []
+    # Read-only opening writes nothing, so it is allowed (to look at a received project).
+    with Project.open(tmp_path / "p", read_only=True) as ro:
+        assert ro.counts()["labelled"] == 0
+    (tmp_path / "p" / "models").unlink()
+    (tmp_path / "p" / "models").mkdir()
+    # A hard-linked lock file would be truncated in place: refused.
+    other = tmp_path / "other-name"
+    other.write_text("1234\n")
+    os.link(other, lock)
+    with pytest.raises(ProjectError, match="hard link"):
+        Project.open(tmp_path / "p")
+    assert other.read_text() == "1234\n"
+    lock.unlink()
+    # The project folder itself may be reached through a link.
+    os.symlink(tmp_path / "p", tmp_path / "via-link")
+    with Project.open(tmp_path / "via-link") as ok:
+        assert not ok.read_only

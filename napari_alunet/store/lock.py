@@ -11,8 +11,15 @@ from napari_alunet.store.records import ProjectError, ProjectLockedError
 
 
 def acquire_lock(lock_path: Path, timeout: float) -> int:
+    # O_NOFOLLOW: a lock file replaced by a link (to a file outside the project, or dangling)
+    # must not make us truncate or create that file.
+    if os.path.islink(lock_path):
+        raise ProjectError(
+            f"{lock_path} is a symbolic link; a project's own files must not be links (writing "
+            "the lock would write where it points): delete the link and open the project again"
+        )
     try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
     except OSError as exc:
         raise ProjectError(
             f"cannot open {lock_path} for writing ({exc.strerror}); check the folder's "

@@ -138,6 +138,8 @@ class Project(RoundsMixin):
     def _connect(
         cls, path: Path, *, read_only: bool, timeout: float, create: bool
     ) -> "Project":
+        if not read_only:
+            refuse_links(path)  # before anything is written, the lock included
         lock_fd = None if read_only else acquire_lock(path / LOCK_NAME, timeout)
         try:
             db = path / DB_NAME
@@ -466,6 +468,40 @@ class Project(RoundsMixin):
         return problems
 
 
+
+
+def refuse_links(root: Path) -> None:
+    """Raise :class:`ProjectError` naming every symbolic link inside a project folder.
+
+    A project received from someone else must never make us write outside it: a link in place
+    of ``project.lock``, ``project.db``, a mask file or a subfolder (``models/``, ``cache/``,
+    ...) would send our writes wherever it points. The folder itself may be reached through a
+    link (the path the user gave); everything below it must be real files and folders. Links
+    are not followed while looking (``os.walk`` does not descend into them).
+    """
+    links = []
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            full = Path(folder) / name
+            if full.is_symlink():
+                links.append(full)
+    # Files we write in place (not by atomic rename) must not be hard links either: truncating
+    # the lock or writing the database would change the other name's file too.
+    for name in (LOCK_NAME, DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm"):
+        file = root / name
+        if file.is_file() and not file.is_symlink() and file.stat().st_nlink > 1:
+            raise ProjectError(
+                f"{file} is a hard link (the same file has another name elsewhere); writing it "
+                "would change that file too: replace it with a copy (cp) and open again")
+    if links:
+        shown = ", ".join(str(p.relative_to(root)) for p in links[:5])
+        more = f" and {len(links) - 5} more" if len(links) > 5 else ""
+        raise ProjectError(
+            f"{root} holds symbolic links ({shown}{more}); a project's own files and folders "
+            "must not be links, because writing to them would write outside the project. "
+            "Replace each link by a copy of what it points to (or remove it), or open the "
+            "project read-only"
+        )
 
 
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
