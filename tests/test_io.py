@@ -412,3 +412,52 @@ def test_symlink_loop_in_pool_does_not_hang(tmp_path):
     assert [i.name for i in listing.items] == ["a"]
     assert any(s.startswith("images/up/") for s in listing.ignored)
     assert any("x.png" in s and "link" in s for s in listing.ignored)
+
+
+# -- masks are understood exactly or refused (issue 12, class 3) ----------------------------------
+def test_palette_mask_in_another_order_is_read_through_its_palette(tmp_path):
+    from napari_alunet.data.io import PALETTE, read_colour_mask
+
+    labels = np.array([[0, 1, 2], [3, 4, 0]], np.uint8)
+    order = [4, 2, 0, 3, 1]  # palette entry i holds the colour of class order[i]
+    index_of_class = np.argsort(order)
+    img = Image.fromarray(index_of_class[labels].astype(np.uint8), "P")
+    palette = np.asarray(PALETTE, np.uint8)[order]
+    img.putpalette(palette.ravel().tolist() + [0] * (768 - palette.size))
+    img.save(tmp_path / "m.png")
+    np.testing.assert_array_equal(read_colour_mask(tmp_path / "m.png"), labels)
+    # A palette of grays (how tools save index masks) is read as its gray values.
+    gray = Image.fromarray(labels, "P")
+    gray.putpalette([v for i in range(256) for v in (i, i, i)])
+    gray.save(tmp_path / "g.png")
+    np.testing.assert_array_equal(read_colour_mask(tmp_path / "g.png"), labels)
+    # A gray palette whose values are not classes is refused, saying what was found.
+    odd = Image.fromarray(labels, "P")
+    odd.putpalette([v for i in range(256) for v in ((3 * i) % 256,) * 3])
+    odd.save(tmp_path / "o.png")
+    with pytest.raises(InputError, match="palette of grays with values 6, 9, 12"):
+        read_colour_mask(tmp_path / "o.png")
+
+
+def test_binary_masks_of_any_foreground_value_and_drawn_in_alpha(tmp_path):
+    from napari_alunet.data.io import read_binary_mask
+
+    shape = np.zeros((8, 10), bool)
+    shape[2:6, 3:8] = True
+    # Foreground 100 in 8 bit (not near 255), with JPEG-like noise around both values.
+    noisy = np.where(shape, 100, 0).astype(np.int16) + np.tile([0, 3, -3, 2], 20).reshape(8, 10)
+    Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "L").save(tmp_path / "a.png")
+    np.testing.assert_array_equal(read_binary_mask(tmp_path / "a.png"), shape)
+    # White everywhere, the shape drawn in the alpha channel.
+    rgba = np.dstack([np.full((8, 10, 3), 255, np.uint8), np.where(shape, 255, 0).astype(np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "b.png")
+    np.testing.assert_array_equal(read_binary_mask(tmp_path / "b.png"), shape)
+    # Opaque RGBA: the colour carries the shape, as before.
+    rgba = np.dstack([np.where(shape, 255, 0).astype(np.uint8)] * 3 + [np.full((8, 10), 255, np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "c.png")
+    np.testing.assert_array_equal(read_binary_mask(tmp_path / "c.png"), shape)
+    # 0/1 masks and empty masks.
+    Image.fromarray(shape.astype(np.uint8), "L").save(tmp_path / "d.png")
+    np.testing.assert_array_equal(read_binary_mask(tmp_path / "d.png"), shape)
+    Image.fromarray(np.zeros((8, 10), np.uint8), "L").save(tmp_path / "e.png")
+    assert not read_binary_mask(tmp_path / "e.png").any()

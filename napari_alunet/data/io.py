@@ -273,9 +273,12 @@ def read_binary_mask(path: str | os.PathLike[str],
     """Read a one-class mask as ``bool``.
 
     Colour masks become one channel as the maximum of R, G, B (a pure red or white mask is all
-    "on"; alpha is ignored). The threshold is half of the value range the mask uses, so JPEG
-    noise around 0 and 255 is removed: with ``m`` the largest value, ``m <= 1`` -> value > 0.5,
-    ``m <= 255`` -> value > 127.5, larger -> value > 32767.5.
+    "on"). A mask with an alpha channel that varies is drawn in its alpha: a pixel is on when
+    it is opaque (alpha > half) and its colour is on (so white everywhere with the shape in
+    alpha reads as that shape). The threshold lies halfway between the smallest and the largest
+    value the mask uses, so a foreground of any value (255, 1, 100 in 8 bit, 65535) is read and
+    JPEG noise around both values is removed; a constant mask is all on when its value is
+    positive, else empty.
 
     Raises
     ------
@@ -287,11 +290,26 @@ def read_binary_mask(path: str | os.PathLike[str],
     data = dec.data
     if dec.kind == "palette":
         data = dec.palette[data]  # type: ignore[index]
+    alpha = None
     if data.ndim == 3:
+        if data.shape[-1] in (2, 4):
+            alpha = data[..., -1]
         data = data[..., :3].max(axis=-1) if data.shape[-1] >= 3 else data[..., 0]
-    top = float(data.max()) if data.size else 0.0
-    half = 0.5 if top <= 1 else (127.5 if top <= 255 else 32767.5)
-    return np.asarray(data > half)
+    on = _above_midpoint(data)
+    if alpha is not None and alpha.size and alpha.min() != alpha.max():
+        # Transparent pixels are off whatever their colour (a shape drawn in alpha).
+        on &= _above_midpoint(alpha)
+    return on
+
+
+def _above_midpoint(values: np.ndarray) -> np.ndarray:
+    """``values > (min + max) / 2``; a constant array is all True when positive."""
+    if not values.size:
+        return np.zeros(values.shape, dtype=bool)
+    low, high = float(values.min()), float(values.max())
+    if high == low:
+        return np.full(values.shape, high > 0)
+    return np.asarray(values > (low + high) / 2.0)
 
 
 # -- label images ------------------------------------------------------------------------------
@@ -402,10 +420,12 @@ def read_colour_mask(path: str | os.PathLike[str], colours: Sequence[Sequence[in
                      expected_shape: tuple[int, int] | None = None) -> np.ndarray:
     """Read a multi-class mask as ``uint8`` class indices.
 
-    Rule: a one-channel mask (grayscale, 16-bit, or the indices of a palette image, whose
-    palette is then ignored) whose values are all integers below ``len(colours)`` is taken as
-    class indices as stored. Otherwise a palette image is read through its palette, and colour
-    images are mapped by :func:`labels_from_colour`; RGBA pixels with alpha 0 are background.
+    Rule: a one-channel mask (grayscale, 16-bit) whose values are all integers below
+    ``len(colours)`` is taken as class indices as stored. A palette (indexed-colour) image is
+    read through its palette: its colours are mapped to classes, so the order of the palette
+    does not matter; only a palette of grays (R = G = B, as tools write index masks) is read as
+    those gray values, which must then be class indices. Colour images are mapped by
+    :func:`labels_from_colour`; RGBA pixels with alpha 0 are background.
 
     Raises
     ------
@@ -419,19 +439,30 @@ def read_colour_mask(path: str | os.PathLike[str], colours: Sequence[Sequence[in
     data = dec.data
     if dec.kind == "gray_alpha":
         data = data[..., 0]
+    if dec.kind == "palette":
+        # Through the palette, never the raw indices: a palette in another order than the
+        # classes would otherwise give every pixel the wrong class.
+        used = np.unique(data)
+        entries = dec.palette[used]  # type: ignore[index]
+        if (entries == entries[:, :1]).all():
+            data = dec.palette[data][..., 0]  # a gray palette: its values are the classes
+        else:
+            lut = np.zeros(256, dtype=np.uint8)
+            lut[used] = labels_from_colour(entries[None], colours, tolerance=tolerance,
+                                           path=path)[0]
+            return lut[data]
     if data.ndim == 2:
         vals = np.unique(data)
         if vals.size and vals.min() >= 0 and vals.max() < n and np.all(vals == np.round(vals)):
             return data.astype(np.uint8)
-        if dec.kind != "palette":
-            odd = vals[(vals < 0) | (vals >= n) | (vals != np.round(vals))]
-            shown = ", ".join(f"{v:g}" for v in odd[:5])
-            raise InputError(
-                f"{path}: one-channel mask with values {shown} (not class indices 0-{n - 1}); "
-                "a grayscale mask must hold class indices. If it is one class's binary mask, "
-                "use the GT_ICM/GT_TE/GT_ZP layout; otherwise export the mask in colour"
-            )
-        data = dec.palette[data]  # type: ignore[index]
+        odd = vals[(vals < 0) | (vals >= n) | (vals != np.round(vals))]
+        shown = ", ".join(f"{v:g}" for v in odd[:5])
+        what = "palette of grays" if dec.kind == "palette" else "one-channel mask"
+        raise InputError(
+            f"{path}: {what} with values {shown} (not class indices 0-{n - 1}); "
+            "a grayscale mask must hold class indices. If it is one class's binary mask, "
+            "use the GT_ICM/GT_TE/GT_ZP layout; otherwise export the mask in colour"
+        )
     if data.dtype != np.uint8 and (data.min() < 0 or data.max() > 255):
         raise InputError(f"{path}: colour mask with values outside 0-255 ({data.dtype}); "
                          "export colour masks as 8-bit RGB")
