@@ -20,24 +20,15 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.spatial.distance import cdist
 
+from napari_alunet.config import DIVERSITY, STRATEGY_MAPS
+
 __all__ = [
     "AUTO_BETA_RANGE", "DIVERSITY", "STOCHASTIC", "STRATEGIES", "STRATEGY_MAPS", "auto_beta",
     "choose_subset", "greedy_k_center", "kmeans_pp_select", "rank", "strategy_map", "top_k_distinct",
     "typical_start",
 ]
 
-#: Strategy name -> the uncertainty map (:mod:`napari_alunet.uncertainty`) its score reduces.
-STRATEGY_MAPS: dict[str, str | None] = {
-    "random": None,
-    "entropy": "entropy",
-    "bald": "bald",
-    "kl": "kl",
-    "js": "js",
-    "margin": "margin",
-    "variation_ratio": "variation_ratio",
-}
 STRATEGIES: tuple[str, ...] = tuple(STRATEGY_MAPS)
-DIVERSITY: tuple[str, ...] = ("none", "power", "feature", "softrank", "softmax", "badge")
 #: The diversities that sample by score (Gumbel-top-k); ``power_beta`` is their temperature.
 STOCHASTIC: tuple[str, ...] = ("power", "softrank", "softmax")
 #: Bounds of the automatic power exponent (:func:`auto_beta`).

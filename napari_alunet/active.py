@@ -40,10 +40,7 @@ __all__ = [
     "train",
 ]
 
-#: Strategies that need ground truth of the unlabelled pool: benchmark controls only.
-ORACLE_STRATEGIES = ("oracle_error",)
-#: Cold starts for the first queue of a pool without labels.
-COLD_STARTS = ("random", "typical")
+from napari_alunet.config import COLD_STARTS, ORACLE_STRATEGIES  # noqa: E402 (re-exported)
 
 
 def round_seed(seed: int, round_idx: int) -> int:

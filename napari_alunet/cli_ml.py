@@ -77,9 +77,17 @@ def _run(args: argparse.Namespace, stop_after: str | None) -> int:
     from napari_alunet.store import Project
 
     with Project.open(args.project, timeout=args.wait) as project:
+        settings = _settings(args, project)  # every option checked before anything is saved
+        if getattr(args, "restart", False):
+            from napari_alunet.loop import restart_round
+
+            abandoned = restart_round(project, drop_queue=args.drop_queue)
+            if not (args.quiet or args.json):
+                print(f"round {abandoned.idx} abandoned (kept in the history); starting "
+                      f"round {abandoned.idx + 1} with the options given")
         progress = _Progress(args.quiet or args.json)
         try:
-            report = drain(run_round(project, _settings(args, project), device=args.device,
+            report = drain(run_round(project, settings, device=args.device,
                                      stop_after=stop_after), progress)
         finally:
             progress.close()
@@ -212,13 +220,25 @@ def _acq_args(p: argparse.ArgumentParser) -> None:
                    "1 + predicted class boundaries per pixel)")
 
 
+def _restart_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--restart", action="store_true",
+                   help="abandon the unfinished current round (kept in the history, its model "
+                   "never reused) and start a new one with these options: the way out of a "
+                   "round stuck on the settings it was started with")
+    p.add_argument("--drop-queue", action="store_true",
+                   help="with --restart: also abandon a round whose review queue still has "
+                   "images (they return to the unlabelled pool)")
+
+
 def add_commands(sub: Any) -> None:
     p = sub.add_parser("train", help="train on the labelled pool and evaluate on the test pool")
     _train_args(p)
+    _restart_args(p)
     _common(p)
     p = sub.add_parser("round", help="run or resume a whole round: train, evaluate, score, queue")
     _train_args(p)
     _acq_args(p)
+    _restart_args(p)
     _common(p)
     p = sub.add_parser("score", help="score the unlabelled pool with the current model, queue top k")
     p.add_argument("project", type=Path)

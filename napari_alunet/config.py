@@ -199,6 +199,7 @@ class TrainConfig:
         if self.scheduler not in TRAIN_SCHEDULERS:
             raise ValueError(f"unknown scheduler {self.scheduler!r}: use "
                              f"{', '.join(repr(s) for s in TRAIN_SCHEDULERS)}")
+        _check_seed(self.seed)
 
     @property
     def budget_in_epochs(self) -> bool:
@@ -242,9 +243,43 @@ LEGACY_RECIPE: dict[str, Any] = {
 }
 
 
+#: Strategy name -> the uncertainty map (:mod:`napari_alunet.uncertainty`) its score reduces;
+#: the one list of strategies (acquisition.py, the CLI and the widgets import it).
+STRATEGY_MAPS: dict[str, str | None] = {
+    "random": None,
+    "entropy": "entropy",
+    "bald": "bald",
+    "kl": "kl",
+    "js": "js",
+    "margin": "margin",
+    "variation_ratio": "variation_ratio",
+}
+#: How k are taken from the scores (see :func:`napari_alunet.acquisition.rank`).
+DIVERSITY: tuple[str, ...] = ("none", "power", "feature", "softrank", "softmax", "badge")
+#: Strategies that need ground truth of the unlabelled pool: benchmark controls only.
+ORACLE_STRATEGIES: tuple[str, ...] = ("oracle_error",)
+#: Cold starts for the first queue of a pool without labels.
+COLD_STARTS: tuple[str, ...] = ("random", "typical")
+#: What acquisition takes (whole images or regions) and a region's optional cost estimate.
+UNITS: tuple[str, ...] = ("image", "region")
+REGION_COSTS: tuple[str, ...] = ("none", "boundary")
+#: Seeds are handed to numpy and torch, which take 0 .. 2**63 - 1 (``round_seed`` multiplies
+#: by 1000 and adds the round).
+MAX_SEED: int = 2**53
+
+
+def _check_seed(seed: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be a whole number in [0, {MAX_SEED}], got {seed!r}")
+
+
 @dataclass
 class AcquisitionConfig:
-    """How the unlabelled pool is scored and which images are proposed."""
+    """How the unlabelled pool is scored and which images are proposed.
+
+    Every field is checked when the config is made (options, widgets, stored settings), so a
+    bad value is one clear error naming the option before anything is saved.
+    """
 
     strategy: str = "bald"  # random, entropy, bald, kl, js, margin, variation_ratio
     passes: int = 8
@@ -266,6 +301,28 @@ class AcquisitionConfig:
     # "boundary": divide a region's score by its estimated correction cost (CEREALS-style:
     # 1 + the predicted class boundaries per pixel, scaled), favouring cheap-to-fix regions.
     region_cost: str = "none"  # none, boundary
+
+    def __post_init__(self) -> None:
+        choices = {"strategy": (*STRATEGY_MAPS, *ORACLE_STRATEGIES), "diversity": DIVERSITY,
+                   "cold_start": COLD_STARTS, "unit": UNITS, "region_cost": REGION_COSTS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not "
+                                 f"{getattr(self, name)!r}")
+        for name, low in (("passes", 1), ("k", 1), ("batch_size", 1), ("region_size", 4)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be a whole number >= {low}, got {value!r}")
+        if self.subset is not None and (not isinstance(self.subset, int) or self.subset < 1):
+            raise ValueError(f"subset must be None (score the whole pool) or a whole number "
+                             f">= 1, got {self.subset!r}")
+        if self.power_beta is not None and not float(self.power_beta) >= 0:
+            raise ValueError(f"power_beta must be >= 0 (inf: top-k) or None (from the scores' "
+                             f"range), got {self.power_beta!r}")
+        if self.reduction not in ("mean", "foreground", "class_weighted"):
+            raise ValueError(f"reduction must be one of mean, foreground, class_weighted, not "
+                             f"{self.reduction!r}")
+        _check_seed(self.seed)
 
 
 @dataclass

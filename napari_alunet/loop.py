@@ -51,7 +51,9 @@ class RoundSettings:
 
 @dataclass
 class StageEvent:
-    """A round entered a stage ('train', 'evaluate', 'score', 'queue', 'done')."""
+    """A round entered a stage ('train', 'evaluate', 'score', 'queue', 'done'), or says
+    something the user must know ('resume': stored settings used; 'queue': unreviewed images
+    returned to the pool)."""
 
     round_idx: int
     stage: str
@@ -100,13 +102,27 @@ def run_round(
 
     current = project.current_round()
     if current is not None and current.status == "queued":
+        left = project.queue(current.idx)
+        if left:
+            # Said, not silent: these images go back to the pool unreviewed (they may be
+            # queued again by the next round's scores).
+            yield StageEvent(current.idx, "queue", f"round {current.idx} ends with {len(left)} "
+                             "queued image(s) not reviewed: they return to the unlabelled pool")
         project.update_round(current.idx, status="complete", finished_at=_now())
         current = project.round(current.idx)
-    if current is None or current.status == "complete":
+    if current is None or current.status in FINISHED:
         settings = settings or RoundSettings()
         current = project.start_round(config=to_dict(settings))
     else:
-        settings = RoundSettings.from_dict(current.config) if current.config else RoundSettings()
+        stored = RoundSettings.from_dict(current.config) if current.config else RoundSettings()
+        differences = settings_differences(stored, settings) if settings is not None else []
+        if differences:
+            yield StageEvent(current.idx, "resume", (
+                f"resuming round {current.idx} ({current.status}) with the settings it was "
+                f"started with, not the ones given ({'; '.join(differences[:6])}); to use "
+                "the new ones, restart the round ('alunet round --restart', or Restart round "
+                "in napari)"))
+        settings = stored
     idx = current.idx
     torch_device = resolve_device(device or settings.train.device)
     seconds: dict[str, float] = {}
@@ -163,6 +179,61 @@ def run_round(
 
     yield StageEvent(idx, "done", f"round {idx}: {len(project.queue(idx))} image(s) queued")
     return _report(project, current, seconds, fit_result)
+
+
+#: Round statuses after which the next run starts a new round.
+FINISHED = ("complete", "abandoned")
+
+
+def settings_differences(stored: RoundSettings, given: RoundSettings) -> list[str]:
+    """``'train.steps: 0 -> 50'`` for every setting that differs (the fit record excluded)."""
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key, value in d.items():
+            if isinstance(value, dict):
+                out.update(flat(value, f"{prefix}{key}."))
+            else:
+                out[f"{prefix}{key}"] = value
+        return out
+
+    a = flat({k: v for k, v in to_dict(stored).items() if k != "fit"})
+    b = flat({k: v for k, v in to_dict(given).items() if k != "fit"})
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k)]
+
+
+def restart_round(project: Project, *, drop_queue: bool = False) -> RoundRecord:
+    """Abandon the current round so that the next run starts a new one with new settings.
+
+    The way out of a round stuck on its stored settings (a typo saved with it, a fit that
+    diverged). The round is kept in the history with status 'abandoned' (its checkpoint is
+    never used to warm-start a later round); labels are untouched. A round whose review queue
+    still has images is only abandoned with ``drop_queue`` (they return to the pool), so a
+    queue is never dropped without being asked for.
+
+    Raises
+    ------
+    ValueError
+        no round, or the round is already finished (nothing to restart).
+    ProjectError
+        the queue still has images and ``drop_queue`` is False.
+    """
+    from napari_alunet.store import ProjectError
+
+    current = project.current_round()
+    if current is None:
+        raise ValueError("this project has no round yet: there is nothing to restart")
+    if current.status in FINISHED:
+        raise ValueError(f"round {current.idx} is {current.status}: the next round starts "
+                         "with the settings you give it, there is nothing to restart")
+    pending = project.queue(current.idx)
+    if pending and not drop_queue:
+        raise ProjectError(
+            f"round {current.idx} has {len(pending)} image(s) waiting for review; review them "
+            "first, or restart with --drop-queue (napari: confirm the dialog) to return them to "
+            "the unlabelled pool")
+    project.abandon_round(current.idx)
+    return project.round(current.idx)
 
 
 def _report(project: Project, current: RoundRecord, seconds: dict[str, float],
@@ -371,7 +442,8 @@ def load_round_model(project: Project, current: RoundRecord, settings: RoundSett
 def _previous_model(project: Project, idx: int, settings: RoundSettings) -> Any:
     for previous in range(idx - 1, -1, -1):
         path = project.checkpoint_path(previous)
-        if path.is_file():
+        # An abandoned round's model (a diverged fit, a typo's settings) never seeds another.
+        if path.is_file() and project.round(previous).status != "abandoned":
             return _load_if_compatible(project, path, settings)
     return None
 
@@ -421,6 +493,6 @@ def _now() -> str:
 
 __all__ = [
     "ReviewItem", "RoundReport", "RoundSettings", "StageEvent", "commit_review",
-    "load_round_model", "model_version", "oracle_commit", "rescore", "review_item",
-    "run_round", "score_and_queue",
+    "load_round_model", "model_version", "oracle_commit", "rescore", "restart_round",
+    "review_item", "run_round", "score_and_queue", "settings_differences",
 ]

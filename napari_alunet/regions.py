@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from napari_alunet.config import UNKNOWN_LABEL
+from napari_alunet.config import REGION_COSTS, UNITS, UNKNOWN_LABEL
 
 __all__ = [
     "BOUNDARY_COST_WEIGHT", "MIN_CONTENT", "REGION_COSTS", "UNITS", "UNKNOWN_LABEL",
@@ -46,10 +46,6 @@ __all__ = [
     "tile_regions",
 ]
 
-#: What acquisition takes: whole images or regions.
-UNITS = ("image", "region")
-#: Estimated correction costs a region score may be divided by.
-REGION_COSTS = ("none", "boundary")
 #: A tile whose image content is below this fraction is never proposed (mostly padding).
 MIN_CONTENT = 0.25
 #: Weight of the boundary fraction in the estimated cost ``1 + w * boundary fraction``; a

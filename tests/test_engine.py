@@ -349,3 +349,21 @@ def test_augmentation_is_seeded_and_changes_intensity() -> None:
                                intensity_p=1.0, noise_p=1.0)
     out, out_m, _ = Augmenter(settings, seed=0)(x, y)
     assert torch.equal(out_m, y) and not torch.allclose(out, x)
+
+
+def test_a_diverged_fit_is_reported_and_never_saved(tmp_path):
+    """Issue 12: NaN/inf loss is detected during training, named, and no checkpoint is written;
+    the model keeps finite weights."""
+    from napari_alunet.training.engine import TrainingDiverged
+
+    x, y = make_shapes(4, size=32)
+    model = _tiny()
+    config = TrainConfig(steps=6, batch_size=2, learning_rate=1e30, augment=False,
+                         semi_supervised=False, device="cpu", eval_every=2, ema_decay=0.0)
+    path = tmp_path / "model.pt"
+    with pytest.raises(TrainingDiverged, match="diverged at step"):
+        drain(fit(model, x, y, None, None, config, n_classes=3, checkpoint_path=path,
+                  checkpoint_meta={"class_names": ["a", "b", "c"]}))
+    assert not path.exists()
+    assert all(bool(torch.isfinite(v).all()) for v in model.state_dict().values()
+               if v.is_floating_point())

@@ -461,3 +461,13 @@ def test_binary_masks_of_any_foreground_value_and_drawn_in_alpha(tmp_path):
     np.testing.assert_array_equal(read_binary_mask(tmp_path / "d.png"), shape)
     Image.fromarray(np.zeros((8, 10), np.uint8), "L").save(tmp_path / "e.png")
     assert not read_binary_mask(tmp_path / "e.png").any()
+
+
+def test_nan_and_inf_pixels_are_refused(tmp_path):
+    data = np.ones((6, 7), np.float32)
+    data[1, 2], data[3, 3] = np.nan, np.inf
+    tifffile.imwrite(tmp_path / "f.tif", data)
+    with pytest.raises(InputError, match="2 pixel\\(s\\) are NaN or infinite"):
+        read_image(tmp_path / "f.tif")
+    tifffile.imwrite(tmp_path / "ok.tif", np.ones((6, 7), np.float32))
+    assert read_image(tmp_path / "ok.tif").shape == (6, 7)

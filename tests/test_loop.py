@@ -177,3 +177,45 @@ def test_cli_round_score_oracle_predict(tmp_path, pool_dir, capsys):
 
     umap = tifffile.imread(next((tmp_path / "pred" / "uncertainty").glob("*.tif")))
     assert umap.dtype == np.float32 and umap.shape == (40, 48)
+
+
+def test_bad_options_are_refused_before_anything_is_saved_and_a_stuck_round_restarts(
+        tmp_path, capsys):
+    """Issue 12, class 2: a typo never stalls a project; a resumed round says whose settings
+    it uses; restart abandons a round (never a pending queue without --drop-queue)."""
+    from napari_alunet.cli import main
+    from napari_alunet.store import Project
+
+    assert main(["sample", str(tmp_path / "pool"), "--n", "10", "--seed", "1",
+                 "--shape", "48", "56"]) == 0
+    assert main(["import", str(tmp_path / "pool"), str(tmp_path / "p"), "--seed", "2",
+                 "--input-size", "32", "--quiet"]) == 0
+    project = str(tmp_path / "p")
+    common = ["--preset", "tiny", "--steps", "3", "--passes", "2", "--device", "cpu", "--quiet"]
+    for bad, named in ((["--top", "-1"], "k must be"), (["--passes", "0"], "passes must be"),
+                       (["--subset", "-1"], "subset must be"), (["--lr", "nan"], "learning_rate"),
+                       (["--lr", "-1"], "learning_rate"), (["--seed", "-5"], "seed must be"),
+                       (["--beta", "-2"], "power_beta")):
+        assert main(["round", project, *common, *bad]) == 2, bad
+        assert named in capsys.readouterr().err, bad
+        with Project.open(project, read_only=True) as p:
+            assert p.rounds() == [], bad  # nothing saved
+    # A round stopped after training keeps its settings; a resume with other options says so.
+    assert main(["train", project, "--preset", "tiny", "--steps", "3", "--device", "cpu",
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["round", project, "--preset", "tiny", "--steps", "5", "--passes", "2",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming round 0" in out and "train.steps: 3 -> 5" in out
+    # The round is queued now: restart refuses to drop its queue unless asked.
+    assert main(["round", project, *common, "--restart"]) == 2
+    assert "waiting for review" in capsys.readouterr().err
+    with Project.open(project, read_only=True) as p:
+        queued = p.queue()
+        assert queued and p.current_round().status == "queued"
+    assert main(["round", project, *common, "--restart", "--drop-queue"]) == 0
+    with Project.open(project, read_only=True) as p:
+        statuses = [r.status for r in p.rounds()]
+        assert statuses == ["abandoned", "queued"]
+        assert p.queue(0) == []  # the abandoned round's queue is not pending any more

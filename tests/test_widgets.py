@@ -382,3 +382,22 @@ def test_region_review_commits_only_the_regions(app, qtbot, tmp_path):
     assert version.pixels_changed == int((shown.reference[region] != 2).sum())
     assert project.undo_last_commit().id == version.id
     assert project.read_label(shown.image_id) is None
+
+
+def test_restart_round_asks_before_dropping_a_queue(app, qtbot, tmp_path):
+    _viewer, widget = app
+    state = widget.state
+    project = create_sample(qtbot, widget, tmp_path)
+    make_tiny(widget)
+    with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT):
+        widget.panel("Train").start()
+    wait_idle(qtbot, state)
+    rounds = widget.panel("Rounds")
+    asked = []
+    assert rounds.restart_round(confirm=lambda m: asked.append(m) or False) is None
+    assert "waiting for review" in asked[0] and project.current_round().status == "queued"
+    abandoned = rounds.restart_round(confirm=lambda m: True)
+    assert abandoned.status == "abandoned" and project.queue() == []
+    with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT) as finished:
+        rounds.next_round()
+    assert finished.args[0].round_idx == 1

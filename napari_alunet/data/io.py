@@ -255,12 +255,18 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     ------
     InputError
         missing, empty, unreadable, truncated or corrupt file; a folder; a link loop; not an
-        image; a multi-page TIFF; more than :data:`MAX_PIXELS` pixels (checked from the header).
+        image; a multi-page TIFF; more than :data:`MAX_PIXELS` pixels (checked from the header);
+        NaN or infinite pixels (float TIFF).
     """
     dec = _decode(path)
     data = dec.data
     if dec.kind == "palette":
         data = dec.palette[data]  # type: ignore[index]
+    if data.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        if bad:  # a float TIFF: NaN/inf pixels would turn every loss and score into NaN
+            raise InputError(f"{path}: {bad} pixel(s) are NaN or infinite; replace them (for "
+                             "example with the background value) and export the image again")
     if data.ndim == 3 and data.shape[-1] >= 3:
         return (data[..., :3].astype(np.float32) @ _LUMA).astype(np.float32)
     if data.ndim == 3:

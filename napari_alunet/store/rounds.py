@@ -110,6 +110,15 @@ class RoundsMixin:
             sql += " AND status = 'pending'"
         return [r["image_id"] for r in self._query(sql + " ORDER BY position", (round_idx,))]
 
+    def abandon_round(self, round_idx: int) -> None:
+        """Mark a round 'abandoned' (kept in the history) and its pending queue 'skipped',
+        in one transaction."""
+        with self.transaction() as cur:
+            cur.execute("UPDATE rounds SET status = 'abandoned', finished_at = ? WHERE idx = ?",
+                        (now_iso(), int(round_idx)))
+            cur.execute("UPDATE queue SET status = 'skipped' WHERE round_idx = ? AND status = "
+                        "'pending'", (int(round_idx),))
+
     def skip(self, round_idx: int, image_id: int) -> None:
         """Move a queued image to the end of the queue."""
         with self.transaction() as cur:

@@ -358,7 +358,7 @@ def fit(
     best_score, best_step, best_val_dice = -math.inf, 0, math.nan
     history: list[dict[str, Any]] = []
     stale = steps_run = 0
-    cancelled = stopped_early = False
+    cancelled = stopped_early = diverged = False
     images_seen = 0
     sums = torch.zeros(3, device=dev)  # supervised loss, unlabelled loss, confident fraction
     n_sum = n_unl_sum = 0
@@ -401,6 +401,13 @@ def fit(
                 continue
             # -- evaluation ----------------------------------------------------------------
             train_loss, unl_mean, conf_mean = _means(sums, n_sum, n_unl_sum)
+            if not math.isfinite(train_loss):
+                # Checked where the losses are read back anyway (no extra device sync); the
+                # weights are restored below and nothing is saved.
+                raise TrainingDiverged(
+                    f"training diverged at step {step} (loss {train_loss}): the model was not "
+                    "saved. Lower the learning rate (--lr, Train: learning rate), then restart "
+                    "the round ('alunet round --restart' or Restart round)")
             sums.zero_()
             n_sum = n_unl_sum = 0
             if has_val:
@@ -440,10 +447,16 @@ def fit(
         # Stopped between evaluations without validation: the current (EMA) weights are kept.
         if steps_run and not has_val and best_step != steps_run:
             kept_state, best_step = _clone_state(evaluated), steps_run
+        if kept_state is not None and not _finite(kept_state):
+            kept_state = None  # diverged: never keep (or save) NaN/inf weights
+            diverged = True
         model.load_state_dict(kept_state if kept_state is not None else initial_state)
     selection = "validation" if has_val else "final"
     saved_path = None
     metric = best_val_dice if has_val else -best_score  # the training loss
+    if diverged:
+        raise TrainingDiverged("training produced non-finite weights (NaN or inf): the model "
+                               "was not saved. Lower the learning rate and restart the round")
     if checkpoint_path is not None and kept_state is not None:
         saved_path = save_fit_checkpoint(checkpoint_path, model, checkpoint_meta, best_step,
                                          metric, "val_dice" if has_val else "train_loss")
@@ -458,6 +471,14 @@ def fit(
                      stopped_early, cancelled, since(), saved_path, history, selection, note,
                      n_train, len(x_val) if has_val else 0,
                      0 if x_unl is None else int(x_unl.shape[0]), metric)
+
+
+class TrainingDiverged(RuntimeError):
+    """A fit's loss or weights became NaN or infinite; nothing was saved."""
+
+
+def _finite(state: dict[str, torch.Tensor]) -> bool:
+    return all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
 
 
 def _means(sums: torch.Tensor, n: int, n_unl: int) -> tuple[float, float, float]:

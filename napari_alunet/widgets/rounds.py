@@ -46,6 +46,12 @@ class RoundsWidget(QWidget):
         self.next_button.setToolTip("Train on all labels so far, evaluate on the test pool, "
                                     "score the pool and queue new images for review")
         self.next_button.clicked.connect(lambda: self.next_round())
+        self.restart_button = QPushButton("Restart round")
+        self.restart_button.setToolTip(
+            "Abandon the unfinished current round (it stays in the history; its model is never "
+            "reused) so that the next round starts with the settings of the panels now: the "
+            "way out of a round stuck on the settings it was started with")
+        self.restart_button.clicked.connect(lambda: self.restart_round())
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
         self.job_bar = JobBar(self.state, {"round"})
@@ -76,7 +82,7 @@ class RoundsWidget(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(self.summary)
-        layout.addWidget(self.next_button)
+        layout.addWidget(row(self.next_button, self.restart_button))
         layout.addWidget(self.job_bar)
         layout.addWidget(group("Learning curve", row(self.by_labelled, self.by_effort),
                                row(QLabel("Export"), self.png_button, self.svg_button,
@@ -102,9 +108,43 @@ class RoundsWidget(QWidget):
                             "to the pool")
         return self.state.run_round()
 
+    @guarded
+    def restart_round(self, *, confirm: Any = None) -> Any:
+        """Abandon the current unfinished round; asks first when its queue has images.
+
+        ``confirm`` (tests) answers the question instead of a dialog: a callable taking the
+        message and returning True to go on.
+        """
+        from qtpy.QtWidgets import QMessageBox
+
+        from napari_alunet.loop import restart_round
+
+        project = self.state.require_project(writable=True)
+        current = project.current_round()
+        pending = project.queue(current.idx) if current is not None else []
+        drop = False
+        if pending:
+            message = (f"Round {current.idx} has {len(pending)} image(s) waiting for review. "
+                       "Restarting returns them to the unlabelled pool. Restart anyway?")
+            if confirm is None:
+                answer = QMessageBox.question(self, "Restart round", message)
+                drop = answer == QMessageBox.StandardButton.Yes
+            else:
+                drop = bool(confirm(message))
+            if not drop:
+                return None
+        abandoned = restart_round(project, drop_queue=drop)
+        notify_info(f"round {abandoned.idx} abandoned; Next round starts round "
+                    f"{abandoned.idx + 1} with the current settings")
+        self.state.queue_changed.emit()
+        self.refresh()
+        return abandoned
+
     def _busy(self, name: str) -> None:
         project = self.state.project
         self.next_button.setEnabled(not name and project is not None and not project.read_only)
+        self.restart_button.setEnabled(not name and project is not None
+                                       and not project.read_only)
         for button in (self.png_button, self.svg_button, self.csv_button):
             button.setEnabled(project is not None)
 
