@@ -95,6 +95,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from napari_alunet.data.synthetic import write_sample_pool
 
     shape = tuple(args.shape) if args.shape else None
+    _check_sample_args(args, shape)
     if getattr(args, "redundant", False):
         return sample_redundant(args, shape)
     if getattr(args, "test_per_mode", None) is not None:
@@ -104,19 +105,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def sample_redundant(args: argparse.Namespace, shape: tuple[int, ...] | None) -> int:
-    """``sample --redundant``: embryos filmed several times, rare modes, a stratified test set."""
-    from napari_alunet.data.redundant import pool_summary, read_pool_info, write_redundant_pool
-
+def _check_sample_args(args: argparse.Namespace, shape: tuple[int, ...] | None) -> None:
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, not {args.n}")
     if args.seed < 0:
         raise ValueError(f"--seed must be >= 0, not {args.seed}")
+    if shape is not None and min(shape) < 16:
+        raise ValueError(f"--shape {shape[0]} {shape[1]} is too small: both sides must be >= 16")
+
+
+def sample_redundant(args: argparse.Namespace, shape: tuple[int, ...] | None) -> int:
+    """``sample --redundant``: embryos filmed several times, rare modes, a stratified test set."""
+    from napari_alunet.data.redundant import pool_summary, read_pool_info, write_redundant_pool
+
     per_mode = 5 if args.test_per_mode is None else args.test_per_mode
     if per_mode < 0:
         raise ValueError(f"--test-per-mode must be >= 0, not {per_mode}")
-    if shape is not None and min(shape) < 16:
-        raise ValueError(f"--shape {shape[0]} {shape[1]} is too small: both sides must be >= 16")
     out = write_redundant_pool(args.out, args.n, args.seed, layout=args.layout, shape=shape,
                                n_test_per_mode=per_mode)
     root = out / "binary" if args.layout == "both" else out

@@ -119,6 +119,11 @@ def import_pool(
     if not allow_unmatched:
         listing.raise_if_unmatched()
     total = len(listing.items)
+    if total and round(data.test_fraction * total) >= total:
+        # Checked before any image is copied (every image may hold ground truth).
+        raise ValueError(
+            f"test_fraction {data.test_fraction} puts all {total} image(s) in the test pool: "
+            "nothing is left to train on; use a smaller --test-fraction (0.2 is usual)")
     yield ImportProgress(0, total, "scan")
 
     project_dir.parent.mkdir(parents=True, exist_ok=True)

@@ -112,3 +112,30 @@ def test_round_in_region_mode_then_oracle_commits_partial_labels(tmp_path, sampl
         assert partial
         for image_id in partial:
             assert (project.read_label(image_id) == UNKNOWN_LABEL).any()
+
+
+def test_nonsense_counts_and_fractions_are_refused(tmp_path, capsys):
+    """Issue 12, class 5: each is one clear error (exit 2) and nothing is written."""
+    assert main(["sample", str(tmp_path / "s"), "--n", "-3"]) == 2
+    assert "--n must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+    assert main(["sample", str(tmp_path / "pool"), "--n", "4", "--shape", "48", "56"]) == 0
+    assert main(["import", str(tmp_path / "pool"), str(tmp_path / "p"), "--test-fraction",
+                 "0.99", "--quiet"]) == 2
+    assert "nothing is left to train on" in capsys.readouterr().err
+    assert not (tmp_path / "p").exists()
+    assert main(["import", str(tmp_path / "pool"), str(tmp_path / "p"), "--quiet"]) == 0
+    assert main(["oracle", str(tmp_path / "p"), "--wait", "nan"]) == 2
+    assert "--wait" in capsys.readouterr().err
+
+
+def test_a_padded_image_file_is_refused_by_its_size(tmp_path, monkeypatch):
+    from napari_alunet.data import io
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    with image.open("ab") as handle:
+        handle.write(b"\0" * 5000)  # junk after the PNG's end
+    monkeypatch.setattr(io, "MAX_FILE_BYTES", 4096)
+    with pytest.raises(io.InputError, match="more than the limit of 4,096"):
+        io.read_image(image)

@@ -35,13 +35,18 @@ if TYPE_CHECKING:
     from napari_alunet.data.naming import PoolItem
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "MAX_PIXELS", "PALETTE", "InputError", "labels_from_binary",
+    "IMAGE_EXTENSIONS", "MAX_FILE_BYTES", "MAX_PIXELS", "PALETTE", "InputError",
+    "labels_from_binary",
     "labels_from_colour", "load_item_labels", "read_binary_mask", "read_colour_mask",
     "read_image", "read_image_size",
 ]  # scan_pool, PoolItem, PoolListing: re-exported lazily from naming (see __getattr__)
 
 #: Largest image (height x width) accepted. Read at call time: assign a new value to change it.
 MAX_PIXELS = 64_000_000
+#: Largest image file read, in bytes: 64 M pixels of 16-bit RGBA uncompressed (8 bytes a
+#: pixel) plus headers. A small image padded with a gigabyte of trailing junk would otherwise be
+#: read whole into memory and copied into the project.
+MAX_FILE_BYTES = 8 * MAX_PIXELS + (16 << 20)
 
 #: File extensions taken as images (compared lower-case).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".bmp", ".png", ".tif", ".tiff", ".jpg", ".jpeg"})
@@ -94,6 +99,11 @@ def _open_checked(path: str | os.PathLike[str]) -> tuple[Path, Any]:
     if st.st_size == 0:
         raise InputError(f"{p}: file is empty (0 bytes), probably an interrupted copy; "
                          "copy it again or remove it")
+    if st.st_size > MAX_FILE_BYTES:
+        raise InputError(f"{p}: file is {st.st_size:,} bytes, more than the limit of "
+                         f"{MAX_FILE_BYTES:,} for an image of at most {MAX_PIXELS:,} pixels; "
+                         "save it again without extra data, or raise "
+                         "napari_alunet.data.io.MAX_FILE_BYTES")
     try:
         return p, open(p, "rb")  # closed by the caller
     except PermissionError:

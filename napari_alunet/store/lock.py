@@ -11,6 +11,9 @@ from napari_alunet.store.records import ProjectError, ProjectLockedError
 
 
 def acquire_lock(lock_path: Path, timeout: float) -> int:
+    if not (timeout >= 0 and timeout < float("inf")):  # NaN would never time out
+        raise ValueError(f"the wait for another writer must be a finite number of seconds "
+                         f">= 0 (--wait), got {timeout}")
     # O_NOFOLLOW: a lock file replaced by a link (to a file outside the project, or dangling)
     # must not make us truncate or create that file.
     if os.path.islink(lock_path):
