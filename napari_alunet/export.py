@@ -33,6 +33,20 @@ def export_name(name: str) -> str:
     return "image" if cleaned in ("", ".", "..") else cleaned
 
 
+def unique_export_name(name: str, used: set[str], tag: int | str) -> str:
+    """:func:`export_name`, made unique among ``used`` (case-insensitively) by adding
+    ``__id<tag>``; the result is added to ``used``.
+
+    Two names that differ only in characters a file name cannot hold (``a\\b`` and ``a_b``)
+    or only in case (on a case-insensitive disk) must not write one file for both.
+    """
+    cleaned = export_name(name)
+    if cleaned.casefold() in used:
+        cleaned = f"{cleaned}__id{tag}"
+    used.add(cleaned.casefold())
+    return cleaned
+
+
 def colourise(labels: np.ndarray, colours: tuple[tuple[int, int, int], ...]) -> np.ndarray:
     """(H, W) class indices -> (H, W, 3) uint8 colour image with the project's palette;
     ``UNKNOWN_LABEL`` pixels get :data:`UNKNOWN_COLOUR`."""
@@ -71,13 +85,7 @@ def export_labels(
         else:
             continue
         assert labels is not None
-        name = export_name(record.name)
-        if name.casefold() in used:
-            # Two image names that differ only in characters a file name cannot hold (or only in
-            # case, on a case-insensitive disk) must not overwrite each other: add the id.
-            name = f"{name}__id{record.id}"
-        used.add(name.casefold())
-        name += ".png"
+        name = unique_export_name(record.name, used, record.id) + ".png"
         atomic_write_png(out / name, labels)
         if colour:
             atomic_write_png(out / "colour" / name, colourise(labels, colours))

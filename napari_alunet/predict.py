@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from napari_alunet.data.dataset import prepare_image
-from napari_alunet.export import export_name
+from napari_alunet.export import unique_export_name
 from napari_alunet.fileio import atomic_write_bytes, atomic_write_png
 
 
@@ -74,6 +74,7 @@ def predict_folder(
     out = Path(out)
     rows: list[list[Any]] = [["image", "mask", "uncertainty", "mean_uncertainty"]
                              + [f"fraction_{n}" for n in class_names]]
+    used: set[str] = set()  # output names taken (a\\b and a_b must not share a file)
     for first in range(0, len(items), batch_size):
         chunk = items[first : first + batch_size]
         originals = [read_image(item.image_path) for item in chunk]
@@ -83,7 +84,7 @@ def predict_folder(
             model, batch, method=method, passes=passes, device=torch_device,
             batch_size=batch_size)
         for item, (_canvas, box), lab, unc in zip(chunk, prepared, labels, uncertainty):
-            name = export_name(item.name)
+            name = unique_export_name(item.name, used, len(rows))
             mask = box.invert_labels(lab)
             umap = box.invert_map(unc).astype(np.float32)
             atomic_write_png(out / "masks" / f"{name}.png", mask)

@@ -190,3 +190,24 @@ def test_export_does_not_merge_two_images_into_one_file(tmp_path):
             project.commit_label(rec.id, np.full((rec.height, rec.width), value, np.uint8))
         written = export_labels(project, tmp_path / "out")
     assert len(set(written)) == 2
+
+
+def test_predict_does_not_merge_two_images_into_one_file(tmp_path):
+    """Issue 12, class 5: names that map to one output name get the export rule's suffix."""
+    from PIL import Image
+
+    from napari_alunet.config import model_preset
+    from napari_alunet.model import build_model
+    from napari_alunet.predict import predict_folder
+    from napari_alunet.training.checkpoint import save_checkpoint
+
+    config = model_preset("tiny")
+    save_checkpoint(tmp_path / "m.pt", build_model(config), model_config=config)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("a\\b.png", "a_b.png"):
+        Image.fromarray(np.full((20, 24), 100, np.uint8)).save(folder / name)
+    drain(predict_folder(tmp_path / "m.pt", folder, tmp_path / "out", method="softmax",
+                         device="cpu"))
+    masks = sorted(p.name for p in (tmp_path / "out" / "masks").iterdir())
+    assert len(masks) == 2 and "a_b.png" in masks
