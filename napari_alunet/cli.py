@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -130,6 +131,24 @@ def sample_redundant(args: argparse.Namespace, shape: tuple[int, ...] | None) ->
           f"{test['images']} test embryos ({per_mode} per mode; {args.layout} layout) to {out}; "
           "modes: " + ", ".join(f"{m} {k}" for m, k in pool["modes"].items()))
     return 0
+
+
+@command("verify")
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check a project without changing it: exit 0 when sound, 1 listing every problem."""
+    from napari_alunet.store import Project
+
+    with Project.open(args.project, read_only=True) as project:
+        problems = project.verify(hashes=not args.quick)
+    if args.json:
+        print(json.dumps({"project": str(args.project), "problems": problems}, indent=2))
+    elif problems:
+        print(f"{len(problems)} problem(s) in {args.project}:")
+        for problem in problems:
+            print(f"  {problem}")
+    else:
+        print(f"{args.project}: database, files and sizes check out")
+    return 1 if problems else 0
 
 
 @command("import")
@@ -258,6 +277,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", type=Path)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("verify", help="check a project's database, files, hashes and sizes "
+                       "(read-only; exit 1 listing the problems)")
+    p.add_argument("project", type=Path)
+    p.add_argument("--quick", action="store_true", help="skip the SHA-256 of every file")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("export", help="write label images at each image's original size")
     p.add_argument("project", type=Path)
     p.add_argument("out", type=Path)
@@ -286,6 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "debug", False):
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:  # a database that breaks mid-command (disk full, damaged)
+        if getattr(args, "debug", False):
+            raise
+        print(f"error: the project database failed ({type(exc).__name__}: {exc}); nothing "
+              "after the last completed step was saved: check free disk space, then run "
+              "'alunet verify PROJECT'", file=sys.stderr)
         return 2
 
 

@@ -139,3 +139,38 @@ def test_a_padded_image_file_is_refused_by_its_size(tmp_path, monkeypatch):
     monkeypatch.setattr(io, "MAX_FILE_BYTES", 4096)
     with pytest.raises(io.InputError, match="more than the limit of 4,096"):
         io.read_image(image)
+
+
+def test_verify_reports_tampered_and_wrong_size_files_and_damaged_databases(
+        tmp_path, sample_project, capsys):
+    """Issue 12, class 4: `alunet verify`; empty and foreign databases are one clear error."""
+    import shutil
+    import sqlite3
+
+    assert main(["verify", str(sample_project)]) == 0
+    assert "check out" in capsys.readouterr().out
+    with Project.open(sample_project) as project:
+        record = project.images("unlabelled")[0]
+        version = project.commit_label(record.id, np.ones((record.height, record.width),
+                                                          np.uint8))
+        image_file = sample_project / project.images("test")[0].rel_path
+    # A label replaced by one of another size, an image edited in place.
+    Image.fromarray(np.ones((5, 5), np.uint8)).save(sample_project / version.rel_path)
+    with image_file.open("ab") as handle:
+        handle.write(b"\0")
+    assert main(["verify", str(sample_project), "--json"]) == 1
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    text = "\n".join(problems)
+    assert f"wrong size: {version.rel_path} is 5 x 5" in text
+    assert f"does not match its recorded hash: {image_file.relative_to(sample_project)}" in text
+    broken = tmp_path / "broken"
+    shutil.copytree(sample_project, broken)
+    (broken / "project.db").write_bytes(b"")
+    for name in ("project.db-wal", "project.db-shm"):
+        (broken / name).unlink(missing_ok=True)
+    assert main(["status", str(broken)]) == 2
+    assert "is empty (0 bytes)" in capsys.readouterr().err
+    (broken / "project.db").unlink()
+    sqlite3.connect(broken / "project.db").execute("CREATE TABLE other (x)").connection.close()
+    assert main(["verify", str(broken)]) == 2
+    assert "not a napari-alunet database" in capsys.readouterr().err

@@ -293,3 +293,47 @@ def test_links_inside_a_project_are_refused_before_anything_is_written(tmp_path)
     os.symlink(tmp_path / "p", tmp_path / "via-link")
     with Project.open(tmp_path / "via-link") as ok:
         assert not ok.read_only
+
+
+_AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+              # read anything (this Python lives under /root), but write only where allowed
+              "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search"]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() != 0
+                    or __import__("shutil").which("setpriv") is None,
+                    reason="drops privileges from root with setpriv")
+def test_a_project_in_a_folder_we_cannot_write_opens_read_only(tmp_path):
+    """Issue 12, class 4, as a non-root user (root ignores permissions): `alunet status` and
+    read-only opening work in a folder we cannot write; writing is one clear error; a project
+    left with unmerged commits in its WAL says to copy it."""
+    import os
+    import shutil
+
+    proj = Project.create(tmp_path / "p")
+    with proj.transaction() as cur:
+        proj.add_images(cur, [_row(1), _row(2)])
+    proj.commit_label(1, np.ones((6, 8), np.uint8))
+    # A copy taken while it is open: its commits are still in project.db-wal.
+    shutil.copytree(tmp_path / "p", tmp_path / "unclean")
+    proj.close()
+    (tmp_path / "unclean" / "project.db-shm").unlink(missing_ok=True)
+    for folder in (tmp_path / "p", tmp_path / "unclean"):
+        for root, dirs, files in os.walk(folder):
+            for name in dirs + files:
+                os.chmod(os.path.join(root, name), 0o555 if name in dirs else 0o444)
+        os.chmod(folder, 0o555)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def alunet(*args):
+        return subprocess.run([*_AS_NOBODY, sys.executable, "-m", "napari_alunet.cli", *args],
+                              capture_output=True, text=True, env=env, cwd="/", timeout=120)
+
+    status = alunet("status", str(tmp_path / "p"), "--json")
+    assert status.returncode == 0, status.stderr
+    assert '"labelled": 1' in status.stdout
+    oracle = alunet("oracle", str(tmp_path / "p"))
+    assert oracle.returncode == 2 and "open the project read-only" in oracle.stderr
+    assert "Traceback" not in oracle.stderr
+    unclean = alunet("status", str(tmp_path / "unclean"))
+    assert unclean.returncode == 2 and "copy the project folder" in unclean.stderr

@@ -123,7 +123,16 @@ class Project(RoundsMixin):
                 "'alunet import' or the Project widget"
             )
         project = cls._connect(path, read_only=read_only, timeout=timeout, create=False)
-        version = project.get_setting("schema_version")
+        try:
+            version = project.get_setting("schema_version")
+        except (sqlite3.Error, ValueError) as exc:  # empty, foreign or damaged database
+            project.close()
+            size = (path / DB_NAME).stat().st_size
+            what = ("is empty (0 bytes)" if size == 0 else
+                    f"is not a napari-alunet database or is damaged ({exc})")
+            raise ProjectError(
+                f"{path / DB_NAME} {what}; restore it from a backup, or import the images "
+                "again into a new project ('alunet import')") from exc
         if version != SCHEMA_VERSION:
             project.close()
             raise ProjectError(
@@ -144,9 +153,7 @@ class Project(RoundsMixin):
         try:
             db = path / DB_NAME
             if read_only:
-                conn = sqlite3.connect(
-                    f"{db.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False, timeout=30.0
-                )
+                conn = _connect_read_only(db)
             else:
                 conn = sqlite3.connect(db, check_same_thread=False, timeout=30.0)
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -448,7 +455,8 @@ class Project(RoundsMixin):
         return removed
 
     def verify(self, *, hashes: bool = True) -> list[str]:
-        """Problems found: database integrity, and files that rows reference (missing/altered)."""
+        """Problems found: database integrity, files that rows reference (missing, altered) and
+        image, ground-truth and label files whose size is not the image's recorded size."""
         problems = [r[0] for r in self._query("PRAGMA integrity_check") if r[0] != "ok"]
         problems += [f"foreign key: {tuple(r)}" for r in self._query("PRAGMA foreign_key_check")]
         refs = [(r["rel_path"], r["sha256"]) for r in self._query("SELECT rel_path, sha256 FROM images")]
@@ -465,9 +473,63 @@ class Project(RoundsMixin):
                 problems.append(f"missing file: {rel}")
             elif hashes and digest and sha256_file(file)[: len(digest)] != digest:
                 problems.append(f"file does not match its recorded hash: {rel}")
+        problems += self._size_problems()
+        return problems
+
+    def _size_problems(self) -> list[str]:
+        """Pixel files whose header size differs from their image's recorded size."""
+        from napari_alunet.data.io import InputError, read_image_size
+
+        sized = [(r["rel_path"], r["height"], r["width"]) for r in self._query(
+            "SELECT rel_path, height, width FROM images")]
+        sized += [(r["gt_path"], r["height"], r["width"]) for r in self._query(
+            "SELECT gt_path, height, width FROM images WHERE gt_path IS NOT NULL")]
+        sized += [(r["rel_path"], r["height"], r["width"]) for r in self._query(
+            "SELECT l.rel_path, i.height, i.width FROM label_versions l JOIN images i "
+            "ON i.id = l.image_id")]
+        problems = []
+        for rel, height, width in sized:
+            file = self.path / rel
+            if not file.is_file():
+                continue  # reported as missing above
+            try:
+                found = read_image_size(file)
+            except InputError as exc:
+                problems.append(f"unreadable file: {rel} ({exc})")
+                continue
+            if found != (height, width):
+                problems.append(f"wrong size: {rel} is {found[0]} x {found[1]}, the image is "
+                                f"{height} x {width}")
         return problems
 
 
+
+
+def _connect_read_only(db: Path) -> sqlite3.Connection:
+    """A read-only connection, also in a folder we may not write (read-only file system,
+    someone else's project, a CD).
+
+    ``mode=ro`` still needs to create the WAL index (``project.db-shm``) next to the
+    database. Where that fails, the database is opened ``immutable`` (no locks, no index),
+    which is exact when there is no unmerged write-ahead log, as after a clean close; with a
+    non-empty ``project.db-wal`` the newest commits would be invisible, so that is refused with
+    what to do instead.
+    """
+    uri = db.resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False, timeout=30.0)
+    try:
+        conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        wal = db.with_name(db.name + "-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise ProjectError(
+                f"cannot read {db.parent} in place: its folder is not writable and its last "
+                "session did not close cleanly (project.db-wal holds commits not yet merged); "
+                "copy the project folder somewhere writable and open the copy") from exc
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True,
+                               check_same_thread=False, timeout=30.0)
 
 
 def refuse_links(root: Path) -> None:
