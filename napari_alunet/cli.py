@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
@@ -173,9 +174,10 @@ def cmd_import(args: argparse.Namespace) -> int:
           f"{summary.project}: " + ", ".join(f"{k} {v}" for k, v in summary.counts.items()))
     if summary.without_masks:
         print(f"{len(summary.without_masks)} image(s) had no masks and are unlabelled: "
-              + ", ".join(summary.without_masks[:10]))
+              + ", ".join(map(shown_name, summary.without_masks[:10])))
     if summary.ignored:
-        print(f"ignored {len(summary.ignored)} non-image file(s): " + ", ".join(summary.ignored[:10]))
+        print(f"ignored {len(summary.ignored)} non-image file(s): "
+              + ", ".join(map(shown_name, summary.ignored[:10])))
     return 0
 
 
@@ -299,9 +301,44 @@ def build_parser() -> argparse.ArgumentParser:
 EXTENSIONS: list[Callable[[Any], None]] = []
 
 
+#: Terminal control characters (C0 but tab/newline/return, DEL, C1): an image named with an
+#: escape sequence must not recolour, move or clear the user's terminal when we print it.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shown_name(name: str) -> str:
+    """A file or image name as printed: every control character (newlines too) escaped."""
+    return _ANY_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(name))
+
+
+class _EscapingStream:
+    """Wraps stdout/stderr so that nothing we print carries terminal control sequences
+    (error messages quote file names); newlines, tabs and carriage returns (progress bars)
+    pass."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _load_extensions()
     args = build_parser().parse_args(argv)
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _EscapingStream(sys.stdout), _EscapingStream(sys.stderr)
+    try:
+        return _dispatch(args)
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -104,7 +104,9 @@ def _run(args: argparse.Namespace, stop_after: str | None) -> int:
         for key in sorted(k for k in report.test_metrics if k.startswith("dice_")):
             print(f"  {key:<14} {report.test_metrics[key]}")
         if report.queue:
-            print("queued for review: " + ", ".join(result["queue"]))
+            from napari_alunet.cli import shown_name
+
+            print("queued for review: " + ", ".join(map(shown_name, result["queue"])))
     return 0
 
 
@@ -138,10 +140,12 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(json.dumps({"strategy": args.strategy, "queue": [names[i] for i in ranked],
                           "scores": {names[i]: s for i, s in scores.items()}}, indent=2))
     else:
+        from napari_alunet.cli import shown_name
+
         print(f"scored {len(scores)} image(s) with {args.strategy}; top {len(ranked)}:")
         for image_id in ranked:
             shown = f"{scores[image_id]:.5f}" if image_id in scores else "(random)"
-            print(f"  {shown}  {names[image_id]}")
+            print(f"  {shown}  {shown_name(names[image_id])}")
     return 0
 
 

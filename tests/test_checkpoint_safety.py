@@ -226,3 +226,26 @@ def test_project_round_with_a_swapped_checkpoint(tmp_path):
     with Project.open(dst, read_only=True) as project:
         assert project.verify() == ["missing file: models/round_000.pt"]
     shutil.rmtree(dst)
+
+
+def test_nan_weights_and_absurd_networks_are_refused_before_building(tmp_path, monkeypatch):
+    """Issue 12, class 5: a checkpoint with NaN weights, or whose config asks for an absurd
+    network, is refused with CheckpointError before the network is allocated."""
+    from napari_alunet.training import checkpoint as ckpt
+
+    payload = torch.load(save_checkpoint(tmp_path / "x.pt", build_model("tiny"),
+                                         model_config=model_preset("tiny")), weights_only=True)
+    first = next(k for k, v in payload["model_state"].items() if v.is_floating_point())
+    nan = dict(payload, model_state={**payload["model_state"]})
+    nan["model_state"][first] = torch.full_like(nan["model_state"][first], float("nan"))
+    torch.save(nan, tmp_path / "nan.pt")
+    with pytest.raises(CheckpointError, match="NaN or infinite weights"):
+        load_checkpoint(tmp_path / "nan.pt")
+    huge = dict(payload, model_config={**payload["model_config"], "base_width": 100_000})
+    torch.save(huge, tmp_path / "huge.pt")
+    built = []
+    monkeypatch.setattr("napari_alunet.model.unet.build_model",
+                        lambda *a, **k: built.append(1) or build_model("tiny"))
+    with pytest.raises(CheckpointError, match="asks for a network of about"):
+        ckpt.load_checkpoint(tmp_path / "huge.pt")
+    assert built == []

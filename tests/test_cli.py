@@ -174,3 +174,19 @@ def test_verify_reports_tampered_and_wrong_size_files_and_damaged_databases(
     sqlite3.connect(broken / "project.db").execute("CREATE TABLE other (x)").connection.close()
     assert main(["verify", str(broken)]) == 2
     assert "not a napari-alunet database" in capsys.readouterr().err
+
+
+def test_control_characters_in_names_are_escaped_when_printed(tmp_path, capsys):
+    """Issue 12, class 5: an image named with a terminal escape sequence cannot drive the
+    user's terminal through our output (errors quote names)."""
+    from napari_alunet.cli import shown_name
+
+    evil = "emb\x1b[2J\x1b]0;pwned\x07"
+    assert shown_name(evil) == "emb\\x1b[2J\\x1b]0;pwned\\x07"
+    assert shown_name("new\nline") == "new\\x0aline"
+    pool = tmp_path / "pool" / "images"
+    pool.mkdir(parents=True)
+    (pool / f"{evil}.png").write_bytes(b"not an image")
+    assert main(["import", str(tmp_path / "pool"), str(tmp_path / "p"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "\\x1b[2J" in err

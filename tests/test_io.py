@@ -471,3 +471,16 @@ def test_nan_and_inf_pixels_are_refused(tmp_path):
         read_image(tmp_path / "f.tif")
     tifffile.imwrite(tmp_path / "ok.tif", np.ones((6, 7), np.float32))
     assert read_image(tmp_path / "ok.tif").shape == (6, 7)
+
+
+def test_exif_rotated_files_are_refused(tmp_path):
+    """Issue 12, class 5: an EXIF orientation is not silently ignored (image or mask)."""
+    img = Image.fromarray(np.zeros((8, 10), np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees when shown
+    img.save(tmp_path / "r.jpg", exif=exif.tobytes())
+    with pytest.raises(InputError, match="EXIF orientation 6"):
+        read_image(tmp_path / "r.jpg")
+    exif[0x0112] = 1
+    img.save(tmp_path / "ok.jpg", exif=exif.tobytes())
+    assert read_image(tmp_path / "ok.jpg").shape == (8, 10)

@@ -175,6 +175,7 @@ def _decode(path: str | os.PathLike[str], expected_shape: tuple[int, int] | None
         if head in _TIFF_MAGIC:
             return _decode_tiff(fh, p, expected_shape, header_only)
         with _pil_opener(fh, p) as img:
+            _check_orientation(p, img)
             _check_size(p, img.height, img.width, expected_shape)
             if header_only:
                 return _Decoded(np.empty((img.height, img.width, 0), np.uint8), "")  # shape only
@@ -184,6 +185,21 @@ def _decode(path: str | os.PathLike[str], expected_shape: tuple[int, int] | None
             except Exception as exc:  # noqa: BLE001 - truncation, bad chunk, zlib error ...
                 raise InputError(f"{p}: cannot decode the pixels ({exc}); the file is truncated "
                                  "or corrupt: copy or export it again") from None
+
+
+def _check_orientation(p: Path, img: Image.Image) -> None:
+    """Refuse an EXIF orientation other than 'as stored': viewers show such a file rotated,
+    so a mask drawn on what was shown would not match the stored pixels (and the image and
+    its mask could disagree). One rule for images and masks alike."""
+    try:
+        orientation = img.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - a damaged EXIF block: the pixels decide, as before
+        return
+    if orientation not in (None, 0, 1):
+        raise InputError(
+            f"{p}: EXIF orientation {orientation} (viewers show it rotated or flipped); save it "
+            "again with the rotation applied to the pixels (e.g. 'exiftran -ai' or any editor's "
+            "export) so that images and masks share one pixel grid")
 
 
 def _from_pil(img: Image.Image) -> _Decoded:
@@ -259,7 +275,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     -------
     (H, W) float32. 8-bit images give 0-255 and 16-bit images 0-65535 (values kept, not
     rescaled). RGB, RGBA, palette and LA images become luminance; alpha is ignored.
-    JPEG EXIF orientation is not applied (masks are drawn on the stored pixel grid).
+    A file with an EXIF orientation other than 1 is refused (viewers would show it rotated).
 
     Raises
     ------

@@ -170,6 +170,10 @@ def _read(path: Path) -> dict[str, Any]:
     return payload
 
 
+#: The largest network a checkpoint may ask for (the gpu preset has about 31 M parameters).
+MAX_CHECKPOINT_PARAMETERS = 2_000_000_000
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
     *,
@@ -225,6 +229,24 @@ def load_checkpoint(
         raise CheckpointError(
             f"{path} lists {len(names)} class names for a {config.n_classes}-class model"
         )
+    # Before allocating: a config asking for an absurd network (a crafted or damaged file)
+    # must not exhaust memory. The U-Net's parameters grow as base_width^2 * 4^depth.
+    params = 30 * config.base_width ** 2 * 4 ** config.depth
+    if params > MAX_CHECKPOINT_PARAMETERS or config.input_size > 8192 or config.n_classes > 255:
+        raise CheckpointError(
+            f"{path} asks for a network of about {params:,} parameters (base_width "
+            f"{config.base_width}, depth {config.depth}, input {config.input_size}, "
+            f"{config.n_classes} classes), beyond what napari-alunet builds; it is damaged or "
+            "not one of ours")
+    state = payload.get("model_state")
+    if isinstance(state, dict):
+        bad = [k for k, v in state.items() if isinstance(v, torch.Tensor)
+               and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise CheckpointError(
+                f"{path} holds NaN or infinite weights ({', '.join(bad[:3])}"
+                f"{' ...' if len(bad) > 3 else ''}): it comes from a fit that diverged; "
+                "re-train, or use an earlier round's model")
     model = build_model(config)
     try:
         model.load_state_dict(payload["model_state"], strict=True)
