@@ -175,6 +175,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     if summary.without_masks:
         print(f"{len(summary.without_masks)} image(s) had no masks and are unlabelled: "
               + ", ".join(map(shown_name, summary.without_masks[:10])))
+    for warning in summary.warnings[:10]:
+        print(f"warning: {shown_name(warning)}; check that mask's encoding")
     if summary.ignored:
         print(f"ignored {len(summary.ignored)} non-image file(s): "
               + ", ".join(map(shown_name, summary.ignored[:10])))

@@ -41,6 +41,30 @@ class ImportSummary:
     n_with_ground_truth: int
     ignored: list[str] = field(default_factory=list)
     without_masks: list[str] = field(default_factory=list)
+    #: Masks that decode to no pixel of a class most other images have (a wrongly encoded or
+    #: empty mask file?): "name: no ICM (which 9 of 10 other masks have)".
+    warnings: list[str] = field(default_factory=list)
+
+
+def missing_class_warnings(present: dict[str, set[int]], class_names: list[str] | tuple[str, ...],
+                           share: float = 0.8) -> list[str]:
+    """Masks without a class that at least ``share`` of the other masks have.
+
+    ``present``: image name -> the class indices its mask holds. Background is not checked.
+    """
+    n = len(present)
+    if n < 3:
+        return []
+    counts = {c: sum(c in classes for classes in present.values())
+              for c in range(1, len(class_names))}
+    out = []
+    for name, classes in present.items():
+        missing = [c for c, k in counts.items() if c not in classes and k >= share * (n - 1)]
+        if missing:
+            what = ", ".join(f"{class_names[c]} (which {counts[c]} of the {n - 1} other masks "
+                             "have)" for c in missing)
+            out.append(f"{name}: no {what}")
+    return out
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -136,6 +160,7 @@ def import_pool(
         project = Project.create(staging, classes=classes, data=data,
                                  settings={"source": str(src.resolve()), "layout": listing.layout})
         rows, with_gt, without_gt, missing = [], [], [], []
+        present: dict[str, set[int]] = {}
         for image_id, item in enumerate(listing.items, start=1):
             image = read_image(item.image_path)  # validates: decodable, size limits
             labels = load_item_labels(item, listing.layout, classes.colours, tolerance=tolerance)
@@ -149,6 +174,7 @@ def import_pool(
                 "gt_path": None, "gt_sha256": None,
             }
             if labels is not None:
+                present[item.name] = set(np.unique(labels).tolist())
                 gt_rel = f"masks/ground_truth/{image_id:06d}.png"
                 row["gt_path"], row["gt_sha256"] = gt_rel, atomic_write_png(staging / gt_rel, labels)
                 with_gt.append(image_id)
@@ -193,7 +219,8 @@ def import_pool(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ImportSummary(project_dir, listing.layout, counts, len(with_gt),
-                         [str(p) for p in listing.ignored], missing)
+                         [str(p) for p in listing.ignored], missing,
+                         missing_class_warnings(present, classes.names))
 
 
 def _remove_stale_staging(project_dir: Path) -> None:

@@ -179,3 +179,18 @@ def test_export_writes_original_size_and_names(tmp_path, binary_pool):
     assert tuple(colour[0, 0]) == DEFAULT_CLASS_COLOURS[2]
     rows = (tmp_path / "out" / "labels.csv").read_text().splitlines()
     assert len(rows) == 11 and "human" in "".join(rows)
+
+
+def test_a_mask_missing_a_class_the_others_have_is_warned_about():
+    """Issue 12, class 3: an empty class that the other images have is worth a warning."""
+    from napari_alunet.importer import missing_class_warnings
+
+    names = ("background", "ICM", "TE")
+    present = {"a": {0, 1, 2}, "b": {0, 1, 2}, "c": {0, 1, 2}, "d": {0, 2}, "e": {0}}
+    warnings = missing_class_warnings(present, names)
+    # ICM: 3 of the 4 others (75 %) is below the 80 % rule; TE: 4 of 4.
+    assert warnings == ["e: no TE (which 4 of the 4 other masks have)"]
+    present["f"] = {0, 1, 2}
+    assert "d: no ICM (which 4 of the 5 other masks have)" in missing_class_warnings(present,
+                                                                                     names)
+    assert missing_class_warnings({"a": {0}, "b": {0, 1}}, names) == []  # too few to judge
