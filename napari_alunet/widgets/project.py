@@ -203,6 +203,10 @@ class ProjectWidget(QWidget):
         message = f"imported {summary.project} ({summary.layout} layout): {counts}"
         if summary.without_masks:
             message += f"; {len(summary.without_masks)} image(s) without masks are unlabelled"
+        warnings = getattr(summary, "warnings", [])
+        if warnings:
+            message += (f"; check {len(warnings)} mask(s) missing a class the others have: "
+                        + "; ".join(warnings[:3]) + (" ..." if len(warnings) > 3 else ""))
         notify_info(message)
         self.open_project(summary.project)
 
