@@ -223,8 +223,12 @@ def test_predict_with_uncertainty_methods_on_the_unet(model: nn.Module) -> None:
 
 
 def test_bad_config_is_reported(model: nn.Module) -> None:
+    """A bad setting is refused when the config is made (before any scoring or saving),
+    naming the option; the scorer still refuses a config it cannot use."""
+    for bad, named in (({"strategy": "bold"}, "strategy"), ({"reduction": "sum"}, "reduction"),
+                       ({"diversity": "coreset"}, "diversity"), ({"passes": 0}, "passes")):
+        with pytest.raises(ValueError, match=named):
+            dataclasses.replace(AcquisitionConfig(), **bad)
     pool = _Pool()
-    for bad in ({"strategy": "bold"}, {"reduction": "sum"}, {"diversity": "coreset"}):
-        config = dataclasses.replace(AcquisitionConfig(), **bad)
-        with pytest.raises(ValueError, match="unknown"):
-            drain(score_pool(model, pool.ids, pool, config, top_k=1))
+    with pytest.raises(ValueError, match="top_k"):
+        drain(score_pool(model, pool.ids, pool, AcquisitionConfig(), top_k=-1))
