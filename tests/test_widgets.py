@@ -156,9 +156,9 @@ def test_whole_round(app, qtbot, tmp_path):
     assert first in project.queue()
     assert state.display.current.image_id == first
     labels = viewer.layers["alunet: labels"]
-    assert np.array_equal(labels.data, before)  # back to the model's prediction
-    labels.data[...] = edited
-    labels.refresh()
+    # The withdrawn mask comes back for editing (issue 17), not the model's prediction.
+    assert np.array_equal(labels.data, edited)
+    assert np.array_equal(state.display.current.reference, before)  # effort still vs the model
     again = review.commit()
     assert again is not None and again.pixels_changed == version.pixels_changed
     assert project.image(first).pool == "labelled"

@@ -299,6 +299,10 @@ class Project(RoundsMixin):
         version = self.current_label(image_id)
         return None if version is None else _read_png(self.path / version.rel_path)
 
+    def read_label_version(self, version: LabelVersion) -> np.ndarray:
+        """The mask of one label version (active or withdrawn), (height, width) uint8."""
+        return _read_png(self.path / version.rel_path)
+
     def label_history(self, image_id: int) -> list[LabelVersion]:
         rows = self._query(
             "SELECT * FROM label_versions WHERE image_id = ? ORDER BY id", (int(image_id),)

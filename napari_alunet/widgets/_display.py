@@ -73,13 +73,14 @@ class Display:
             _layers.clear_review_layers(viewer)
         self._notify()
 
-    def show(self, image_id: int) -> Shown:
+    def show(self, image_id: int, labels: np.ndarray | None = None) -> Shown:
         """Show ``image_id``: the image, labels to edit and the cached uncertainty maps.
 
         The labels layer starts from the image's committed label if it has one, else from the
         model's cached prediction (queued images), else empty (all background). A region-level
         queue item shows the prediction inside its regions (outlined, the view zoomed to the
         first) and leaves every other pixel unknown, or as an earlier review labelled it.
+        ``labels`` given (a withdrawn commit, after Undo) start the layer instead.
         """
         from napari_alunet.config import UNKNOWN_LABEL
         from napari_alunet.loop import review_item
@@ -92,6 +93,7 @@ class Display:
         queued = current is not None and image_id in project.queue(current.idx,
                                                                     pending_only=False)
         item = review_item(project, image_id) if queued else None
+        given = labels
         labels = project.read_label(image_id) if record.pool == "labelled" else None
         if record.pool == "test":
             labels = project.read_ground_truth(image_id)
@@ -106,6 +108,8 @@ class Display:
             # A copy: painting edits the layer's array in place, and the reference must stay the
             # model's prediction so that 'pixels changed' measures the annotator's work.
             labels = reference.copy() if reference is not None else np.zeros(image.shape, np.uint8)
+        if given is not None and given.shape == image.shape:
+            labels = np.array(given, dtype=np.uint8)  # the annotator's own strokes come back
         maps = item.maps if item is not None else {}
         score = item.score if item is not None else None
         if score is None and self.state.scores is not None:

@@ -83,7 +83,8 @@ class ReviewWidget(QWidget):
         self.skip_button.clicked.connect(lambda: self.skip())
         self.undo_button = QPushButton("Undo last commit  (Shift+U)")
         self.undo_button.setToolTip("Withdraw the newest commit: the image returns to the queue "
-                                    "(its history is kept)")
+                                    "with the labels you committed, to edit (its history is "
+                                    "kept)")
         self.undo_button.clicked.connect(lambda: self.undo())
         self.next_region_button = QPushButton("Next region  (Shift+N)")
         self.next_region_button.setToolTip("Region review: zoom to the next outlined region")
@@ -185,8 +186,11 @@ class ReviewWidget(QWidget):
             return None
         self.state.labels_changed.emit()
         name = project.image(version.image_id).name
-        self.status.setText(f"undid the commit of <b>{name}</b>; it is back in the queue")
-        self.display.show(version.image_id)
+        self.status.setText(f"undid the commit of <b>{name}</b>; it is back in the queue with "
+                            "the labels you committed, to edit")
+        # The withdrawn mask comes back for editing, not the model's prediction: undo must not
+        # throw the researcher's strokes away.
+        self.display.show(version.image_id, labels=project.read_label_version(version))
         return version
 
     @guarded
