@@ -177,8 +177,12 @@ def test_whole_round(app, qtbot, tmp_path):
 
     # Rounds: next round; the curve has two points and effort grows.
     rounds = widget.panel("Rounds")
+    asked = []
+    # Images still wait for review: Next round asks first (issue 17), and No starts nothing.
+    assert rounds.next_round(confirm=lambda m: asked.append(m) or False) is None
+    assert "not reviewed yet" in asked[0] and len(project.rounds()) == 1
     with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT):
-        rounds.next_round()
+        rounds.next_round(confirm=lambda m: True)
     wait_idle(qtbot, state)
     assert [r.status for r in project.rounds()] == ["complete", "queued"]
     points = rounds.points

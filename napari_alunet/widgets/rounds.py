@@ -32,6 +32,30 @@ from napari_alunet.widgets._plot import COLOURS, build_figure, light_colours, th
 from napari_alunet.widgets._state import get_state, notify_info
 
 
+def confirm_unreviewed(parent: QWidget, project: Any, confirm: Any = None) -> bool:
+    """True when a new round may start: nothing waits for review, or the user agrees to
+    return the unreviewed images to the pool (a dialog, or ``confirm(message)`` in tests)."""
+    from qtpy.QtWidgets import QMessageBox
+
+    current = project.current_round()
+    if current is None or current.status != "queued":
+        return True
+    pending = project.queue(current.idx)
+    if not pending:
+        return True
+    message = (f"{len(pending)} queued image(s) of round {current.idx} are not reviewed yet. "
+               "Starting the next round returns them to the unlabelled pool unreviewed. "
+               "Start the next round anyway?")
+    if confirm is None:
+        go = QMessageBox.question(parent, "Next round", message) == \
+            QMessageBox.StandardButton.Yes
+    else:
+        go = bool(confirm(message))
+    if go:
+        notify_info(f"{len(pending)} unreviewed image(s) returned to the pool")
+    return go
+
+
 class RoundsWidget(QWidget):
     """Next round, the rounds so far, and the learning curve with exports."""
 
@@ -97,15 +121,15 @@ class RoundsWidget(QWidget):
         self.refresh()
 
     @guarded
-    def next_round(self) -> Any:
-        """Start the next round (or resume the unfinished one) in a worker."""
+    def next_round(self, *, confirm: Any = None) -> Any:
+        """Start the next round (or resume the unfinished one) in a worker.
+
+        With images still waiting for review, asks first (they would return to the pool
+        unreviewed); ``confirm`` (tests) answers instead of the dialog.
+        """
         project = self.state.require_project(writable=True)
-        current = project.current_round()
-        if current is not None and current.status == "queued":
-            pending = project.queue(current.idx)
-            if pending:
-                notify_info(f"{len(pending)} queued image(s) were not reviewed; they go back "
-                            "to the pool")
+        if not confirm_unreviewed(self, project, confirm):
+            return None
         return self.state.run_round()
 
     @guarded

@@ -180,12 +180,17 @@ class TrainWidget(QWidget):
 
     # -- actions ------------------------------------------------------------------------------
     @guarded
-    def start(self, *_: Any) -> Any:
-        """Start (or resume) a round with the settings shown."""
+    def start(self, *_: Any, confirm: Any = None) -> Any:
+        """Start (or resume) a round with the settings shown; asks first when queued images
+        would return to the pool unreviewed (``confirm``: the answer, for tests)."""
         self.apply_settings()
         from napari_alunet.training.device import resolve_device
+        from napari_alunet.widgets.rounds import confirm_unreviewed
 
         resolve_device(self.state.settings.train.device)  # fail now, with the reason
+        project = self.state.require_project(writable=True)
+        if not confirm_unreviewed(self, project, confirm):
+            return None
         return self.state.run_round()
 
     def _busy(self, name: str) -> None:
