@@ -405,3 +405,22 @@ def test_restart_round_asks_before_dropping_a_queue(app, qtbot, tmp_path):
     with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT) as finished:
         rounds.next_round()
     assert finished.args[0].round_idx == 1
+
+
+def test_review_reloads_an_image_queued_again_by_a_new_round(app, qtbot, tmp_path):
+    """Issue 17, bug 1: the prediction, maps and effort reference of an image on screen are
+    the current round's, also when the new round queues the same image again."""
+    _viewer, widget = app
+    state = widget.state
+    create_sample(qtbot, widget, tmp_path)
+    make_tiny(widget)
+    with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT):
+        widget.panel("Train").start()
+    wait_idle(qtbot, state)
+    shown = state.display.current
+    assert shown is not None and shown.round_idx == 0
+    shown.round_idx = -1  # as if shown in an earlier round and queued again now
+    state.queue_changed.emit()
+    reloaded = state.display.current
+    assert reloaded is not shown and reloaded.image_id == shown.image_id
+    assert reloaded.round_idx == 0

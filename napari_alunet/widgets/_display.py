@@ -33,6 +33,7 @@ class Shown:
     shown_at: float  # time.monotonic() when it appeared, for seconds_spent
     region: np.ndarray | None = None  # (h, w) bool: review only here (region-level queue)
     region_index: int = 0  # the region part the view is zoomed to
+    round_idx: int | None = None  # the round whose prediction and maps are shown
 
 
 class Display:
@@ -125,7 +126,8 @@ class Display:
             viewer.layers.selection.active = layer
         self.maps = maps
         self.current = Shown(image_id, record.name, record.pool, queued, score, reference,
-                             tuple(maps), time.monotonic(), region)
+                             tuple(maps), time.monotonic(), region,
+                             round_idx=current.idx if current is not None else None)
         if region is not None:
             self.focus_region(0)
         self._notify()

@@ -127,7 +127,8 @@ class AcquireWidget(QWidget):
         layout.addWidget(self.compute_button)
         layout.addWidget(self.job_bar)
         layout.addWidget(group("Pool ranked by score", self.table,
-                               hint("Click a row to show the image with its uncertainty maps.")))
+                               hint("Click a row to show the image; predictions and uncertainty "
+                                    "maps are kept for the queued images only.")))
 
         for signal in (self.strategy.currentIndexChanged, self.batch.currentIndexChanged,
                        self.cold_start.currentIndexChanged, self.unit.currentIndexChanged,

@@ -258,8 +258,13 @@ class ReviewWidget(QWidget):
             return
         shown = self.display.current
         pending = project.queue()
-        if pending and (shown is None or shown.image_id not in pending):
-            self.display.show(pending[0])
+        current = project.current_round()
+        # Also when the image on screen is queued again by a new round: its prediction, maps
+        # and the reference for 'pixels changed' must be the new round's (issue 17, bug 1).
+        stale = shown is not None and current is not None and shown.round_idx != current.idx
+        if pending and (shown is None or shown.image_id not in pending or stale):
+            self.display.show(shown.image_id if stale and shown.image_id in pending
+                              else pending[0])
         self._update()
 
     def _map_changed(self, name: str) -> None:
