@@ -205,6 +205,11 @@ def test_whole_round(app, qtbot, tmp_path):
     layer = viewer.layers["alunet: features"]
     assert layer.data.ndim == 3 and layer.data.shape[0] == 8 and layer.metadata["block"] == "enc0"
     assert layer.metadata["image_id"] == state.display.current.image_id
+    # Back in Review, the feature maps go under the labels (issue 17, bug 3).
+    state.display.show(state.display.current.image_id)
+    names = [lyr.name for lyr in viewer.layers]
+    assert names.index("alunet: features") < names.index("alunet: labels")
+    assert viewer.layers.selection.active.name == "alunet: labels"
 
     # The oracle commits stored ground truth for the rest of the queue.
     review.oracle()

@@ -221,14 +221,17 @@ def show_regions(viewer: Any, region: np.ndarray | None, *, image_id: int) -> An
 
 
 def _order(viewer: Any) -> None:
-    """Image at the bottom, the labels above it, the uncertainty overlay over the labels.
+    """Image at the bottom, feature maps (if any) and the labels above it, the uncertainty
+    overlay and the review regions over the labels.
 
     The overlay is transparent where the model is sure, so it only tints the labels where they
     most need checking (usually class boundaries); painting goes to the labels layer whatever
     the order.
     """
     layers = viewer.layers
-    present = [name for name in (IMAGE, LABELS, MAP, REGIONS) if name in layers]
+    # Feature maps go just above the image: under the labels, never covering what is painted
+    # (issue 17: a feature layer on top made the labels invisible in Review).
+    present = [name for name in (IMAGE, FEATURES, LABELS, MAP, REGIONS) if name in layers]
     for position, name in enumerate(present):
         if layers.index(name) != position:
             layers.move(layers.index(name), position)
