@@ -429,3 +429,12 @@ def test_review_reloads_an_image_queued_again_by_a_new_round(app, qtbot, tmp_pat
     reloaded = state.display.current
     assert reloaded is not shown and reloaded.image_id == shown.image_id
     assert reloaded.round_idx == 0
+
+
+def test_scores_are_shown_as_people_read_them():
+    """Issue 17: no '9.318e-06' in the panels."""
+    from napari_alunet.widgets._common import format_score
+
+    assert format_score(9.318e-06) == "9.32×10⁻⁶"
+    assert format_score(0.0421) == "0.042" and format_score(3.1849) == "3.18"
+    assert format_score(None) == "–" and format_score(float("nan")) == "–"

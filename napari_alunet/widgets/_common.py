@@ -93,6 +93,27 @@ def row(*items: QWidget | int, stretch: bool = False) -> QWidget:
     return widget
 
 
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def format_score(value: float | None) -> str:
+    """A score as a person reads it: ``0.0421``, ``3.18``, or ``9.32×10⁻⁶`` for very small or
+    large values (never ``9.318e-06``); '–' for None/NaN."""
+    if value is None or value != value:
+        return "–"
+    if value == 0:
+        return "0"
+    magnitude = abs(value)
+    if 1 <= magnitude < 1e5:
+        return f"{value:.3g}"
+    if 0.01 <= magnitude < 1:
+        return f"{value:.3f}"
+    if 1e-3 <= magnitude < 0.01:
+        return f"{value:.4f}"
+    mantissa, exponent = f"{value:.2e}".split("e")
+    return f"{mantissa}×10{str(int(exponent)).translate(_SUPERSCRIPT)}"
+
+
 def hint(text: str) -> QLabel:
     """A small, wrapped explanatory label."""
     label = QLabel(text)

@@ -28,7 +28,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_alunet.active import COLD_STARTS
-from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen
+from napari_alunet.widgets._common import JobBar, format_score, group, guarded, hint, listen
 from napari_alunet.widgets._display import get_display
 from napari_alunet.widgets._state import get_state, notify_info
 
@@ -248,7 +248,7 @@ class AcquireWidget(QWidget):
         for row_index, (image_id, score) in enumerate(ranked):
             pool, name = pools.get(image_id, ("?", str(image_id)))
             status = "queued" if image_id in queued else pool
-            cells = (str(row_index + 1), name, f"{score:.4g}", status)
+            cells = (str(row_index + 1), name, format_score(score), status)
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setData(Qt.ItemDataRole.UserRole, image_id)

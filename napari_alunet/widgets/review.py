@@ -41,7 +41,9 @@ from qtpy.QtWidgets import (
 )
 
 from napari_alunet.widgets import _layers
-from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen, row, swatch
+from napari_alunet.widgets._common import (
+    JobBar, format_score, group, guarded, hint, listen, row, swatch,
+)
 from napari_alunet.widgets._display import get_display
 from napari_alunet.widgets._state import get_state, notify_info
 from napari_alunet.widgets._workers import Progress
@@ -301,7 +303,7 @@ class ReviewWidget(QWidget):
         record = project.image(shown.image_id)
         where = (f"{pending.index(shown.image_id) + 1} of {len(pending)} waiting"
                  if shown.image_id in pending else f"{shown.pool} pool")
-        score = "" if shown.score is None else f", score {shown.score:.4g}"
+        score = "" if shown.score is None else f", score {format_score(shown.score)}"
         start = ("model prediction" if shown.reference is not None and shown.pool != "labelled"
                  else "committed label" if shown.pool == "labelled" else "empty labels")
         round_text = f"Round {current.idx}: " if current is not None else ""
