@@ -438,3 +438,20 @@ def test_scores_are_shown_as_people_read_them():
     assert format_score(9.318e-06) == "9.32×10⁻⁶"
     assert format_score(0.0421) == "0.042" and format_score(3.1849) == "3.18"
     assert format_score(None) == "–" and format_score(float("nan")) == "–"
+
+
+def test_buttons_are_enabled_only_when_they_can_act(app, qtbot, tmp_path):
+    """Issue 17: Close needs a project; Compute needs a trained model."""
+    _viewer, widget = app
+    state = widget.state
+    assert not widget.panel("Project").close_button.isEnabled()
+    create_sample(qtbot, widget, tmp_path)
+    make_tiny(widget)
+    assert widget.panel("Project").close_button.isEnabled()
+    acquire = widget.panel("Acquire")
+    assert not acquire.compute_button.isEnabled()
+    assert "No trained model yet" in acquire.compute_button.toolTip()
+    with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT):
+        widget.panel("Train").start()
+    wait_idle(qtbot, state)
+    assert acquire.compute_button.isEnabled()

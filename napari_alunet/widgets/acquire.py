@@ -141,6 +141,7 @@ class AcquireWidget(QWidget):
         listen(self, self.state.labels_changed, self.refresh_table)
         listen(self, self.state.scores_changed, self.refresh_table)
         listen(self, self.state.busy_changed, self._busy)
+        listen(self, self.state.round_finished, self._refresh_buttons)
         self._project_changed()
 
     # -- settings -----------------------------------------------------------------------------
@@ -209,9 +210,21 @@ class AcquireWidget(QWidget):
             uses_torch=True,
         )
 
+    def _refresh_buttons(self, *_: Any) -> None:
+        self._busy(self.state.job.name if self.state.job else "")
+
     def _busy(self, name: str) -> None:
         project = self.state.project
-        self.compute_button.setEnabled(not name and project is not None and not project.read_only)
+        current = project.current_round() if project is not None else None
+        # Compute re-scores with the current round's model: none before a round has trained.
+        has_model = current is not None and current.status in ("evaluated", "queued") \
+            and bool(current.checkpoint)
+        self.compute_button.setEnabled(not name and project is not None
+                                       and not project.read_only and has_model)
+        self.compute_button.setToolTip(
+            "Re-score the pool with the current model and this strategy; the top k become "
+            "the review queue" if has_model else
+            "No trained model yet: run a round first (Train: Start round)")
 
     def _project_changed(self) -> None:
         self._load_settings()

@@ -123,9 +123,11 @@ class ProjectWidget(QWidget):
         layout.addStretch(1)
 
         listen(self, self.state.project_changed, self.refresh)
+        listen(self, self.state.project_changed, self._refresh_buttons)
         listen(self, self.state.labels_changed, self.refresh)
         listen(self, self.state.round_finished, self.refresh)
         listen(self, self.state.busy_changed, self._busy)
+        self._refresh_buttons()
         self.refresh()
 
     # -- actions ------------------------------------------------------------------------------
@@ -220,11 +222,15 @@ class ProjectWidget(QWidget):
             edit.setText(path)
 
     # -- display ------------------------------------------------------------------------------
+    def _refresh_buttons(self, *_: Any) -> None:
+        self._busy(self.state.job.name if self.state.job else "")
+
     def _busy(self, name: str) -> None:
         idle = not name
-        for button in (self.open_button, self.close_button, self.import_button,
-                       self.sample_button):
+        for button in (self.open_button, self.import_button, self.sample_button):
             button.setEnabled(idle)
+        # Nothing to close without a project (issue 17).
+        self.close_button.setEnabled(idle and self.state.project is not None)
 
     def refresh(self) -> None:
         project = self.state.project
