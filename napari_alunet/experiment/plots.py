@@ -254,10 +254,13 @@ def plot_dice_vs_clicks(rounds: pd.DataFrame, stem: str | Path, *, title: str | 
     -------
     [png path, svg path]
     """
+    # Each panel its own x-axis: correcting costs a fraction of drawing, and on a shared axis
+    # the correction curves were squashed against the left edge.
     fig, _axes = _effort_panels(
         rounds, ("cumulative_correction_clicks", "cumulative_scratch_clicks"),
         ("correcting the model's proposals", "drawing every outline from scratch"),
-        xlabel="cumulative clicks", scale=1.0, metric=metric)
+        xlabel=("cumulative correction clicks", "cumulative clicks drawing from scratch"),
+        scale=1.0, metric=metric, scales=(1.0, 1.0))
     fig.suptitle(title or "Test Dice vs clicks (mean ± std over seeds)", fontsize=11)
     return _save(fig, Path(stem))
 
