@@ -140,12 +140,7 @@ class ProjectPool:
         return None
 
     def partial_ids(self) -> list[int]:
-        partial = []
-        for record in self.project.images("labelled"):
-            version = self.project.current_label(record.id)
-            if version is not None and version.partial:
-                partial.append(record.id)
-        return partial
+        return self.project.partial_ids()
 
     def known(self, ids: Sequence[int]) -> np.ndarray:
         out = np.zeros((len(ids), self.input_size, self.input_size), dtype=bool)

@@ -405,11 +405,11 @@ def score_regions(
             batch_ids = ids[begin : begin + bs]
             weights = np.asarray(load_weights(batch_ids), dtype=np.float64)
             size = weights.shape[-1]
-            if grid is None:
+            if grid is None:  # the canvas is the same for every batch: the grid once
                 check_region_settings("region", config.region_size, config.region_cost, size)
                 grid = tile_regions(size, size, config.region_size)
-            n = n_tiles(size, config.region_size)
-            area = np.bincount(grid.ravel(), minlength=n)[:n]  # pixels per tile
+                n = n_tiles(size, config.region_size)
+                area = np.bincount(grid.ravel(), minlength=n)[:n]  # pixels per tile
             maps = predictions = None
             if map_name is not None:
                 x = _to_device(load_batch(batch_ids), dev)

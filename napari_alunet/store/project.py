@@ -299,6 +299,15 @@ class Project(RoundsMixin):
         version = self.current_label(image_id)
         return None if version is None else _read_png(self.path / version.rel_path)
 
+    def partial_ids(self) -> list[int]:
+        """Images whose current label still has unreviewed pixels (one query, not one per
+        image)."""
+        rows = self._query(
+            "SELECT v.image_id FROM label_versions v WHERE v.active = 1 AND v.pixels_unknown > 0 "
+            "AND v.id = (SELECT MAX(id) FROM label_versions w WHERE w.image_id = v.image_id "
+            "AND w.active = 1) ORDER BY v.image_id")
+        return [r["image_id"] for r in rows]
+
     def read_label_version(self, version: LabelVersion) -> np.ndarray:
         """The mask of one label version (active or withdrawn), (height, width) uint8."""
         return _read_png(self.path / version.rel_path)
@@ -372,14 +381,17 @@ class Project(RoundsMixin):
         # One thread at a time from choosing the version file name to recording it: two threads
         # committing the same image would otherwise pick one name and overwrite each other's file.
         with self._mutex:
-            previous = self.read_label(image_id)
+            # The current label is read only when it is needed: as the reference, or to merge
+            # a partial review into (a full label replaces it; commits run on the GUI thread).
+            partial = not reviewed.all()
+            previous = self.read_label(image_id) if reference is None or partial else None
             if reference is None:
                 reference = previous
             if reference is None:
                 pixels_changed = int(np.count_nonzero(labels[reviewed]))
             else:
                 pixels_changed = int(np.count_nonzero(labels[reviewed] != reference[reviewed]))
-            merged = merge_partial(previous, labels)
+            merged = merge_partial(previous, labels) if partial else labels
             known = known_mask(merged)
             version_no = len(self.label_history(image_id)) + 1
             rel = f"masks/labels/{image_id:06d}_v{version_no:03d}.png"
