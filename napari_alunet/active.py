@@ -460,9 +460,10 @@ def acquire_regions(
     acquired = _for_review(pool, result, config.strategy)
     acquired.scores = {i: float(np.nanmax(v)) for i, v in tile_scores.items()
                        if np.isfinite(v).any()}
+    opened = dict(zip(ids, open_pixels(ids))) if ids else {}  # one read for all chosen
     for image_id, tiles in chosen.items():
         box = pool.letterbox(image_id)
-        canvas = tile_mask(box.size, config.region_size, tiles) & open_pixels([image_id])[0]
+        canvas = tile_mask(box.size, config.region_size, tiles) & opened[image_id]
         acquired.regions[image_id] = box.invert_labels(canvas.astype(np.uint8)).astype(bool)
         acquired.tiles[image_id] = list(tiles)
     return acquired
