@@ -302,6 +302,31 @@ def test_rerun_after_deleting_rows_resumes(finished, tmp_path, pool):
     assert again.rows_written == 0 and len(read_rounds(out / "rounds.csv")) == len(table)
 
 
+def test_resume_rows_written_before_the_reviewed_pixels_column(finished, tmp_path, pool):
+    """Rows from before ``reviewed_pixels`` existed (blank there) resume an image arm with the
+    same cumulative reviewed pixels as the uninterrupted run: the value follows from the
+    acquired ids. A blank click count cannot be recovered, and says so."""
+    src, _, _ = finished
+    out = tmp_path / "old_rows"
+    shutil.copytree(src, out)
+    raw = pd.read_csv(out / "rounds.csv")
+    old = raw.iloc[:-2].copy()  # bald seed 1 rounds 1 and 2 still to run
+    old[["reviewed_pixels", "cumulative_reviewed_pixels"]] = np.nan
+    old.to_csv(out / "rounds.csv", index=False)
+    drain(run_experiment(tiny_config(), out, sample_shape=SHAPE, pool=pool))
+    resumed = read_rounds(out / "rounds.csv").tail(2)
+    before = read_rounds(src / "rounds.csv").tail(2)
+    assert list(resumed["cumulative_reviewed_pixels"]) == list(
+        before["cumulative_reviewed_pixels"])
+    assert list(resumed["reviewed_pixels"]) == list(before["reviewed_pixels"])
+
+    broken = raw.iloc[:-2].copy()
+    broken["correction_clicks"] = np.nan
+    broken.to_csv(out / "rounds.csv", index=False)
+    with pytest.raises(ValueError, match="no correction_clicks"):
+        drain(run_experiment(tiny_config(), out, sample_shape=SHAPE, pool=pool))
+
+
 def test_close_generator_then_resume(tmp_path, pool, finished):
     config = tiny_config(seeds=1, rounds=2)
     out = tmp_path / "interrupted"

@@ -335,6 +335,10 @@ def _scratch(ctx: _Context, ids: Sequence[int]) -> tuple[int, int]:
     return pixels, int(clicks)
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def _area(ctx: _Context, ids: Sequence[int]) -> int:
     """Pixels a reviewer looks at to label ``ids`` whole (their original sizes)."""
     return int(sum(ctx.pool.truth[int(i)].size for i in ids))
@@ -423,7 +427,16 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
         else:
             labelled += parse_ids(previous[r]["acquired_ids"])
         for name in _COSTS:
-            spent[name] += int(previous[r][name])
+            value = previous[r].get(name)
+            if name == "reviewed_pixels" and not region and _missing(value):
+                # Rows written before the column existed: an image arm reviews what it
+                # acquired whole, so the value follows from the acquired ids.
+                value = _area(ctx, parse_ids(previous[r]["acquired_ids"]))
+            if _missing(value):
+                raise ValueError(f"{ctx.rounds_file.path}: round {r} of {strategy} seed {seed} "
+                                 f"has no {name}; it was written by another version, use a new "
+                                 "--out")
+            spent[name] += int(value)
     start_round = len([r for r in range(len(ctx.sizes)) if r in previous])
     if start_round < len(previous):
         raise ValueError(f"{ctx.rounds_file.path}: rounds of {strategy} seed {seed} have a "
