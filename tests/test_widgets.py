@@ -10,6 +10,7 @@ takes a second or two on two cores.
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 import time
 
@@ -103,8 +104,27 @@ def test_whole_round(app, qtbot, tmp_path):
     assert overlay.visible and overlay.metadata["kind"] == "bald"
     assert overlay.data.shape == SHAPE
     assert overlay.colormap.colors[0][3] == 0.0 and overlay.colormap.colors[-1][3] > 0.5
+    assert overlay.colorbar.visible  # the scale of the magenta
+    # One hue for every map, far from every class colour (issue 17: users read an inferno-like
+    # overlay as blastocoel yellow or TE red).
+    hues = {colorsys.rgb_to_hsv(*c[:3])[0] for c in overlay.colormap.colors[1:]}
+    class_hues = [colorsys.rgb_to_hsv(*(v / 255 for v in rgb))[0]
+                  for rgb in project.classes.colours[1:]]
+    for hue in hues:
+        assert min(min(abs(hue - h), 1 - abs(hue - h)) for h in class_hues) > 0.12
+    # The threshold slider moves the transparent floor to that percentile of the image's map.
+    low_before = overlay.contrast_limits[0]
+    review.map_threshold.setValue(90)
+    assert overlay.contrast_limits[0] == pytest.approx(np.percentile(overlay.data, 90), rel=1e-4)
+    assert overlay.contrast_limits[0] >= low_before
+    # Shift+M hides the overlay, and it stays hidden on the next image until shown again.
+    assert review.toggle_map() is False and not overlay.visible
+    state.display.show(shown.image_id)
+    assert not overlay.visible and not overlay.colorbar.visible
+    assert review.toggle_map() is True and overlay.visible
     review.map_choice.setCurrentText("js")  # another map of the same image
-    assert overlay.metadata["kind"] == "js" and overlay.colormap.name == "alunet plasma"
+    assert overlay.metadata["kind"] == "js" and overlay.colormap.name == "alunet uncertainty js"
+    assert overlay.metadata["threshold"] == 90
     review.map_choice.setCurrentText("none")
     assert not overlay.visible
     review.map_choice.setCurrentText("bald")
@@ -205,6 +225,13 @@ def test_whole_round(app, qtbot, tmp_path):
     layer = viewer.layers["alunet: features"]
     assert layer.data.ndim == 3 and layer.data.shape[0] == 8 and layer.metadata["block"] == "enc0"
     assert layer.metadata["image_id"] == state.display.current.image_id
+    # Only the feature pixels over the image, not the letter-box padding beside it: the
+    # layer's edges are within one feature pixel of the image's (pixel centres at 0 .. n-1).
+    step = layer.scale[1]
+    for axis in (1, 2):
+        first = layer.translate[axis] - step / 2
+        last = first + layer.data.shape[axis] * step
+        assert abs(first + 0.5) < step and abs(last - (SHAPE[axis - 1] - 0.5)) < step
     # Back in Review, the feature maps go under the labels (issue 17, bug 3).
     state.display.show(state.display.current.image_id)
     names = [lyr.name for lyr in viewer.layers]

@@ -53,6 +53,10 @@ class Display:
         #: The uncertainty map chosen in Review (None: the one of the round's strategy;
         #: 'none': no overlay).
         self.map_name: str | None = None
+        #: Percentile of the image's map below which the overlay is transparent.
+        self.map_threshold: float = 50.0
+        #: The overlay toggled off (Shift+M), kept from image to image.
+        self.map_hidden: bool = False
         self.maps: dict[str, np.ndarray] = {}
         state.image_requested.connect(self._requested)
         state.project_changed.connect(self._project_changed)
@@ -118,7 +122,8 @@ class Display:
         if viewer is not None:
             _layers.show_image(viewer, image, name=record.name, image_id=image_id)
             kind = self.visible_map(maps)
-            _layers.show_map(viewer, maps.get(kind) if kind else None, kind, shape=image.shape)
+            _layers.show_map(viewer, maps.get(kind) if kind else None, kind, shape=image.shape,
+                             threshold=self.map_threshold, hidden=self.map_hidden)
             _layers.hide_stale_features(viewer, image_id)
             layer = _layers.show_labels(viewer, labels, project.classes, image_id=image_id)
             _layers.show_regions(viewer, region, image_id=image_id)
@@ -177,13 +182,32 @@ class Display:
     def set_map(self, name: str | None) -> None:
         """Overlay another uncertainty map of the image shown ('none': no overlay)."""
         self.map_name = name
+        self._refresh_map()
+
+    def set_map_threshold(self, percentile: float) -> None:
+        """Tint only the pixels above this percentile of the image's map (0-99)."""
+        self.map_threshold = float(percentile)
+        viewer = self.viewer
+        if viewer is not None:
+            _layers.set_map_threshold(viewer, self.map_threshold)
+
+    def toggle_map(self) -> bool:
+        """Show or hide the uncertainty overlay (for every image until toggled again).
+
+        Returns True when the overlay is now shown."""
+        self.map_hidden = not self.map_hidden
+        self._refresh_map()
+        return not self.map_hidden
+
+    def _refresh_map(self) -> None:
         viewer = self.viewer
         if viewer is None or self.current is None:
             return
         kind = self.visible_map(self.maps)
         shape = viewer.layers[_layers.IMAGE].data.shape if _layers.IMAGE in viewer.layers \
             else next(iter(self.maps.values())).shape
-        _layers.show_map(viewer, self.maps.get(kind) if kind else None, kind, shape=shape)
+        _layers.show_map(viewer, self.maps.get(kind) if kind else None, kind, shape=shape,
+                         threshold=self.map_threshold, hidden=self.map_hidden)
 
     def labels(self) -> np.ndarray:
         """The labels layer's data: what the annotator drew, at the image's original size."""

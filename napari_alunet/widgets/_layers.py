@@ -18,34 +18,40 @@ LABELS = "alunet: labels"
 MAP = "alunet: uncertainty"
 FEATURES = "alunet: features"
 REGIONS = "alunet: review regions"
-#: Outline colour of the regions to review: a cyan no class colour is close to.
-REGION_COLOUR = "#00e5ff"
+#: Outline colour of the regions to review: white, a colour no class uses (the default classes
+#: are cyan, red, green and yellow; a cyan outline read as ICM).
+REGION_COLOUR = "#ffffff"
 
-#: Matplotlib colormap of each uncertainty map (perceptually uniform). The overlay fades it in:
-#: transparent where the model is sure, opaque where it is not (see :func:`map_colormap`).
-MAP_COLORMAPS = {"entropy": "magma", "bald": "inferno", "kl": "viridis", "js": "plasma",
-                 "margin": "cividis", "variation_ratio": "turbo"}
+#: The uncertainty overlay's hue, the same for every map: magenta, which no default class colour
+#: is near. A different colormap per map (inferno, magma, ...) shared red and yellow with TE
+#: and BL, and users read high uncertainty as blastocoel (issue 17). The map's name is in the
+#: Review panel and the colour bar shows the scale.
+MAP_COLOUR_DARK = (0.45, 0.0, 0.55)
+MAP_COLOUR_BRIGHT = (1.0, 0.35, 1.0)
+#: Overlay opacity at the top of the scale: the labels under the most uncertain pixels stay
+#: visible.
+MAP_MAX_ALPHA = 0.8
 
 #: The map shown for each acquisition strategy (others are added hidden).
 STRATEGY_MAP = {"entropy": "entropy", "bald": "bald", "kl": "kl", "js": "js", "margin": "entropy",
                 "variation_ratio": "entropy", "random": "entropy"}
 
 
-def map_colormap(kind: str) -> Any:
-    """A napari colormap for an uncertainty map whose alpha rises with the value.
+def map_colormap(kind: str = "") -> Any:
+    """A napari colormap for an uncertainty map: one magenta hue, alpha rising with the value.
 
-    An additive overlay washed the image out wherever the model was even mildly unsure; with
-    the alpha ramp (0 below 15 % of the range, 0.75 at the top) only the uncertain regions are
-    coloured and the image and labels stay readable under them.
+    Transparent at the bottom of the contrast limits (the threshold), growing lighter and more
+    opaque towards the top, so only the pixels above the threshold are tinted and the image and
+    labels stay readable under them. ``kind`` only names the colormap.
     """
-    import matplotlib
     from napari.utils.colormaps import Colormap
 
-    name = MAP_COLORMAPS.get(kind, "magma")
     positions = np.linspace(0.0, 1.0, 32)
-    rgba = np.asarray(matplotlib.colormaps[name](0.25 + 0.75 * positions), dtype=np.float32)
-    rgba[:, 3] = np.clip((positions - 0.15) / 0.85, 0.0, 1.0) ** 0.8 * 0.75
-    return Colormap(colors=rgba, controls=positions, name=f"alunet {name}")
+    dark, bright = np.asarray(MAP_COLOUR_DARK), np.asarray(MAP_COLOUR_BRIGHT)
+    rgba = np.empty((positions.size, 4), np.float32)
+    rgba[:, :3] = dark + (bright - dark) * positions[:, None]
+    rgba[:, 3] = np.where(positions > 0, 0.15 + (MAP_MAX_ALPHA - 0.15) * positions, 0.0)
+    return Colormap(colors=rgba, controls=positions, name=f"alunet uncertainty {kind}".strip())
 
 
 def class_colormap(classes: ClassSpec) -> Any:
@@ -115,34 +121,62 @@ def show_labels(viewer: Any, labels: np.ndarray, classes: ClassSpec, *, image_id
     return layer
 
 
-def show_map(viewer: Any, data: np.ndarray | None, kind: str | None, *, shape: tuple[int, int]
-             ) -> Any:
-    """Show one uncertainty map as an overlay (one layer, whatever the kind).
+def map_limits(values: np.ndarray, threshold: float) -> tuple[float, float]:
+    """Contrast limits of an uncertainty overlay: from the ``threshold`` percentile of the
+    image's map (pixels below it are transparent) to its 99.5th percentile."""
+    threshold = float(np.clip(threshold, 0.0, 99.0))
+    return _limits(values, low=threshold, high=max(99.5, threshold + 0.5))
+
+
+def show_map(viewer: Any, data: np.ndarray | None, kind: str | None, *, shape: tuple[int, int],
+             threshold: float = 50.0, hidden: bool = False) -> Any:
+    """Show one uncertainty map as an overlay (one layer, whatever the kind), with a colour bar.
 
     One layer rather than one per kind: fewer layer controls to build (each costs the GUI
     thread tens of milliseconds) and a shorter layer list; Review switches the kind. Without a
     map (an image that was not scored) the layer stays, hidden and empty, so nothing stale sits
     over a different image and the next map appears without building a layer.
+
+    Parameters
+    ----------
+    data : (h, w) map at the image's original size (the letter-box padding already cropped).
+    threshold : percentile of this image's map below which the overlay is transparent; the
+        default (the median) marks where this image is least certain, while the score column
+        ranks images against each other.
+    hidden : the user toggled the overlay off (Shift+M): the data is updated, not shown.
     """
     layer = _layer(viewer, MAP)
     empty = data is None or kind is None
     values = np.zeros(shape, np.float32) if empty else np.asarray(data, dtype=np.float32)
-    # From the image's median: the overlay marks where this image is least certain (the score
-    # column ranks images against each other).
-    limits = (0.0, 1.0) if empty else _limits(values, low=50.0, high=99.5)
+    limits = (0.0, 1.0) if empty else map_limits(values, threshold)
     colormap = map_colormap(kind or "")
+    visible = not empty and not hidden
     if layer is None:
         layer = viewer.add_image(values, name=MAP, colormap=colormap, blending="translucent",
-                                 opacity=1.0, contrast_limits=limits, visible=not empty)
+                                 opacity=1.0, contrast_limits=limits, visible=visible)
     else:
         layer.data = values
         layer.colormap = colormap
         layer.contrast_limits_range = limits
         layer.contrast_limits = limits
-        layer.visible = not empty
+        layer.visible = visible
+    # The scale beside the overlay: what the magenta means, in the map's own units.
+    layer.colorbar.visible = visible
     layer.metadata["kind"] = None if empty else kind
+    layer.metadata["threshold"] = threshold
     _order(viewer)
     return layer
+
+
+def set_map_threshold(viewer: Any, threshold: float) -> None:
+    """Move the overlay's threshold (percentile) without rebuilding it."""
+    layer = _layer(viewer, MAP)
+    if layer is None or layer.metadata.get("kind") is None:
+        return
+    limits = map_limits(np.asarray(layer.data), threshold)
+    layer.contrast_limits_range = limits
+    layer.contrast_limits = limits
+    layer.metadata["threshold"] = threshold
 
 
 def show_features(viewer: Any, activations: np.ndarray, box: Any, block: str, *,
@@ -156,8 +190,14 @@ def show_features(viewer: Any, activations: np.ndarray, box: Any, block: str, *,
     factor = box.size / activations.shape[-1]
     scale = box.size / max(box.orig_h, box.orig_w)  # canvas pixels per original pixel
     step = factor / scale
-    translate_y = (0.5 * factor - box.top) / scale - 0.5
-    translate_x = (0.5 * factor - box.left) / scale - 0.5
+    # Only the feature pixels over the image: the letter-box padding's activations are no part
+    # of the image (they drew bands beside it) and would skew the contrast limits.
+    r0, c0 = int(box.top // factor), int(box.left // factor)
+    r1 = int(np.ceil((box.top + box.new_h) / factor))
+    c1 = int(np.ceil((box.left + box.new_w) / factor))
+    activations = activations[:, r0:r1, c0:c1]
+    translate_y = (0.5 * factor + r0 * factor - box.top) / scale - 0.5
+    translate_x = (0.5 * factor + c0 * factor - box.left) / scale - 0.5
     data = activations.astype(np.float32)
     limits = _limits(activations, low=1.0, high=99.0)
     layer = _layer(viewer, FEATURES)

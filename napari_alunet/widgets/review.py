@@ -12,10 +12,15 @@ Shift+Enter      commit the labels and show the next image
 Shift+S          skip: move the image to the end of the queue
 Shift+U          undo the last commit (the image returns to the queue)
 Shift+N          region review: zoom to the next region
+Shift+M          show / hide the uncertainty overlay
 ===============  ===========================================
 
+The uncertainty overlay is one magenta hue for every map (no class colour is near it; the
+colour bar on the canvas gives its scale), transparent below a threshold the slider sets as a
+percentile of the image's own map.
+
 Region-level review (Acquire: "Review unit" region): the queued regions of an image are
-outlined in cyan, the view zooms to one at a time (Shift+N), the labels layer holds the model's
+outlined in white, the view zooms to one at a time (Shift+N), the labels layer holds the model's
 prediction inside them and nothing (unknown) elsewhere, and Commit stores only the regions; the
 rest of the image stays unknown until a later round asks for it.
 """
@@ -36,6 +41,7 @@ from qtpy.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
+    QSlider,
     QVBoxLayout,
     QWidget,
 )
@@ -50,7 +56,8 @@ from napari_alunet.widgets._workers import Progress
 
 #: napari key names (viewer.bind_key) and Qt key sequences of the review actions.
 SHORTCUTS = {"commit": ("Shift-Enter", "Shift+Return"), "skip": ("Shift-S", "Shift+S"),
-             "undo": ("Shift-U", "Shift+U"), "next_region": ("Shift-N", "Shift+N")}
+             "undo": ("Shift-U", "Shift+U"), "next_region": ("Shift-N", "Shift+N"),
+             "toggle_map": ("Shift-M", "Shift+M")}
 MAP_CHOICES = ("entropy", "bald", "kl", "js", "none")
 
 
@@ -67,14 +74,25 @@ class ReviewWidget(QWidget):
         self.header.setWordWrap(True)
         self.map_choice = QComboBox()
         self.map_choice.addItems(MAP_CHOICES)
-        self.map_choice.setToolTip("Uncertainty map shown over the image (bright: unsure)")
+        self.map_choice.setToolTip("Uncertainty map shown over the image in magenta (brighter "
+                                   "and more opaque: less sure); Shift+M shows / hides it")
         self.map_choice.currentTextChanged.connect(self._map_changed)
+        self.map_threshold = QSlider(Qt.Orientation.Horizontal)
+        self.map_threshold.setRange(0, 99)
+        self.map_threshold.setValue(int(self.display.map_threshold))
+        self.map_threshold.setToolTip("Tint only the pixels above this percentile of the image's "
+                                      "map: 0 tints everything the model has any doubt about, "
+                                      "90 only its most uncertain tenth")
+        self.map_threshold_text = QLabel()
+        self.map_threshold.valueChanged.connect(self._threshold_changed)
+        self._threshold_changed(self.map_threshold.value())
         self.legend = QListWidget()
         self.legend.setMaximumHeight(112)
         self.legend.setToolTip("Click a class to paint with it")
         self.legend.itemClicked.connect(self._class_clicked)
         form = QFormLayout()
         form.addRow("Uncertainty", self.map_choice)
+        form.addRow(self.map_threshold_text, self.map_threshold)
         form.addRow("Classes", self.legend)
 
         self.commit_button = QPushButton("Commit  (Shift+Enter)")
@@ -110,7 +128,8 @@ class ReviewWidget(QWidget):
             "Paint in the <b>alunet: labels</b> layer (brush: P, eraser: E, fill: F); hover to "
             "see class names. <b>Shift+Enter</b> commit, <b>Shift+S</b> skip, <b>Shift+U</b> "
             "undo the last commit, <b>Shift+N</b> next region (region review: only the "
-            "outlined regions are committed)."))
+            "outlined regions are committed), <b>Shift+M</b> show / hide the uncertainty "
+            "overlay (magenta: where the model is unsure)."))
         layout.addStretch(1)
 
         self._bind_keys()
@@ -135,6 +154,13 @@ class ReviewWidget(QWidget):
             shortcut.activated.connect(getattr(self, action))
 
     # -- actions ------------------------------------------------------------------------------
+    def toggle_map(self) -> bool:
+        """Show or hide the uncertainty overlay (Shift+M); True when it is now shown."""
+        shown = self.display.toggle_map()
+        self.status.setText("uncertainty overlay shown" if shown else
+                            "uncertainty overlay hidden (Shift+M shows it)")
+        return shown
+
     @guarded
     def commit(self) -> Any:
         """Commit the labels layer for the image shown, then show the next queued image."""
@@ -271,6 +297,10 @@ class ReviewWidget(QWidget):
 
     def _map_changed(self, name: str) -> None:
         self.display.set_map(name)
+
+    def _threshold_changed(self, value: int) -> None:
+        self.map_threshold_text.setText(f"Show above {value} %")
+        self.display.set_map_threshold(value)
 
     def _class_clicked(self, item: QListWidgetItem) -> None:
         if _layers.LABELS in self.viewer.layers:
