@@ -213,6 +213,48 @@ def merge(out: Path, parts: list[Path]) -> Any:
     return table, records[0], notes, regions
 
 
+def clicks_after_initial_section(table: Any) -> list[str]:
+    """The click axis counted from the end of round 0: does an arm save clicks in the rounds
+    it acquires, or only through a cheaper initial set (the typicality start draws other
+    images first)? Paired over seeds against random, Holm-corrected across arms; each seed's
+    window is the range of clicks after round 0 that all its arms cover."""
+    import pandas as pd
+
+    from napari_alunet.experiment.report import COST_AXIS, aulc_window, complete_runs
+    from napari_alunet.experiment.stats import paired_comparison
+
+    runs = complete_runs(table)
+    runs = runs[runs["strategy"] != "full"].sort_values(["strategy", "seed", "round"])
+    if runs.empty or COST_AXIS not in runs.columns or "random" not in set(runs["strategy"]):
+        return []
+    runs = runs.assign(after=runs[COST_AXIS] - runs.groupby(["strategy", "seed"])[COST_AXIS]
+                       .transform("first"))
+    values: dict[tuple[str, int], float] = {}
+    for seed, same_seed in runs.groupby("seed"):
+        lo = same_seed.groupby("strategy")["after"].min().max()
+        hi = same_seed.groupby("strategy")["after"].max().min()
+        for arm, run in same_seed.groupby("strategy"):
+            values[(arm, int(seed))] = aulc_window(run["after"], run["mean_dice"], lo, hi)
+    wide = pd.Series(values).unstack(0)
+    wide = wide[[arm for arm in table["strategy"].unique() if arm in wide.columns]]
+    if wide.shape[1] < 2:
+        return []
+    test = paired_comparison(wide, "random", margin=0.01)
+    lines = ["## Clicks after the initial set (sensitivity)", "",
+             "Dice against the correction clicks spent after round 0, so a cheaper initial "
+             "set does not count:", "",
+             "| arm | ΔAULC vs random [95 % CI] | Holm p | seeds better | verdict |",
+             "|---|---|---|---|---|"]
+    for arm, t in test.iterrows():
+        if arm == "random":
+            continue
+        better = int((wide[arm] > wide["random"]).sum())
+        lines.append(f"| {arm} | {t['mean_diff']:+.4f} [{t['t_ci_low']:+.4f}, "
+                     f"{t['t_ci_high']:+.4f}] | {t['holm_pvalue']:.3f} | {better}/{len(wide)} | "
+                     f"{t['verdict']} |")
+    return lines
+
+
 def _region_rows(out: Path, record: dict[str, Any], table: Any, notes: list[str]) -> Any:
     """The rows of ``OUT/regions_part*`` (``--regions``), or None. They never replace the main
     table's rows (its summary and Holm correction stay those of the main arms); the image-level
@@ -281,6 +323,7 @@ def report(out: Path, table: Any, record: dict[str, Any], protocol: str,
         lines.append(f"| {arm} | {r['aulc_diff_vs_random']:+.4f} | {r['verdict']} | "
                      f"{r['cost_diff']:+.4f} | {r['cost_verdict']} | "
                      f"{r.get('aulc_worst_mode_mean', float('nan')):.3f} | {per_mode} |")
+    lines += ["", *clicks_after_initial_section(table)]
     full = table[table["strategy"] == "full"]
     if not full.empty:
         stopped = (full["best_step"] < full["steps"]).sum()
