@@ -143,7 +143,8 @@ def test_whole_round(app, qtbot, tmp_path):
     scores = [float(acquire.table.item(r, 2).text()) for r in range(6)]
     assert scores == sorted(scores, reverse=True)
     top = acquire.table.item(0, 0).data(256)  # Qt.UserRole: the image id
-    assert project.queue()[0] == top and acquire.table.item(0, 3).text() == "queued"
+    # "queued" read as "waiting to run" (issue 17): the column says what the user does next.
+    assert project.queue()[0] == top and acquire.table.item(0, 3).text() == "to review"
     acquire.table.cellClicked.emit(4, 0)  # not queued: the image without maps
     assert state.display.current.image_id == acquire.table.item(4, 0).data(256)
     assert not overlay.visible
@@ -200,11 +201,17 @@ def test_whole_round(app, qtbot, tmp_path):
     asked = []
     # Images still wait for review: Next round asks first (issue 17), and No starts nothing.
     assert rounds.next_round(confirm=lambda m: asked.append(m) or False) is None
-    assert "not reviewed yet" in asked[0] and len(project.rounds()) == 1
+    assert "still wait for review" in asked[0] and len(project.rounds()) == 1
+    # One action, one name: the round button reads the same in Train and Rounds.
+    train = widget.panel("Train")
+    assert rounds.next_button.text() == train.start_button.text() == "Train round 1"
+    assert "Next: Review" in widget.status.text() and "in review" in rounds.summary.text()
     with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT):
         rounds.next_round(confirm=lambda m: True)
     wait_idle(qtbot, state)
     assert [r.status for r in project.rounds()] == ["complete", "queued"]
+    assert rounds.next_button.text() == train.start_button.text() == "Train round 2"
+    assert [rounds.table.item(r, 1).text() for r in range(2)] == ["in review", "complete"]
     points = rounds.points
     assert [p.round_idx for p in points] == [0, 1]
     assert points[1].n_labelled == 4 and points[0].n_labelled == 3
@@ -244,6 +251,11 @@ def test_whole_round(app, qtbot, tmp_path):
     assert project.queue() == []
     assert project.label_history(project.queue(pending_only=False)[0])[-1].source in (
         "oracle", "human")
+    # Queue done: the last image stays on screen (not a black canvas) and every panel names
+    # the same next step.
+    assert state.display.current is not None and viewer.layers["alunet: image"].visible
+    assert "Next: Review of round 1 done" in review.header.text()
+    assert "Train round 2" in review.header.text() and "Train round 2" in widget.status.text()
 
 
 def test_stop_close_and_resume(app, qtbot, tmp_path, make_napari_viewer):
@@ -291,11 +303,19 @@ def test_stop_button_keeps_round_resumable(app, qtbot, tmp_path):
                               else None)
     widget.panel("Train").start()
     qtbot.waitUntil(lambda: len(steps) >= 3, timeout=TIMEOUT)
+    # While it trains no text tells the user to press a round button (they went stale).
+    assert "Wait: a round is training" in widget.status.text()
+    assert "Wait: a round is training" in widget.panel("Rounds").summary.text()
     started = time.monotonic()
     widget.panel("Train").job_bar.stop_button.click()
     wait_idle(qtbot, state)
     assert time.monotonic() - started < 5.0  # Stop answers within a step
     assert project.current_round().status == "started"
+    # After Stop the texts say "resume" (issue 17), with the button's own name.
+    assert widget.panel("Train").start_button.text() == "Resume round 0"
+    assert widget.panel("Rounds").next_button.text() == "Resume round 0"
+    assert "Resume round 0" in widget.status.text()
+    assert widget.panel("Rounds").table.item(0, 1).text() == "stopped while training"
     # The weights it had (the EMA of the steps taken) were saved, marked with their step.
     from napari_alunet.training.checkpoint import load_checkpoint
 

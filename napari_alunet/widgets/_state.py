@@ -182,8 +182,8 @@ class AppState:
             self.round_finished.emit(report)
             self.queue_changed.emit()
             if report.status == "started":
-                notify_info(f"round {report.round_idx} stopped during training; press Start "
-                            "(or Next round) to train it again")
+                notify_info(f"round {report.round_idx} stopped during training; Resume round "
+                            f"{report.round_idx} (Train) trains it again")
             else:
                 notify_info(_report_text(report))
 

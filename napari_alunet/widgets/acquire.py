@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 from napari_alunet.active import COLD_STARTS
 from napari_alunet.widgets._common import JobBar, format_score, group, guarded, hint, listen
 from napari_alunet.widgets._display import get_display
+from napari_alunet.widgets._guide import round_button_text
 from napari_alunet.widgets._state import get_state, notify_info
 
 STRATEGIES = ("random", "entropy", "bald", "kl", "js", "margin", "variation_ratio")
@@ -184,7 +185,7 @@ class AcquireWidget(QWidget):
                 or not current.checkpoint:
             raise ValueError(
                 "no trained model in the current round yet: label the queued images (Review) "
-                "and run a round (Train: Start round) first"
+                f"and run a round first ({round_button_text(project)}, Train tab)"
             )
         acquisition = copy.deepcopy(self.state.settings.acquisition)
         if acquisition.unit == "region":
@@ -224,7 +225,8 @@ class AcquireWidget(QWidget):
         self.compute_button.setToolTip(
             "Re-score the pool with the current model and this strategy; the top k become "
             "the review queue" if has_model else
-            "No trained model yet: run a round first (Train: Start round)")
+            "No trained model yet: run a round first "
+            f"({round_button_text(project)}, Train tab)")
 
     def _project_changed(self) -> None:
         self._load_settings()
@@ -260,7 +262,7 @@ class AcquireWidget(QWidget):
         pools = {r.id: (r.pool, r.name) for r in project.images()}
         for row_index, (image_id, score) in enumerate(ranked):
             pool, name = pools.get(image_id, ("?", str(image_id)))
-            status = "queued" if image_id in queued else pool
+            status = "to review" if image_id in queued else pool
             cells = (str(row_index + 1), name, format_score(score), status)
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)

@@ -16,6 +16,7 @@ from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QVBoxLay
 from napari_alunet.widgets import _layers
 from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen
 from napari_alunet.widgets._display import get_display
+from napari_alunet.widgets._guide import round_button_text
 from napari_alunet.widgets._state import get_state
 from napari_alunet.widgets._workers import Progress
 
@@ -120,7 +121,8 @@ class FeaturesWidget(QWidget):
         project = self.state.require_project()
         rnd = self.model_round()
         if rnd is None:
-            raise ValueError("no trained model yet: run a round first (Train: Start round)")
+            raise ValueError("no trained model yet: run a round first "
+                             f"({round_button_text(project)}, Train tab)")
         shown = self.display.current
         if shown is None:
             raise ValueError("show an image first (Review, or click a row in Acquire)")

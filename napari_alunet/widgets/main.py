@@ -12,6 +12,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QLabel, QScrollArea, QTabWidget, QVBoxLayout, QWidget
 
 from napari_alunet.widgets._common import listen
+from napari_alunet.widgets._guide import next_action, status_text
 from napari_alunet.widgets._state import get_state
 from napari_alunet.widgets.acquire import AcquireWidget
 from napari_alunet.widgets.features import FeaturesWidget
@@ -55,6 +56,7 @@ class ActiveLearningWidget(QWidget):
         listen(self, self.state.queue_changed, self._update_status)
         listen(self, self.state.labels_changed, self._update_status)
         listen(self, self.state.busy_changed, self._update_status)
+        listen(self, self.state.round_finished, self._update_status)
         self._update_status()
 
     def panel(self, title: str) -> Any:
@@ -70,17 +72,17 @@ class ActiveLearningWidget(QWidget):
             self.show_tab("Review")  # a reopened project continues where the user left it
         self._update_status()
 
-    def _update_status(self) -> None:
+    def _update_status(self, *_: Any) -> None:
         project = self.state.project
+        action = next_action(project, self.state.job.name if self.state.job else "")
         if project is None:
-            self.status.setText("<b>ALU-Net active learning</b> - open or create a project")
+            self.status.setText(f"<b>ALU-Net active learning</b><br>Next: {action.text}")
             return
         current = project.current_round()
         counts = project.counts()
-        busy = f" | <i>{self.state.job.name} running</i>" if self.state.job else ""
         round_text = "no round yet" if current is None else \
-            f"round {current.idx} {current.status}"
+            f"round {current.idx} {status_text(current.status)}"
         self.status.setText(
             f"<b>{project.path.name}</b>{' (read-only)' if project.read_only else ''} | "
             f"{round_text} | {counts['labelled']} labelled, {len(project.queue())} to review"
-            f"{busy}")
+            f"<br>Next: {action.text}")

@@ -28,6 +28,7 @@ from napari_alunet.config import DataConfig
 from napari_alunet.store import ProjectLockedError
 from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen, row, swatch
 from napari_alunet.widgets._display import get_display
+from napari_alunet.widgets._guide import round_button_text, status_text
 from napari_alunet.widgets._state import get_state, notify_info, notify_warning
 from napari_alunet.widgets._workers import Progress
 
@@ -248,10 +249,10 @@ class ProjectWidget(QWidget):
         text = (f"<b>{counts['labelled']}</b> labelled, <b>{counts['unlabelled']}</b> unlabelled, "
                 f"<b>{counts['test']}</b> test images")
         if current is None:
-            text += "<br>No round yet: press <b>Start round</b> (Train)."
+            text += f"<br>No round yet: press <b>{round_button_text(project)}</b> (Train)."
         else:
             pending = len(project.queue(current.idx))
-            text += f"<br>Round {current.idx}: {current.status}"
+            text += f"<br>Round {current.idx}: {status_text(current.status)}"
             if pending:
                 text += f", {pending} image(s) waiting for review"
         self.counts_label.setText(text)

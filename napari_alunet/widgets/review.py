@@ -51,6 +51,7 @@ from napari_alunet.widgets._common import (
     JobBar, format_score, group, guarded, hint, listen, row, swatch,
 )
 from napari_alunet.widgets._display import get_display
+from napari_alunet.widgets._guide import next_action, round_button_text
 from napari_alunet.widgets._state import get_state, notify_info
 from napari_alunet.widgets._workers import Progress
 
@@ -227,7 +228,8 @@ class ReviewWidget(QWidget):
         project = self.state.require_project(writable=True)
         queue = project.queue()
         if not queue:
-            raise ValueError("the queue is empty: run a round first (Train: Start round)")
+            raise ValueError("the queue is empty: run a round first "
+                             f"({round_button_text(project)}, Train tab)")
 
         def done(count: int) -> None:
             self.state.labels_changed.emit()
@@ -250,10 +252,16 @@ class ReviewWidget(QWidget):
         if queue:
             self.display.show(queue[0])
         else:
-            self.display.clear()
+            last = self.display.current
+            if project is not None and last is not None:
+                # The image just committed stays on screen with its committed label (not a
+                # black canvas); the header says what to do next.
+                self.display.show(last.image_id)
+            else:
+                self.display.clear()
             if project is not None:
-                notify_info("review queue done: press Next round (Rounds) or Start round "
-                            "(Train) to train on the new labels")
+                notify_info(f"review queue done: {round_button_text(project)} (Train) learns "
+                            "from the new labels")
 
     # -- display ------------------------------------------------------------------------------
     def _require_shown(self) -> Any:
@@ -325,10 +333,10 @@ class ReviewWidget(QWidget):
             return
         current = project.current_round()
         pending = project.queue() if current is not None else []
+        action = next_action(project, self.state.job.name if self.state.job else "")
         if shown is None:
-            self.header.setText(
-                "Nothing to review. Run a round (Train: <b>Start round</b>) to queue the images "
-                "the model is least sure about." if not pending else "Loading...")
+            self.header.setText(f"Nothing to review. Next: {action.text}" if not pending
+                                else "Loading...")
             return
         record = project.image(shown.image_id)
         where = (f"{pending.index(shown.image_id) + 1} of {len(pending)} waiting"
@@ -347,7 +355,8 @@ class ReviewWidget(QWidget):
             f"{round_text}<b>{record.name}</b> ({record.width} x {record.height}){score}"
             f"<br>{where}; starts from the {start}{regions}"
             + ("<br><i>test image: shown, never trained on; not editable</i>"
-               if shown.pool == "test" else ""))
+               if shown.pool == "test" else "")
+            + ("" if pending else f"<br>Next: {action.text}"))
         visible = self.display.visible_map(dict.fromkeys(shown.maps))
         self.map_choice.blockSignals(True)
         self.map_choice.setCurrentText(visible or "none")

@@ -28,6 +28,7 @@ from napari_alunet.widgets._chart import LineChart, Series
 from napari_alunet.widgets._common import JobBar, group, guarded, listen, row
 from napari_alunet.widgets._curve import CurvePoint, curve_points, draw_curve, write_csv
 from napari_alunet.widgets._display import get_display
+from napari_alunet.widgets._guide import next_action, round_button_text, status_text
 from napari_alunet.widgets._plot import COLOURS, build_figure, light_colours, theme_colours
 from napari_alunet.widgets._state import get_state, notify_info
 
@@ -43,11 +44,11 @@ def confirm_unreviewed(parent: QWidget, project: Any, confirm: Any = None) -> bo
     pending = project.queue(current.idx)
     if not pending:
         return True
-    message = (f"{len(pending)} queued image(s) of round {current.idx} are not reviewed yet. "
-               "Starting the next round returns them to the unlabelled pool unreviewed. "
-               "Start the next round anyway?")
+    button = round_button_text(project)
+    message = (f"{len(pending)} image(s) of round {current.idx} still wait for review. "
+               f"{button} returns them to the unlabelled pool unreviewed. {button} anyway?")
     if confirm is None:
-        go = QMessageBox.question(parent, "Next round", message) == \
+        go = QMessageBox.question(parent, button, message) == \
             QMessageBox.StandardButton.Yes
     else:
         go = bool(confirm(message))
@@ -57,7 +58,8 @@ def confirm_unreviewed(parent: QWidget, project: Any, confirm: Any = None) -> bo
 
 
 class RoundsWidget(QWidget):
-    """Next round, the rounds so far, and the learning curve with exports."""
+    """The round button (same name as Train's), the rounds so far, and the learning curve
+    with exports."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -66,7 +68,7 @@ class RoundsWidget(QWidget):
         get_display(napari_viewer)
         self.points: list[CurvePoint] = []
 
-        self.next_button = QPushButton("Next round")
+        self.next_button = QPushButton(round_button_text(None))
         self.next_button.setToolTip("Train on all labels so far, evaluate on the test pool, "
                                     "score the pool and queue new images for review")
         self.next_button.clicked.connect(lambda: self.next_round())
@@ -117,7 +119,8 @@ class RoundsWidget(QWidget):
         listen(self, self.state.project_changed, self.refresh)
         listen(self, self.state.round_finished, self.refresh)
         listen(self, self.state.labels_changed, self.refresh)
-        listen(self, self.state.busy_changed, self._busy)
+        listen(self, self.state.busy_changed, self._busy_changed)
+        listen(self, self.state.queue_changed, self.refresh)
         self.refresh()
 
     @guarded
@@ -158,14 +161,18 @@ class RoundsWidget(QWidget):
             if not drop:
                 return None
         abandoned = restart_round(project, drop_queue=drop)
-        notify_info(f"round {abandoned.idx} abandoned; Next round starts round "
-                    f"{abandoned.idx + 1} with the current settings")
+        notify_info(f"round {abandoned.idx} abandoned; {round_button_text(project)} starts "
+                    "afresh with the current settings")
         self.state.queue_changed.emit()
         self.refresh()
         return abandoned
 
+    def _busy_changed(self, _name: str) -> None:
+        self.refresh()  # the next action changes with the job (and texts must not go stale)
+
     def _busy(self, name: str) -> None:
         project = self.state.project
+        self.next_button.setText(round_button_text(project))
         self.next_button.setEnabled(not name and project is not None and not project.read_only)
         self.restart_button.setEnabled(not name and project is not None
                                        and not project.read_only)
@@ -184,21 +191,12 @@ class RoundsWidget(QWidget):
         self.by_effort.set_series([Series("", [float(p.pixels_changed) for p in self.points],
                                           dice, COLOURS["dice"], markers=True, labels=names)])
         self._fill_table()
-        if project is None:
-            self.summary.setText("No project open.")
-            return
-        current = project.current_round()
-        if current is None:
-            self.summary.setText("No round yet. <b>Next round</b> trains on the labelled images.")
-            return
-        pending = len(project.queue(current.idx))
-        text = f"Round <b>{current.idx}</b> is <b>{current.status}</b>"
-        if current.status == "queued":
-            text += (f": {pending} image(s) left to review (Review), then Next round"
-                     if pending else ": review done, press Next round")
-        elif current.status in ("started", "trained", "evaluated"):
-            text += ": unfinished; Next round continues it"
-        self.summary.setText(text)
+        # The same next step as the status line above the tabs, in the same words.
+        action = next_action(project, self.state.job.name if self.state.job else "")
+        current = project.current_round() if project is not None else None
+        where = ("" if current is None else
+                 f"Round <b>{current.idx}</b>: {status_text(current.status)}.<br>")
+        self.summary.setText(f"{where}Next: {action.text}")
 
     def _fill_table(self) -> None:
         project = self.state.project
@@ -207,7 +205,7 @@ class RoundsWidget(QWidget):
         self.table.setRowCount(len(rounds))
         for row_index, rnd in enumerate(reversed(rounds)):
             point = by_round.get(rnd.idx)
-            cells = (str(rnd.idx), rnd.status, str(rnd.n_labelled or 0),
+            cells = (str(rnd.idx), status_text(rnd.status), str(rnd.n_labelled or 0),
                      "" if point is None else f"{point.pixels_changed:,}",
                      "" if point is None or point.mean_dice != point.mean_dice
                      else f"{point.mean_dice:.3f}")

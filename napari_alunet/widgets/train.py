@@ -1,10 +1,11 @@
-"""Train: model preset and training settings, Start / Stop of a round, a live loss/Dice plot.
+"""Train: model preset and training settings, the round button, a live loss/Dice plot.
 
-Start runs :func:`napari_alunet.loop.run_round` (train -> evaluate -> score -> queue) in a
-worker; Stop closes it at the next optimiser step, the engine saves the weights it would keep
-so far and the round stays open, to be trained again by the next Start. The plot is fed from
-``EvalEvent`` in the GUI thread (x axis: optimiser steps) and painted with QPainter (see
-:mod:`._chart` for why not matplotlib).
+The round button ("Train round N", or "Resume round N" after a Stop; the Rounds panel has
+the same button under the same name, :mod:`._guide`) runs :func:`napari_alunet.loop.run_round`
+(train -> evaluate -> score -> queue) in a worker; Stop closes it at the next optimiser step,
+the engine saves the weights it would keep so far and the round stays open, to be resumed.
+The plot is fed from ``EvalEvent`` in the GUI thread (x axis: optimiser steps) and painted
+with QPainter (see :mod:`._chart` for why not matplotlib).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from napari_alunet.config import MODEL_PRESETS, TrainConfig, model_preset
 from napari_alunet.widgets._chart import LineChart, Series
 from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen, row
 from napari_alunet.widgets._display import get_display
+from napari_alunet.widgets._guide import round_button_text
 from napari_alunet.widgets._plot import COLOURS, theme_colours
 from napari_alunet.widgets._state import get_state
 
@@ -93,7 +95,7 @@ class TrainWidget(QWidget):
         form.addRow("Unlabelled", self.semi_supervised)
         settings_box = group("Model and training", layout=form)
 
-        self.start_button = QPushButton("Start round")
+        self.start_button = QPushButton(round_button_text(None))
         self.start_button.setToolTip("Train on the labelled pool, evaluate on the test pool, "
                                      "score the unlabelled pool and queue images for review")
         self.start_button.clicked.connect(self.start)
@@ -194,6 +196,7 @@ class TrainWidget(QWidget):
         return self.state.run_round()
 
     def _busy(self, name: str) -> None:
+        self.start_button.setText(round_button_text(self.state.project))
         self.start_button.setEnabled(not name and self.state.project is not None
                                      and not self.state.project.read_only)
 
