@@ -223,6 +223,27 @@ def test_whole_round(app, qtbot, tmp_path):
     csv_text = (tmp_path / "curve.csv").read_text().splitlines()
     assert csv_text[0].startswith("round,status,n_labelled,pixels_changed")
     assert "dice_ICM" in csv_text[0] and len(csv_text) == 3
+    # The exported figure (issue 17): 0-1 Dice axes, whole-number ticks of labelled images,
+    # one curve per foreground class beside the mean, and the run's metadata under it.
+    from napari_alunet.widgets._curve import curve_metadata
+    from napari_alunet.widgets.rounds import export_figure
+
+    figure = export_figure(points, class_names=project.classes.names,
+                           metadata=curve_metadata(project))
+    left, right = figure.axes[:2]
+    assert left.get_ylim() == (0.0, 1.0) and right.get_ylim() == (0.0, 1.0)
+    figure.canvas.draw()
+    assert all(float(t).is_integer() for t in left.get_xticks())
+    names = [line.get_label() for line in left.get_lines()]
+    assert names[0] == "mean (foreground)" and names[1:] == list(project.classes.names[1:])
+    footer = " ".join(t.get_text() for t in figure.texts)
+    assert project.path.name in footer and "3 test images" in footer and "2 round(s)" in footer
+    assert right.get_xlim()[0] == 0.0
+    # Live charts: one point at 0 pixels changed draws an axis from 0, not from -1.
+    from napari_alunet.widgets._chart import Series
+
+    rounds.by_effort.set_series([Series("", [0.0], [0.5], "#fff")])
+    assert rounds.by_effort._ranges()[:2] == (0.0, 1.0)
 
     # Inside the model: feature maps of a block for the image on screen.
     features = widget.panel("Model")

@@ -93,7 +93,12 @@ class LineChart(QWidget):
             return None
         x0, x1 = min(xs), max(xs)
         if x1 - x0 < 1e-9:
-            x0, x1 = x0 - 1, x1 + 1
+            # One x value: a small span around it, never below 0 for data that is never
+            # negative (pixels changed 0 drew an axis from -1 to 1).
+            span = max(1.0, abs(x0) * 0.05)
+            x0, x1 = x0 - span, x1 + span
+            if min(xs) >= 0:
+                x0 = max(0.0, x0)
         if self.ylim is not None:
             y0, y1 = self.ylim
         else:
@@ -112,7 +117,11 @@ class LineChart(QWidget):
         painter.setFont(font)
         metrics = painter.fontMetrics()
         line_h = metrics.height()
-        plot = QRectF(8 + metrics.horizontalAdvance("0.000"), line_h + 8,
+        named = [s for s in self.series if s.name]
+        # The legend gets its own line under the title: drawn inside the plot it covered the
+        # curves (issue 17).
+        legend_h = line_h + 2 if len(named) > 1 else 0
+        plot = QRectF(8 + metrics.horizontalAdvance("0.000"), line_h + 8 + legend_h,
                       0, 0)
         plot.setRight(self.width() - 10)
         plot.setBottom(self.height() - 2 * line_h - 6)
@@ -122,6 +131,8 @@ class LineChart(QWidget):
                          Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, title)
         painter.drawText(QRectF(plot.left(), self.height() - line_h - 2, plot.width(), line_h),
                          Qt.AlignmentFlag.AlignHCenter, self.xlabel)
+        if legend_h:
+            self._draw_legend(painter, named, plot.left(), line_h + 6, text)
         ranges = self._ranges()
         painter.setPen(QPen(grid, 1))
         painter.drawRect(plot)
@@ -180,18 +191,20 @@ class LineChart(QWidget):
             for point, label in zip(points, series.labels):
                 painter.drawText(point + QPointF(4, -4), label)
         painter.setClipping(False)
-        named = [s for s in self.series if s.name]
-        if len(named) > 1:
-            y = plot.top() + 4
-            for series in named:
-                width = metrics.horizontalAdvance(series.name)
-                x = plot.right() - width - 24
-                painter.setPen(QPen(QColor(series.colour), 2))
-                painter.drawLine(QPointF(x, y + line_h / 2), QPointF(x + 14, y + line_h / 2))
-                painter.setPen(text)
-                painter.drawText(QPointF(x + 18, y + metrics.ascent()), series.name)
-                y += line_h
         painter.end()
+
+    def _draw_legend(self, painter: QPainter, named: list[Series], left: float, top: float,
+                     text: QColor) -> None:
+        """Series names side by side on one line (from ``left``, at ``top``)."""
+        metrics = painter.fontMetrics()
+        x = left
+        for series in named:
+            middle = top + metrics.height() / 2
+            painter.setPen(QPen(QColor(series.colour), 2))
+            painter.drawLine(QPointF(x, middle), QPointF(x + 14, middle))
+            painter.setPen(text)
+            painter.drawText(QPointF(x + 18, top + metrics.ascent()), series.name)
+            x += 18 + metrics.horizontalAdvance(series.name) + 12
 
 
 def _finite(x: float, y: float) -> bool:

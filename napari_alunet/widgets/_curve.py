@@ -81,35 +81,97 @@ def write_csv(points: list[CurvePoint], path: str | Path,
     return atomic_write_bytes(Path(path), curve_csv(points, class_names).encode())
 
 
-def draw_curve(figure: Any, axes: list[Any], points: list[CurvePoint],
-               colours: dict[str, str]) -> None:
-    """Draw test mean Dice against labelled images (left) and pixels changed (right).
+def curve_metadata(project: Any) -> str:
+    """One line saying what run a learning curve belongs to (printed under the exported
+    figure): project, test images, model, strategy, rounds, date."""
+    import datetime
 
-    ``colours``: 'background', 'text', 'grid' and 'line' (the curve).
+    counts = project.counts()
+    rounds = project.rounds()
+    config = next((r.config for r in reversed(rounds) if r.config), None) or {}
+    model = config.get("model", {})
+    acquisition = config.get("acquisition", {})
+    parts = [f"project {project.path.name}", f"{counts.get('test', 0)} test images"]
+    if model:
+        parts.append(f"U-Net width {model.get('base_width', '?')}, depth "
+                     f"{model.get('depth', '?')}, input {model.get('input_size', '?')} px, "
+                     f"dropout {model.get('dropout', '?')}")
+    if acquisition:
+        parts.append(f"{acquisition.get('strategy', '?')}, k = {acquisition.get('k', '?')}, "
+                     f"{acquisition.get('passes', '?')} MC passes")
+    parts.append(f"{len(rounds)} round(s)")
+    parts.append(f"exported {datetime.date.today().isoformat()}")
+    return " | ".join(parts)
+
+
+#: Line colours of the per-class curves in exported figures (colour-blind-safe, readable on
+#: white, unlike the yellow and cyan of the label colours).
+CLASS_LINE_COLOURS = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9")
+
+
+def draw_curve(figure: Any, axes: list[Any], points: list[CurvePoint],
+               colours: dict[str, str], *, class_names: tuple[str, ...] = (),
+               metadata: str = "") -> None:
+    """Draw test Dice against labelled images (left) and pixels changed (right).
+
+    The mean Dice over the foreground classes is the thick line; each foreground class's Dice
+    is a thin dashed line (left panel) when the points carry per-class metrics (``dice_<i>``)
+    and ``class_names`` are given. Dice axes span 0-1 as in the app; the labelled-images axis
+    has integer ticks; ``metadata`` (:func:`curve_metadata`) is printed under the panels.
+    ``colours``: 'background', 'text', 'grid' and 'line' (the mean curve).
     """
+    from matplotlib.ticker import MaxNLocator
+
     left, right = axes
     line = colours.get("line", "#1f77b4")
-    left.set_title("Test mean Dice vs labelled images", fontsize=9)
+    left.set_title("Test Dice vs labelled images", fontsize=9)
     left.set_xlabel("labelled images", fontsize=8)
-    left.set_ylabel("test mean Dice", fontsize=8)
-    right.set_title("vs annotation effort", fontsize=9)
-    right.set_xlabel("pixels changed (thousands)", fontsize=8)
+    left.set_ylabel("test Dice", fontsize=8)
+    right.set_title("Test Dice vs annotation effort", fontsize=9)
+    right.set_xlabel("pixels changed by the annotator (thousands)", fontsize=8)
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in axes:
+        ax.set_ylim(0.0, 1.0)
+    if metadata:
+        figure.text(0.01, 0.01, metadata, fontsize=6.5, color=colours["text"], ha="left",
+                    va="bottom", wrap=True)
     if not points:
-        left.text(0.5, 0.5, "no evaluated round yet", ha="center", va="center",
-                  transform=left.transAxes, color=colours["text"], fontsize=8)
+        for ax in axes:
+            ax.text(0.5, 0.5, "no evaluated round yet", ha="center", va="center",
+                    transform=ax.transAxes, color=colours["text"], fontsize=8)
         return
     xs = [p.n_labelled for p in points]
     effort = [p.pixels_changed / 1000.0 for p in points]
     dice = [p.mean_dice for p in points]
-    kw = dict(color=line, marker="o", markersize=4, linewidth=1.6)
-    left.plot(xs, dice, **kw)
+    kw = dict(color=line, marker="o", markersize=4, linewidth=2.0)
+    left.plot(xs, dice, label="mean (foreground)", **kw)
     right.plot(effort, dice, **kw)
-    for p, x, e, d in zip(points, xs, effort, dice):
+    for index, name in enumerate(class_names):
+        if index == 0:
+            continue  # background: near 1 and not what the loop is for
+        values = [p.metrics.get(f"dice_{index}", math.nan) for p in points]
+        if all(v != v for v in values):
+            continue
+        left.plot(xs, values, color=CLASS_LINE_COLOURS[(index - 1) % len(CLASS_LINE_COLOURS)],
+                  linewidth=1.0, linestyle="--", marker=".", markersize=3, label=name)
+    # At least one image either side, so a single round gets whole-number ticks too.
+    pad = max(1.0, 0.05 * (max(xs) - min(xs)))
+    left.set_xlim(max(0.0, min(xs) - pad), max(xs) + pad)
+    for p, x, d in zip(points, xs, dice):
         left.annotate(f"r{p.round_idx}", (x, d), textcoords="offset points", xytext=(3, 4),
                       fontsize=7, color=colours["text"])
-    top = max(d for d in dice if d == d) if any(d == d for d in dice) else 1.0
-    for ax in axes:
-        ax.set_ylim(0.0, min(1.0, max(0.1, top * 1.15)))
+    if max(effort) <= 0:
+        # Nothing corrected yet (imported labels cost nothing): a 0-1 axis, not -1..1.
+        right.set_xlim(0.0, 1.0)
+        right.text(0.5, 0.5, "no corrections committed yet", ha="center", va="center",
+                   transform=right.transAxes, color=colours["text"], fontsize=8)
+    else:
+        right.set_xlim(left=0.0)
+    handles, labels = left.get_legend_handles_labels()
+    if len(handles) > 1:
+        # Under the panels, not over the curves.
+        figure.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=7,
+                      frameon=False, bbox_to_anchor=(0.5, 0.06))
 
 
 def _named(key: str, class_names: tuple[str, ...]) -> str:

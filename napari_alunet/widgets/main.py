@@ -51,7 +51,7 @@ class ActiveLearningWidget(QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.status)
         layout.addWidget(self.tabs)
-        self.setMinimumWidth(450)  # two charts side by side stay readable
+        self.setMinimumWidth(450)  # forms, tables and the charts stay readable
         listen(self, self.state.project_changed, self._project_changed)
         listen(self, self.state.queue_changed, self._update_status)
         listen(self, self.state.labels_changed, self._update_status)

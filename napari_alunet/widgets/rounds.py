@@ -26,7 +26,9 @@ from qtpy.QtWidgets import (
 
 from napari_alunet.widgets._chart import LineChart, Series
 from napari_alunet.widgets._common import JobBar, group, guarded, listen, row
-from napari_alunet.widgets._curve import CurvePoint, curve_points, draw_curve, write_csv
+from napari_alunet.widgets._curve import (
+    CurvePoint, curve_metadata, curve_points, draw_curve, write_csv,
+)
 from napari_alunet.widgets._display import get_display
 from napari_alunet.widgets._guide import next_action, round_button_text, status_text
 from napari_alunet.widgets._plot import COLOURS, build_figure, light_colours, theme_colours
@@ -110,7 +112,8 @@ class RoundsWidget(QWidget):
         layout.addWidget(self.summary)
         layout.addWidget(row(self.next_button, self.restart_button))
         layout.addWidget(self.job_bar)
-        layout.addWidget(group("Learning curve", row(self.by_labelled, self.by_effort),
+        # One above the other at the dock's full width: side by side each was ~130 px wide.
+        layout.addWidget(group("Learning curve", self.by_labelled, self.by_effort,
                                row(QLabel("Export"), self.png_button, self.svg_button,
                                    self.csv_button, stretch=True)))
         layout.addWidget(group("Rounds", self.table))
@@ -228,14 +231,24 @@ class RoundsWidget(QWidget):
         if kind == "csv":
             write_csv(points, path, project.classes.names)
         elif kind in ("png", "svg"):
-            export_figure(points).savefig(path, format=kind, dpi=150)
+            export_figure(points, class_names=project.classes.names,
+                          metadata=curve_metadata(project)).savefig(path, format=kind, dpi=150)
         else:
             raise ValueError(f"unknown export format {kind!r}: use png, svg or csv")
         notify_info(f"wrote {path}")
         return path
 
 
-def export_figure(points: list[CurvePoint]) -> Figure:
-    """The learning curve on a white background (a Figure without pyplot: no GUI state)."""
-    colours = {**light_colours(), "line": "#1f77b4"}
-    return build_figure(draw_curve, points, colours, ncols=2, size=(8.0, 3.2), dpi=100)
+def export_figure(points: list[CurvePoint], *, class_names: tuple[str, ...] = (),
+                  metadata: str = "") -> Figure:
+    """The learning curve on a white background (a Figure without pyplot: no GUI state),
+    with per-class curves and the run's metadata (:func:`draw_curve`)."""
+    colours = {**light_colours(), "line": "#202124"}
+
+    def draw(figure: Figure, axes: list[Any], data: Any, cols: dict[str, str]) -> None:
+        draw_curve(figure, axes, data, cols, class_names=class_names, metadata=metadata)
+
+    figure = build_figure(draw, points, colours, ncols=2, size=(8.0, 3.8), dpi=100)
+    # Room under the panels for the legend and the metadata line.
+    figure.subplots_adjust(bottom=0.3, top=0.9)
+    return figure

@@ -113,7 +113,8 @@ class TrainWidget(QWidget):
         layout.addWidget(settings_box)
         layout.addWidget(self.start_button)
         layout.addWidget(self.job_bar)
-        layout.addWidget(group("Training curve", row(self.loss_chart, self.dice_chart)))
+        # One above the other at the dock's full width (side by side each was ~130 px wide).
+        layout.addWidget(group("Training curve", self.loss_chart, self.dice_chart))
         layout.addWidget(group("Test metrics of the newest round", self.metrics_label,
                                hint("Dice on the fixed test pool, which is never trained on.")))
         layout.addStretch(1)
