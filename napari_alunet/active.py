@@ -469,6 +469,23 @@ def acquire_regions(
     return acquired
 
 
+def predict_for_review(
+    pool: ActivePool, model: Any, image_ids: Sequence[int], config: AcquisitionConfig, *,
+    device: Any = None, keep_maps: Sequence[str] = ("entropy", "bald", "kl", "js"),
+) -> Generator[Any, None, Acquired]:
+    """The review prediction and uncertainty maps of images chosen by the user (not by a
+    strategy), exactly as :func:`acquire` gives them for the images it takes: the same seeded
+    MC pass, at the original size. ``scores`` stays empty (nothing was ranked)."""
+    from napari_alunet.scoring import review_pass
+
+    ids = [int(i) for i in image_ids]
+    if not ids:
+        return Acquired([], {}, {}, {}, config.strategy)
+    result = yield from review_pass(model, ids, pool.load_images, config, keep_maps=keep_maps,
+                                    device=device)
+    return _for_review(pool, result, config.strategy)
+
+
 def dice_error(prediction: np.ndarray, truth: np.ndarray, n_classes: int | None = None) -> float:
     """``1 -`` mean foreground Dice of one (S, S) prediction against its (S, S) truth.
 

@@ -326,6 +326,44 @@ def rescore(project: Project, acquisition: AcquisitionConfig, *,
     return result
 
 
+def queue_images(project: Project, image_ids: Sequence[int], *,
+                 device: Any = None) -> Generator[Any, None, list[int]]:
+    """Add the user's own picks to the current round's review queue, after the images queued
+    already, each with the round model's prediction and uncertainty maps computed now (the
+    image browser's "add to queue": review an image the strategy did not choose).
+
+    Only unlabelled images can be added (a labelled image is edited by showing it; a test
+    image is never trained on). Returns the ids added (those already pending are skipped).
+    """
+    from napari_alunet.training.device import resolve_device
+
+    current = project.current_round()
+    if current is None or current.status != "queued" or not current.checkpoint:
+        raise ValueError("no round is in review: train a round first, then add images to its "
+                         "queue")
+    pending = project.queue(current.idx)
+    wrong = [project.image(int(i)).name for i in image_ids
+             if project.image(int(i)).pool != "unlabelled"]
+    if wrong:
+        raise ValueError(f"only unlabelled images can be queued for review; not "
+                         f"{', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''} (labelled "
+                         "images are edited by showing them; test images are never trained on)")
+    new = [int(i) for i in dict.fromkeys(image_ids) if int(i) not in pending]
+    if not new:
+        return []
+    settings = RoundSettings.from_dict(current.config) if current.config else RoundSettings()
+    model = load_round_model(project, current, settings)
+    predicted = yield from active.predict_for_review(
+        _pool(project, settings), model, new, settings.acquisition,
+        device=resolve_device(device or settings.train.device))
+    # The cache first, then the queue: an interruption leaves at most an unused cache file.
+    for image_id in new:
+        _write_review(project, current.idx, image_id, predicted.predictions[image_id],
+                      predicted.maps[image_id])
+    project.set_queue(current.idx, pending + new)
+    return new
+
+
 def _cold_start(project: Project, current: RoundRecord, settings: RoundSettings,
                 device: Any) -> Generator[Any, None, RoundReport]:
     """Queue the first images of a project without labels (:func:`napari_alunet.active
@@ -493,6 +531,7 @@ def _now() -> str:
 
 __all__ = [
     "ReviewItem", "RoundReport", "RoundSettings", "StageEvent", "commit_review",
-    "load_round_model", "model_version", "oracle_commit", "rescore", "restart_round",
+    "load_round_model", "model_version", "oracle_commit", "queue_images", "rescore",
+    "restart_round",
     "review_item", "run_round", "score_and_queue", "settings_differences",
 ]

@@ -97,6 +97,38 @@ def test_round_trains_with_the_recipe_and_never_on_the_test_pool(project, recipe
     assert project.current_round().config["acquisition"]["strategy"] == "entropy"
 
 
+def test_queue_images_adds_the_users_pick_with_a_fresh_prediction(project):
+    from napari_alunet import active
+    from napari_alunet.loop import load_round_model, queue_images
+
+    with pytest.raises(ValueError, match="no round is in review"):
+        drain(queue_images(project, [project.images("unlabelled")[0].id]))
+    report = drain(run_round(project, tiny_settings()))
+    others = [r.id for r in project.images("unlabelled") if r.id not in report.queue]
+    pick = others[-1]
+    added = drain(queue_images(project, [pick, report.queue[0]]))
+    assert added == [pick]  # an image pending already is not queued twice
+    assert project.queue() == report.queue + [pick]  # after the strategy's own picks
+    item = review_item(project, pick)
+    record = project.image(pick)
+    assert item.prediction.shape == (record.height, record.width)
+    assert set(item.maps) >= {"entropy", "bald"}
+    # The same numbers the round's acquisition gives an image it takes (same seeded pass).
+    settings = tiny_settings()
+    model = load_round_model(project, project.current_round(), settings)
+    pool = active.ProjectPool(project, settings.model.input_size)
+    again = drain(active.predict_for_review(pool, model, report.queue[:1],
+                                            settings.acquisition))
+    cached = review_item(project, report.queue[0])
+    assert np.array_equal(again.predictions[report.queue[0]], cached.prediction)
+    np.testing.assert_allclose(again.maps[report.queue[0]]["bald"], cached.maps["bald"],
+                               atol=2e-3)  # the cache stores float16
+    for wrong in (project.images("labelled")[0], project.images("test")[0]):
+        with pytest.raises(ValueError, match="only unlabelled images"):
+            drain(queue_images(project, [wrong.id]))
+    assert project.queue() == report.queue + [pick]  # a refused call changes nothing
+
+
 def test_commit_undo_oracle_and_next_round(project):
     first = drain(run_round(project, tiny_settings()))
     top = first.queue[0]

@@ -523,3 +523,75 @@ def test_buttons_are_enabled_only_when_they_can_act(app, qtbot, tmp_path):
         widget.panel("Train").start()
     wait_idle(qtbot, state)
     assert acquire.compute_button.isEnabled()
+
+
+def test_browser_start_from_and_model_warnings(app, qtbot, tmp_path):
+    """Issue 17: any image can be found and queued; the labels can start from the
+    prediction, its confident pixels or nothing; a collapsed model or a one-class prediction
+    is called out."""
+    from napari_alunet.config import UNKNOWN_LABEL
+    from napari_alunet.widgets._guide import model_warning, prediction_warning
+
+    viewer, widget = app
+    state = widget.state
+    project = create_sample(qtbot, widget, tmp_path)
+    make_tiny(widget)
+    with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT):
+        widget.panel("Train").start()
+    wait_idle(qtbot, state)
+    review = widget.panel("Review")
+    browser = review.browser
+
+    # The browser lists every image; the filter keeps one pool (or the queue).
+    assert browser.list.count() == 12
+    browser.filter.setCurrentText("to review")
+    assert browser.list.count() == 3
+    browser.filter.setCurrentText("unlabelled")
+    candidates = [browser.list.item(i).data(256) for i in range(browser.list.count())]
+    assert len(candidates) == 3 and not set(candidates) & set(project.queue())
+    assert not browser.add_button.isEnabled()  # nothing selected
+    browser.select(candidates[:1])
+    assert browser.add_button.isEnabled()
+    before = project.queue()
+    browser.add_selected()
+    wait_idle(qtbot, state)
+    assert project.queue() == before + candidates[:1]
+    assert state.display.current.image_id == candidates[0]  # shown, with its prediction
+    assert state.display.current.reference is not None and state.display.current.maps
+    browser.filter.setCurrentText("test")
+    browser.list.itemClicked.emit(browser.list.item(0))  # any image can be looked at
+    assert state.display.current.pool == "test"
+
+    # Start from: the prediction, its confident pixels only, or nothing.
+    review.show_next()
+    shown = state.display.current
+    labels = viewer.layers["alunet: labels"]
+    assert np.array_equal(labels.data, shown.reference)
+    review.map_threshold.setValue(80)
+    review.start_from.setCurrentText("confident")
+    unknown = labels.data == UNKNOWN_LABEL
+    kind = state.display.visible_map(state.display.maps)
+    values = state.display.maps[kind]
+    assert np.array_equal(unknown, values > np.percentile(values, 80))
+    assert np.array_equal(labels.data[~unknown], shown.reference[~unknown])
+    assert "confident pixels" in review.header.text()
+    review.start_from.setCurrentText("empty")
+    assert not labels.data.any()
+    review.start_from.setCurrentText("confident")
+    version = review.commit()  # the unreviewed pixels stay unknown, never background
+    assert version.pixels_unknown == int(unknown.sum())
+    review.start_from.setCurrentText("prediction")
+
+    # Warnings: a one-class prediction, a collapsed model.
+    one_class = np.zeros((10, 10), np.uint8)
+    assert "100 % of this image background" in prediction_warning(one_class,
+                                                                  project.classes.names)
+    mixed = np.arange(100, dtype=np.uint8).reshape(10, 10) % 5
+    assert prediction_warning(mixed, project.classes.names) == ""
+    current = project.current_round()
+    assert model_warning(current) == ""  # health check off in make_tiny: recorded healthy
+    config = dict(current.config)
+    config["fit"] = {**config["fit"], "healthy": False, "labelled_dice": 0.12}
+    project.update_round(current.idx, config=config)
+    state.queue_changed.emit()
+    assert "looks collapsed (Dice 0.12" in widget.status.text()

@@ -19,6 +19,10 @@ from napari_alunet.widgets import _layers
 from napari_alunet.widgets._state import AppState, get_state, notify_error
 
 
+#: What the labels of a queued image start from in Review.
+START_FROM = ("prediction", "confident", "empty")
+
+
 @dataclass
 class Shown:
     """The image on screen and what the annotator started from."""
@@ -57,6 +61,8 @@ class Display:
         self.map_threshold: float = 50.0
         #: The overlay toggled off (Shift+M), kept from image to image.
         self.map_hidden: bool = False
+        #: What the labels of a queued image start from (:data:`START_FROM`).
+        self.start_from: str = "prediction"
         self.maps: dict[str, np.ndarray] = {}
         state.image_requested.connect(self._requested)
         state.project_changed.connect(self._project_changed)
@@ -112,7 +118,8 @@ class Display:
         elif labels is None:
             # A copy: painting edits the layer's array in place, and the reference must stay the
             # model's prediction so that 'pixels changed' measures the annotator's work.
-            labels = reference.copy() if reference is not None else np.zeros(image.shape, np.uint8)
+            labels = (self._starting_labels(reference, item.maps if item else {})
+                      if reference is not None else np.zeros(image.shape, np.uint8))
         if given is not None and given.shape == image.shape:
             labels = np.array(given, dtype=np.uint8)  # the annotator's own strokes come back
         maps = item.maps if item is not None else {}
@@ -137,6 +144,27 @@ class Display:
             self.focus_region(0)
         self._notify()
         return self.current
+
+    def _starting_labels(self, reference: np.ndarray, maps: dict[str, np.ndarray]
+                         ) -> np.ndarray:
+        """The labels a queued image starts from (a copy of ``reference`` at most).
+
+        'prediction': the model's labels; 'empty': nothing (draw from scratch); 'confident':
+        the model's labels where it is sure, and unknown (shown unlabelled) where the overlay
+        tints, i.e. above the threshold percentile of the map shown. Unknown pixels the
+        annotator leaves are committed as unknown, never as background: training ignores them.
+        """
+        from napari_alunet.config import UNKNOWN_LABEL
+
+        if self.start_from == "empty":
+            return np.zeros(reference.shape, np.uint8)
+        labels = np.array(reference, dtype=np.uint8)
+        kind = self.visible_map(maps) or next(iter(maps), None)
+        if self.start_from == "confident" and kind is not None:
+            values = maps[kind]
+            cut = float(np.percentile(values, min(99.0, self.map_threshold)))
+            labels[values > cut] = UNKNOWN_LABEL
+        return labels
 
     def region_count(self) -> int:
         """Connected regions to review in the image shown (0 for a whole-image review)."""

@@ -38,6 +38,41 @@ def _unfinished(current: Any) -> bool:
     return current is not None and current.status in ("started", "trained", "evaluated")
 
 
+def model_warning(current: Any) -> str:
+    """A warning (ending in a line break) when the round's model failed its health check: it
+    fits its own labels poorly (collapsed, e.g. everything background), so correcting its
+    predictions costs as much as drawing; '' otherwise."""
+    fit = (current.config or {}).get("fit") or {}
+    if fit.get("healthy", True):
+        return ""
+    dice = fit.get("labelled_dice")
+    shown = "" if dice is None else f" (Dice {dice:.2f} on its own labels)"
+    return (f"<b>Warning</b>: round {current.idx}'s model looks collapsed{shown}; its "
+            "predictions are poor starting points. Label a few more images (the queue, or "
+            "'empty' start) before trusting its uncertainty.<br>")
+
+
+def prediction_warning(prediction: Any, class_names: Any) -> str:
+    """A warning when one class takes more than 90 % of a prediction (a near-empty or
+    collapsed prediction of this image); '' otherwise. ``prediction``: (h, w) labels."""
+    import numpy as np
+
+    from napari_alunet.config import UNKNOWN_LABEL
+
+    values = np.asarray(prediction)
+    values = values[values != UNKNOWN_LABEL]
+    if values.size == 0:
+        return ""
+    counts = np.bincount(values.ravel(), minlength=len(class_names))
+    top = int(np.argmax(counts))
+    share = counts[top] / values.size
+    if share <= 0.9:
+        return ""
+    name = class_names[top] if top < len(class_names) else str(top)
+    return (f"<b>Check closely</b>: the model labels {100 * share:.0f} % of this image "
+            f"{name}.")
+
+
 def round_button_text(project: Any) -> str:
     """Label of the button that starts rounds (the same in Train and Rounds): 'Train round
     N', or 'Resume round N' when round N was stopped before its queue was made."""
@@ -88,9 +123,10 @@ def next_action(project: Any, job_name: str = "") -> NextAction:
                           f"<b>{button}</b> (Train) continues it where it stopped.", "Train")
     if current.status == "queued":
         pending = len(project.queue(current.idx))
+        warning = model_warning(current)
         if pending:
-            return NextAction(f"Review: {pending} image(s) of round {current.idx} wait for "
-                              "your correction.", "Review")
+            return NextAction(f"{warning}Review: {pending} image(s) of round {current.idx} "
+                              "wait for your correction.", "Review")
         return NextAction(f"Review of round {current.idx} done: <b>{button}</b> (Train) "
                           "learns from the new labels.", "Train")
     return NextAction(f"<b>{button}</b> (Train): train on the {labelled} labelled image(s).",

@@ -50,10 +50,11 @@ from napari_alunet.widgets import _layers
 from napari_alunet.widgets._common import (
     JobBar, format_score, group, guarded, hint, listen, row, swatch,
 )
-from napari_alunet.widgets._display import get_display
-from napari_alunet.widgets._guide import next_action, round_button_text
+from napari_alunet.widgets._display import START_FROM, get_display
+from napari_alunet.widgets._guide import next_action, prediction_warning, round_button_text
 from napari_alunet.widgets._state import get_state, notify_info
 from napari_alunet.widgets._workers import Progress
+from napari_alunet.widgets.browser import ImageBrowser
 
 #: napari key names (viewer.bind_key) and Qt key sequences of the review actions.
 SHORTCUTS = {"commit": ("Shift-Enter", "Shift+Return"), "skip": ("Shift-S", "Shift+S"),
@@ -91,7 +92,16 @@ class ReviewWidget(QWidget):
         self.legend.setMaximumHeight(112)
         self.legend.setToolTip("Click a class to paint with it")
         self.legend.itemClicked.connect(self._class_clicked)
+        self.start_from = QComboBox()
+        self.start_from.addItems(START_FROM)
+        self.start_from.setToolTip(
+            "What the labels of a queued image start from: the model's prediction; only its "
+            "confident pixels (the tinted, uncertain ones start unlabelled, and those you leave "
+            "are stored as unknown, never as background); or empty (draw from scratch)")
+        self.start_from.currentTextChanged.connect(self._start_from_changed)
+        self.browser = ImageBrowser(self.state)
         form = QFormLayout()
+        form.addRow("Start from", self.start_from)
         form.addRow("Uncertainty", self.map_choice)
         form.addRow(self.map_threshold_text, self.map_threshold)
         form.addRow("Classes", self.legend)
@@ -124,6 +134,7 @@ class ReviewWidget(QWidget):
         layout.addWidget(row(self.commit_button, self.skip_button))
         layout.addWidget(row(self.undo_button, self.next_region_button))
         layout.addWidget(self.status)
+        layout.addWidget(group("All images", self.browser))
         layout.addWidget(group("Replay", self.oracle_button, self.job_bar))
         layout.addWidget(hint(
             "Paint in the <b>alunet: labels</b> layer (brush: P, eraser: E, fill: F); hover to "
@@ -306,6 +317,12 @@ class ReviewWidget(QWidget):
     def _map_changed(self, name: str) -> None:
         self.display.set_map(name)
 
+    def _start_from_changed(self, name: str) -> None:
+        self.display.start_from = name
+        shown = self.display.current
+        if shown is not None and shown.queued and shown.pool == "unlabelled":
+            self.display.show(shown.image_id)  # the image on screen starts again from it
+
     def _threshold_changed(self, value: int) -> None:
         self.map_threshold_text.setText(f"Show above {value} %")
         self.display.set_map_threshold(value)
@@ -342,7 +359,10 @@ class ReviewWidget(QWidget):
         where = (f"{pending.index(shown.image_id) + 1} of {len(pending)} waiting"
                  if shown.image_id in pending else f"{shown.pool} pool")
         score = "" if shown.score is None else f", score {format_score(shown.score)}"
-        start = ("model prediction" if shown.reference is not None and shown.pool != "labelled"
+        start = ({"prediction": "model prediction", "empty": "empty labels (draw from scratch)",
+                  "confident": "model's confident pixels (the tinted ones unlabelled)"}
+                 [self.display.start_from]
+                 if shown.reference is not None and shown.pool != "labelled"
                  else "committed label" if shown.pool == "labelled" else "empty labels")
         round_text = f"Round {current.idx}: " if current is not None else ""
         regions = ""
@@ -351,8 +371,11 @@ class ReviewWidget(QWidget):
             share = 100.0 * float(shown.region.mean())
             regions = (f"<br><b>region review</b>: region {shown.region_index + 1} of {n} "
                        f"({share:.0f} % of the image, outlined); only they are committed")
+        warning = ("" if shown.reference is None or shown.pool != "unlabelled" else
+                   prediction_warning(shown.reference, project.classes.names))
         self.header.setText(
             f"{round_text}<b>{record.name}</b> ({record.width} x {record.height}){score}"
+            + (f"<br>{warning}" if warning else "") +
             f"<br>{where}; starts from the {start}{regions}"
             + ("<br><i>test image: shown, never trained on; not editable</i>"
                if shown.pool == "test" else "")
