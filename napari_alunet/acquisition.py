@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.spatial.distance import cdist
 
-from napari_alunet.config import DIVERSITY, STRATEGY_MAPS
+from napari_alunet.config import DIVERSITY, STRATEGIES, STRATEGY_MAPS
 
 __all__ = [
     "AUTO_BETA_RANGE", "DIVERSITY", "STOCHASTIC", "STRATEGIES", "STRATEGY_MAPS", "auto_beta",
@@ -28,7 +28,6 @@ __all__ = [
     "typical_start",
 ]
 
-STRATEGIES: tuple[str, ...] = tuple(STRATEGY_MAPS)
 #: The diversities that sample by score (Gumbel-top-k); ``power_beta`` is their temperature.
 STOCHASTIC: tuple[str, ...] = ("power", "softrank", "softmax")
 #: Bounds of the automatic power exponent (:func:`auto_beta`).

@@ -31,7 +31,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from napari_alunet.config import UNKNOWN_LABEL, AcquisitionConfig, ModelConfig, TrainConfig
+from napari_alunet.config import (
+    REVIEW_MAPS, UNKNOWN_LABEL, AcquisitionConfig, ModelConfig, TrainConfig,
+)
 from napari_alunet.data.geometry import Letterbox
 
 __all__ = [
@@ -355,7 +357,7 @@ def review_prediction(box: Letterbox, probabilities: np.ndarray) -> np.ndarray:
 
 def acquire(
     pool: ActivePool, model: Any, acquisition: AcquisitionConfig, *, k: int, round_idx: int,
-    device: Any = None, keep_maps: Sequence[str] = ("entropy", "bald", "kl", "js"),
+    device: Any = None, keep_maps: Sequence[str] = REVIEW_MAPS,
 ) -> Generator[Any, None, Acquired]:
     """Take ``k`` unlabelled images with ``acquisition`` and prepare their review.
 
@@ -421,7 +423,7 @@ def content_mask(box: Letterbox) -> np.ndarray:
 
 def acquire_regions(
     pool: ActivePool, model: Any, config: AcquisitionConfig, *, k: int, device: Any = None,
-    keep_maps: Sequence[str] = ("entropy", "bald", "kl", "js"),
+    keep_maps: Sequence[str] = REVIEW_MAPS,
 ) -> Generator[Any, None, Acquired]:
     """Take ``k`` regions (canvas tiles, :mod:`napari_alunet.regions`) across the pool.
 
@@ -471,7 +473,7 @@ def acquire_regions(
 
 def predict_for_review(
     pool: ActivePool, model: Any, image_ids: Sequence[int], config: AcquisitionConfig, *,
-    device: Any = None, keep_maps: Sequence[str] = ("entropy", "bald", "kl", "js"),
+    device: Any = None, keep_maps: Sequence[str] = REVIEW_MAPS,
 ) -> Generator[Any, None, Acquired]:
     """The review prediction and uncertainty maps of images chosen by the user (not by a
     strategy), exactly as :func:`acquire` gives them for the images it takes: the same seeded

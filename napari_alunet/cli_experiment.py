@@ -16,10 +16,10 @@ from typing import Any
 from napari_alunet.cli import (
     EXTENSIONS, add_train_options, command, progress_bar, show_fit_event, train_overrides,
 )
+from napari_alunet.config import DEFAULT_MC_PASSES, DIVERSITY, ORACLE_STRATEGIES, STRATEGIES
 
-STRATEGY_CHOICES = ("random", "entropy", "bald", "kl", "js", "margin", "variation_ratio",
-                    "oracle_error")
-DIVERSITY_CHOICES = ("none", "power", "softrank", "softmax", "feature", "badge")
+STRATEGY_CHOICES = STRATEGIES + ORACLE_STRATEGIES
+DIVERSITY_CHOICES = DIVERSITY
 
 
 def strategy_name(value: str) -> str:
@@ -206,7 +206,8 @@ def add_commands(sub: Any) -> None:
     stop.add_argument("--rounds", type=int, default=None, help="acquisition rounds per run")
     stop.add_argument("--until-fraction", type=float, default=None,
                       help="stop at this labelled fraction (default 0.5)")
-    p.add_argument("--passes", type=int, default=8, help="MC-dropout passes (default 8)")
+    p.add_argument("--passes", type=int, default=DEFAULT_MC_PASSES,
+                   help=f"MC-dropout passes (default {DEFAULT_MC_PASSES})")
     p.add_argument("--preset", choices=("cpu", "gpu", "tiny"), default="cpu",
                    help="model size (default cpu: 128x128 input)")
     add_train_options(p)

@@ -11,6 +11,7 @@ from typing import Any
 from napari_alunet.cli import (
     EXTENSIONS, add_train_options, command, progress_bar, show_fit_event, train_overrides,
 )
+from napari_alunet.config import DEFAULT_MC_PASSES, STRATEGIES
 
 
 def _settings(args: argparse.Namespace, project: Any) -> Any:
@@ -23,7 +24,7 @@ def _settings(args: argparse.Namespace, project: Any) -> Any:
     overrides = {**train_overrides(args), "device": args.device, "seed": args.seed}
     train = dataclasses.replace(train, **{k: v for k, v in overrides.items() if v is not None})
     acq = AcquisitionConfig(
-        strategy=getattr(args, "strategy", "bald"), passes=getattr(args, "passes", 8),
+        strategy=getattr(args, "strategy", "bald"), passes=getattr(args, "passes", DEFAULT_MC_PASSES),
         k=getattr(args, "top", 2), subset=getattr(args, "subset", None), seed=args.seed or 0,
         diversity=getattr(args, "batch", "power"), power_beta=getattr(args, "beta", None),
         cold_start=getattr(args, "cold_start", "typical"), unit=getattr(args, "unit", "image"),
@@ -199,9 +200,9 @@ def _acq_args(p: argparse.ArgumentParser) -> None:
     from napari_alunet.acquisition import DIVERSITY
     from napari_alunet.active import COLD_STARTS
 
-    p.add_argument("--strategy", default="bald",
-                   choices=("random", "entropy", "bald", "kl", "js", "margin", "variation_ratio"))
-    p.add_argument("--passes", type=int, default=8)
+    p.add_argument("--strategy", default="bald", choices=STRATEGIES)
+    p.add_argument("--passes", type=int, default=DEFAULT_MC_PASSES,
+                   help=f"MC-dropout passes (default {DEFAULT_MC_PASSES})")
     p.add_argument("--top", type=int, default=2, help="images to queue (k)")
     p.add_argument("--subset", type=int, default=None, help="score a random subset of N images")
     p.add_argument("--batch", default="power", choices=DIVERSITY,

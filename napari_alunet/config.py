@@ -243,6 +243,9 @@ LEGACY_RECIPE: dict[str, Any] = {
 }
 
 
+#: Every per-pixel uncertainty map :mod:`napari_alunet.uncertainty` computes.
+MAP_NAMES: tuple[str, ...] = ("entropy", "bald", "kl", "js", "margin", "variation_ratio")
+
 #: Strategy name -> the uncertainty map (:mod:`napari_alunet.uncertainty`) its score reduces;
 #: the one list of strategies (acquisition.py, the CLI and the widgets import it).
 STRATEGY_MAPS: dict[str, str | None] = {
@@ -254,6 +257,13 @@ STRATEGY_MAPS: dict[str, str | None] = {
     "margin": "margin",
     "variation_ratio": "variation_ratio",
 }
+#: The strategies a user can choose (CLI, GUI, experiment arms).
+STRATEGIES: tuple[str, ...] = tuple(STRATEGY_MAPS)
+#: The uncertainty maps cached with every queued image for the Review panel (the strategy's own
+#: map is added when it is another one).
+REVIEW_MAPS: tuple[str, ...] = ("entropy", "bald", "kl", "js")
+#: MC-dropout passes per image unless a config says otherwise.
+DEFAULT_MC_PASSES: int = 8
 #: How k are taken from the scores (see :func:`napari_alunet.acquisition.rank`).
 DIVERSITY: tuple[str, ...] = ("none", "power", "feature", "softrank", "softmax", "badge")
 #: Strategies that need ground truth of the unlabelled pool: benchmark controls only.
@@ -281,8 +291,8 @@ class AcquisitionConfig:
     bad value is one clear error naming the option before anything is saved.
     """
 
-    strategy: str = "bald"  # random, entropy, bald, kl, js, margin, variation_ratio
-    passes: int = 8
+    strategy: str = "bald"  # one of STRATEGIES
+    passes: int = DEFAULT_MC_PASSES
     k: int = 2
     subset: int | None = None  # score a random subset of this many pool images (None: all)
     reduction: str = "mean"  # mean over all pixels, "foreground", "class_weighted"
@@ -354,7 +364,7 @@ class ExperimentConfig:
     test_fraction: float = 0.2
     rounds: int | None = None
     until_fraction: float | None = 0.5
-    passes: int = 8
+    passes: int = DEFAULT_MC_PASSES
     preset: str = "cpu"
     sample_n: int = 60
     sample_seed: int = 0

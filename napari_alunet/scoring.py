@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from napari_alunet.acquisition import DIVERSITY, choose_subset, rank, strategy_map
-from napari_alunet.config import AcquisitionConfig
+from napari_alunet.config import REVIEW_MAPS, AcquisitionConfig
 from napari_alunet.model.mc import mc_predict
 from napari_alunet.uncertainty import MAP_NAMES, REDUCTIONS, compute_maps, entropy, image_scores
 
@@ -275,7 +275,7 @@ def score_pool(
     *,
     top_k: int,
     device: str | torch.device | None = None,
-    keep_maps: Sequence[str] = ("entropy", "bald", "kl", "js"),
+    keep_maps: Sequence[str] = REVIEW_MAPS,
 ) -> Generator[ScoreProgress, None, ScoreResult]:
     """Score a pool and choose the ``top_k`` images to label, as a progress generator.
 
@@ -438,7 +438,7 @@ def score_regions(
 def review_pass(
     model: nn.Module, image_ids: Sequence[int], load_batch: Callable[[list[int]], np.ndarray],
     config: AcquisitionConfig, *, device: str | torch.device | None = None,
-    keep_maps: Sequence[str] = ("entropy", "bald", "kl", "js"),
+    keep_maps: Sequence[str] = REVIEW_MAPS,
 ) -> Generator[ScoreProgress, None, ScoreResult]:
     """The maps, MC-mean probabilities and labels of ``image_ids``, chosen by another rule.
 

@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.special import xlogy
 
+from napari_alunet.config import MAP_NAMES
+
 __all__ = [
     "MAP_NAMES",
     "REDUCTIONS",
@@ -43,8 +45,8 @@ __all__ = [
     "variation_ratio_map",
 ]
 
-#: Names accepted by :func:`compute_maps`; ``kl`` and ``js`` also need the deterministic pass.
-MAP_NAMES: tuple[str, ...] = ("entropy", "bald", "kl", "js", "margin", "variation_ratio")
+# MAP_NAMES (config.py, the one list) are the names accepted by :func:`compute_maps`; ``kl``
+# and ``js`` also need the deterministic pass.
 #: Reductions accepted by :func:`image_scores`.
 REDUCTIONS: tuple[str, ...] = ("mean", "foreground", "class_weighted")
 _NEED_DET = frozenset({"kl", "js"})

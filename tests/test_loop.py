@@ -129,6 +129,22 @@ def test_queue_images_adds_the_users_pick_with_a_fresh_prediction(project):
     assert project.queue() == report.queue + [pick]  # a refused call changes nothing
 
 
+def test_margin_queue_caches_the_margin_map_review_shows(project):
+    """The map the Review panel shows for a strategy is the one its score reduces, and it is
+    cached with the queued images (margin was shown as entropy)."""
+    from napari_alunet.config import REVIEW_MAPS, STRATEGY_MAPS
+    from napari_alunet.loop import rescore
+
+    drain(run_round(project, tiny_settings()))
+    drain(rescore(project, AcquisitionConfig(strategy="margin", passes=2, k=1, batch_size=8)))
+    item = review_item(project, project.queue()[0])
+    assert set(item.maps) == {*REVIEW_MAPS, "margin"}
+    pytest.importorskip("napari")
+    from napari_alunet.widgets._layers import STRATEGY_MAP
+
+    assert STRATEGY_MAP["margin"] == STRATEGY_MAPS["margin"] == "margin"
+
+
 def test_commit_undo_oracle_and_next_round(project):
     first = drain(run_round(project, tiny_settings()))
     top = first.queue[0]

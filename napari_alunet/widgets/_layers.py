@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_alunet.config import UNKNOWN_LABEL, ClassSpec
+from napari_alunet.config import STRATEGY_MAPS, UNKNOWN_LABEL, ClassSpec
 
 IMAGE = "alunet: image"
 LABELS = "alunet: labels"
@@ -32,9 +32,10 @@ MAP_COLOUR_BRIGHT = (1.0, 0.35, 1.0)
 #: visible.
 MAP_MAX_ALPHA = 0.8
 
-#: The map shown for each acquisition strategy (others are added hidden).
-STRATEGY_MAP = {"entropy": "entropy", "bald": "bald", "kl": "kl", "js": "js", "margin": "entropy",
-                "variation_ratio": "entropy", "random": "entropy"}
+#: The map shown for each acquisition strategy: the map its score reduces (the scorer caches it
+#: with the review maps), entropy (total uncertainty) for random. Showing entropy for margin
+#: while margin ranked by the margin map showed the user a different doubt than the one used.
+STRATEGY_MAP = {name: kind or "entropy" for name, kind in STRATEGY_MAPS.items()}
 
 
 def map_colormap(kind: str = "") -> Any:

@@ -27,13 +27,12 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_alunet.active import COLD_STARTS
+from napari_alunet.config import COLD_STARTS, DEFAULT_MC_PASSES, STRATEGIES
 from napari_alunet.widgets._common import JobBar, format_score, group, guarded, hint, listen
 from napari_alunet.widgets._display import get_display
 from napari_alunet.widgets._guide import round_button_text
 from napari_alunet.widgets._state import get_state, notify_info
 
-STRATEGIES = ("random", "entropy", "bald", "kl", "js", "margin", "variation_ratio")
 STRATEGY_TIPS = {
     "random": "baseline: a random sample of the pool",
     "entropy": "predictive entropy of the MC-mean (total uncertainty)",
@@ -82,7 +81,7 @@ class AcquireWidget(QWidget):
             "The first queue of a project without labels: 'typical' takes the most typical "
             "image of each of k clusters of the pool (TypiClust), so the first labels cover "
             "the kinds of image the pool holds; 'random' takes k at random")
-        self.passes = _spin(1, 256, 8, "Monte-Carlo dropout passes per image")
+        self.passes = _spin(1, 256, DEFAULT_MC_PASSES, "Monte-Carlo dropout passes per image")
         self.k = _spin(1, 10000, 2, "Images queued for review per round")
         self.subset = _spin(0, 10**7, 0, "Score a random subset of this many pool images "
                                          "(0: the whole pool); much faster on big pools and "

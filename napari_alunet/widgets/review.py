@@ -46,6 +46,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_alunet.config import MAP_NAMES
 from napari_alunet.widgets import _layers
 from napari_alunet.widgets._common import (
     JobBar, format_score, group, guarded, hint, listen, row, swatch,
@@ -60,7 +61,8 @@ from napari_alunet.widgets.browser import ImageBrowser
 SHORTCUTS = {"commit": ("Shift-Enter", "Shift+Return"), "skip": ("Shift-S", "Shift+S"),
              "undo": ("Shift-U", "Shift+U"), "next_region": ("Shift-N", "Shift+N"),
              "toggle_map": ("Shift-M", "Shift+M")}
-MAP_CHOICES = ("entropy", "bald", "kl", "js", "none")
+#: Every map the scorer can cache (an image has the review maps and its strategy's own).
+MAP_CHOICES = (*MAP_NAMES, "none")
 
 
 class ReviewWidget(QWidget):
