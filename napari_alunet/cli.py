@@ -159,7 +159,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     from napari_alunet.importer import import_pool
 
     data = DataConfig(test_fraction=args.test_fraction, initial_fraction=args.initial_fraction,
-                      seed=args.seed, input_size=args.input_size)
+                      seed=args.seed)
     bar = progress_bar(None, "import", quiet=args.quiet)
 
     def on_event(event: Any) -> None:
@@ -194,7 +194,11 @@ def project_status(project: Any) -> dict[str, Any]:
         "pools": project.counts(),
         "classes": list(project.classes.names),
         "layout": project.get_setting("layout"),
-        "input_size": project.data_config.input_size,
+        # The model's input side is chosen by the round's preset, not at import: report the
+        # one the newest round trained with (None before the first round).
+        "model_input_size": next((r.config["model"].get("input_size")
+                                  for r in reversed(project.rounds())
+                                  if r.config and "model" in r.config), None),
         "rounds": [
             {"round": r.idx, "status": r.status, "n_labelled": r.n_labelled,
              "test": metrics.get(r.idx, {})}
@@ -241,6 +245,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("curve")
+def cmd_curve(args: argparse.Namespace) -> int:
+    from napari_alunet.curve import write_curve
+    from napari_alunet.store import Project
+
+    with Project.open(args.project, read_only=True) as project:
+        for out in args.out:
+            write_curve(project, out)
+            print(f"wrote {out}")
+    return 0
+
+
 # -- parser ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -272,7 +288,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-fraction", type=float, default=0.2)
     p.add_argument("--initial-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--input-size", type=int, default=256, help="model input side (default 256)")
     p.add_argument("--allow-unmatched", action="store_true",
                    help="import images without masks as unlabelled instead of refusing")
     p.add_argument("--quiet", action="store_true")
@@ -280,6 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="pools, classes and rounds of a project")
     p.add_argument("project", type=Path)
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("curve", help="write the learning curve (test Dice vs labelled images "
+                       "and vs annotation effort) as PNG, SVG, PDF or CSV")
+    p.add_argument("project", type=Path)
+    p.add_argument("out", type=Path, nargs="+",
+                   help="output file(s); the suffix picks the format: .png .svg .pdf .csv")
 
     p = sub.add_parser("verify", help="check a project's database, files, hashes and sizes "
                        "(read-only; exit 1 listing the problems)")

@@ -19,7 +19,7 @@ def sample_project(tmp_path):
     assert main(["sample", str(tmp_path / "pool"), "--n", "10", "--seed", "1",
                  "--shape", "48", "56"]) == 0
     assert main(["import", str(tmp_path / "pool"), str(tmp_path / "proj"), "--seed", "2",
-                 "--input-size", "32", "--quiet"]) == 0
+                 "--quiet"]) == 0
     return tmp_path / "proj"
 
 
@@ -72,8 +72,8 @@ def test_console_script_entry_point(tmp_path):
 def test_module_entry_point_sees_every_command():
     out = subprocess.run([sys.executable, "-m", "napari_alunet.cli", "--help"],
                          capture_output=True, text=True, timeout=120)
-    for name in ("sample", "import", "status", "export", "train", "round", "score", "oracle",
-                 "predict", "experiment"):
+    for name in ("sample", "import", "status", "export", "curve", "train", "round", "score",
+                 "oracle", "predict", "experiment"):
         assert name in out.stdout
 
 
@@ -112,6 +112,19 @@ def test_round_in_region_mode_then_oracle_commits_partial_labels(tmp_path, sampl
         assert partial
         for image_id in partial:
             assert (project.read_label(image_id) == UNKNOWN_LABEL).any()
+    # The learning curve, headless: the same files the Rounds panel exports.
+    capsys.readouterr()
+    outs = [tmp_path / f"curve.{kind}" for kind in ("png", "svg", "pdf", "csv")]
+    assert main(["curve", str(sample_project), *map(str, outs)]) == 0
+    assert outs[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert outs[1].read_text().lstrip().startswith("<?xml") and outs[2].read_bytes()[:4] == b"%PDF"
+    rows = outs[3].read_text().splitlines()
+    assert rows[0].startswith("round,status,n_labelled") and len(rows) == 2
+    assert main(["curve", str(sample_project), str(tmp_path / "curve.jpg")]) == 2
+    assert "name the file .png, .svg, .pdf or .csv" in capsys.readouterr().err
+    assert not (tmp_path / "curve.jpg").exists()
+    assert main(["status", str(sample_project), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model_input_size"] == 32  # the tiny preset's
 
 
 def test_nonsense_counts_and_fractions_are_refused(tmp_path, capsys):

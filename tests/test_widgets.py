@@ -225,8 +225,7 @@ def test_whole_round(app, qtbot, tmp_path):
     assert "dice_ICM" in csv_text[0] and len(csv_text) == 3
     # The exported figure (issue 17): 0-1 Dice axes, whole-number ticks of labelled images,
     # one curve per foreground class beside the mean, and the run's metadata under it.
-    from napari_alunet.widgets._curve import curve_metadata
-    from napari_alunet.widgets.rounds import export_figure
+    from napari_alunet.curve import curve_metadata, export_figure
 
     figure = export_figure(points, class_names=project.classes.names,
                            metadata=curve_metadata(project))

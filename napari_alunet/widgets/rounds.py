@@ -2,8 +2,9 @@
 
 The curve plots test mean Dice against the number of labelled images and against annotation
 effort (pixels changed by the annotator, summed over the label versions a round trained on; see
-:mod:`napari_alunet.widgets._curve`). Exports: PNG and SVG (white background, for papers) and
-CSV (one row per round, per-class metrics named by class).
+:mod:`napari_alunet.curve`). Exports: PNG and SVG (white background, for papers: 0-1 Dice axes,
+per-class curves, the run's metadata) and CSV (one row per round, per-class metrics named by
+class), the same files ``alunet curve`` writes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
 from qtpy.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
@@ -26,12 +26,10 @@ from qtpy.QtWidgets import (
 
 from napari_alunet.widgets._chart import LineChart, Series
 from napari_alunet.widgets._common import JobBar, group, guarded, listen, row
-from napari_alunet.widgets._curve import (
-    CurvePoint, curve_metadata, curve_points, draw_curve, write_csv,
-)
+from napari_alunet.curve import CurvePoint, curve_points, write_curve
 from napari_alunet.widgets._display import get_display
 from napari_alunet.widgets._guide import next_action, round_button_text, status_text
-from napari_alunet.widgets._plot import COLOURS, build_figure, light_colours, theme_colours
+from napari_alunet.widgets._plot import COLOURS, theme_colours
 from napari_alunet.widgets._state import get_state, notify_info
 
 
@@ -227,28 +225,8 @@ class RoundsWidget(QWidget):
             if not path:
                 return None
         path = Path(path)
-        points = curve_points(project)
-        if kind == "csv":
-            write_csv(points, path, project.classes.names)
-        elif kind in ("png", "svg"):
-            export_figure(points, class_names=project.classes.names,
-                          metadata=curve_metadata(project)).savefig(path, format=kind, dpi=150)
-        else:
-            raise ValueError(f"unknown export format {kind!r}: use png, svg or csv")
+        if path.suffix.lower() != f".{kind}":  # a name typed without its suffix
+            path = path.with_name(f"{path.name}.{kind}")
+        write_curve(project, path)  # the same files as 'alunet curve'
         notify_info(f"wrote {path}")
         return path
-
-
-def export_figure(points: list[CurvePoint], *, class_names: tuple[str, ...] = (),
-                  metadata: str = "") -> Figure:
-    """The learning curve on a white background (a Figure without pyplot: no GUI state),
-    with per-class curves and the run's metadata (:func:`draw_curve`)."""
-    colours = {**light_colours(), "line": "#202124"}
-
-    def draw(figure: Figure, axes: list[Any], data: Any, cols: dict[str, str]) -> None:
-        draw_curve(figure, axes, data, cols, class_names=class_names, metadata=metadata)
-
-    figure = build_figure(draw, points, colours, ncols=2, size=(8.0, 3.8), dpi=100)
-    # Room under the panels for the legend and the metadata line.
-    figure.subplots_adjust(bottom=0.3, top=0.9)
-    return figure

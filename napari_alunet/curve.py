@@ -1,7 +1,8 @@
 """Learning-curve data of a project: test Dice against labelled images and annotation effort.
 
-Pure functions on a :class:`~napari_alunet.store.Project` (no Qt), so tests check the numbers
-the Rounds widget draws and exports.
+Pure functions on a :class:`~napari_alunet.store.Project` (no Qt): the Rounds panel draws and
+exports these numbers, and ``alunet curve PROJECT OUT.{png,svg,pdf,csv}`` writes the same
+files headless.
 
 Annotation effort of round ``r``'s model is the number of pixels changed in all active label
 versions it was trained on: labels committed while reviewing round ``r - 1``'s queue carry
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_alunet.fileio import atomic_write_bytes
+from napari_alunet.figures import build_figure, light_colours
 
 
 @dataclass
@@ -172,6 +174,44 @@ def draw_curve(figure: Any, axes: list[Any], points: list[CurvePoint],
         # Under the panels, not over the curves.
         figure.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=7,
                       frameon=False, bbox_to_anchor=(0.5, 0.06))
+
+
+def export_figure(points: list[CurvePoint], *, class_names: tuple[str, ...] = (),
+                  metadata: str = "") -> Any:
+    """The learning curve on a white background (a matplotlib Figure without pyplot), with
+    per-class curves and the run's metadata (:func:`draw_curve`)."""
+    colours = {**light_colours(), "line": "#202124"}
+
+    def draw(figure: Any, axes: list[Any], data: Any, cols: dict[str, str]) -> None:
+        draw_curve(figure, axes, data, cols, class_names=class_names, metadata=metadata)
+
+    figure = build_figure(draw, points, colours, ncols=2, size=(8.0, 3.8), dpi=100)
+    # Room under the panels for the legend and the metadata line.
+    figure.subplots_adjust(bottom=0.3, top=0.9)
+    return figure
+
+
+#: File formats :func:`write_curve` writes (by the output's suffix).
+CURVE_FORMATS: tuple[str, ...] = ("png", "svg", "pdf", "csv")
+
+
+def write_curve(project: Any, path: str | Path) -> Path:
+    """Write the project's learning curve to ``path``; the format is the suffix
+    (:data:`CURVE_FORMATS`). Figures are written atomically too (a crash leaves no half file).
+    """
+    path = Path(path)
+    kind = path.suffix.lower().lstrip(".")
+    if kind not in CURVE_FORMATS:
+        raise ValueError(f"{path.name}: unknown format {kind!r}; name the file .png, .svg, "
+                         ".pdf or .csv")
+    points = curve_points(project)
+    if kind == "csv":
+        return write_csv(points, path, project.classes.names)
+    figure = export_figure(points, class_names=project.classes.names,
+                           metadata=curve_metadata(project))
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=kind, dpi=150)
+    return atomic_write_bytes(path, buffer.getvalue())
 
 
 def _named(key: str, class_names: tuple[str, ...]) -> str:
