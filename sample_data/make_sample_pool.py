@@ -17,7 +17,7 @@ import numpy as np
 from napari_alunet.config import DEFAULT_CLASS_COLOURS
 from napari_alunet.data import synthetic as syn
 
-REAL = {  # REAL_DATA_FACTS.md, order background, ICM, TE, ZP, BL
+REAL = {  # real-image figures (sample_data/README.md), order background, ICM, TE, ZP, BL
     "fraction": (0.40, 0.10, 0.16, 0.20, 0.15),
     "mean intensity": (128, 107, 106, 122, 111),
     "5x5 local std": (5.2, 15.6, 21.2, 9.7, 12.8),

@@ -12,7 +12,8 @@ from scipy import ndimage as ndi
 from napari_alunet.config import DEFAULT_CLASS_COLOURS
 from napari_alunet.data import synthetic as syn
 
-# REAL_DATA_FACTS.md, label order background, ICM, TE, ZP, BL
+# Real-image figures (sample_data/README.md, "Realism"), label order background, ICM, TE,
+# ZP, BL
 REAL_FRACTION = np.array([0.40, 0.10, 0.16, 0.20, 0.15])
 REAL_MEAN = np.array([128.0, 107.0, 106.0, 122.0, 111.0])
 REAL_TEXTURE = np.array([5.2, 15.6, 21.2, 9.7, 12.8])

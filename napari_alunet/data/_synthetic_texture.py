@@ -191,7 +191,7 @@ def zona_width(p: Any, theta: np.ndarray) -> np.ndarray:
 
 # -- rendering -------------------------------------------------------------------------------------
 #: Grey levels of the classes and strengths of their textures (structure before the relief,
-#: grain after it), tuned so the finished images match REAL_DATA_FACTS.md.
+#: grain after it), tuned so the finished images match the real-image figures in sample_data/README.md.
 TEXTURE = {"bg": 134.5, "bl": 111.0, "bl_mottle": 5.0, "te": 116.0, "te_membrane": 90.0,
            "te_cell": 24.0, "te_nucleus": 26.0, "icm": 123.0, "icm_membrane": 72.0,
            "icm_cell": 18.0, "icm_nucleus": 20.0}

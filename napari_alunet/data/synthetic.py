@@ -2,7 +2,7 @@
 
 No real data can be shipped, so every test, the sample data and the oracle-replay experiments
 draw pools from here. The generator is built to match the measured statistics of real images
-(``REAL_DATA_FACTS.md``; table in ``sample_data/README.md``): classes differ little in mean
+(the real-image figures and the comparison table are in ``sample_data/README.md``): classes differ little in mean
 brightness but a lot in texture, the zona is a smooth ring of near-uniform width, the
 trophectoderm a thin layer of flattened cells, the inner cell mass one compact cluster pressed
 against it, and modulation-contrast relief, uneven illumination, blur and noise sit on top.
