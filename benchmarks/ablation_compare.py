@@ -24,8 +24,8 @@ import pandas as pd
 from scipy import optimize, stats
 
 from napari_alunet.experiment import read_rounds
-from napari_alunet.experiment.stats import paired_comparison
 from napari_alunet.experiment.report import complete_runs, per_seed_statistics
+from napari_alunet.experiment.stats import paired_comparison
 
 
 def detectable_effect(n: int, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:

@@ -32,6 +32,7 @@ Protocols::
     python benchmarks/al_benchmark.py --out runs/al_benchmark --rerun oracle_error  # one arm
     python benchmarks/al_benchmark.py --out runs/al_benchmark --regions  # region arms (issue 14)
     python benchmarks/al_benchmark.py --gpu --out runs/al_benchmark_gpu  # GPU: gpu preset, 2000
+    python benchmarks/al_benchmark.py --protocol cpu6 --out runs/al_benchmark_v4  # v4 candidate
 
 The CPU protocol (``--protocol cpu``): 240 pool images of realistic size, 4 test embryos per
 mode (24), the ``cpu`` preset's network at a 64 x 64 input (documented reduction, for time), 8
@@ -82,6 +83,9 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
         train={"semi_supervised": False, "steps": 20, "device": "cpu"}, workers=2, threads=1,
     ),
 }
+# v4 candidate (docs/BENCHMARK.md, "Next"): the cpu protocol with 6 rounds (2.5 -> 17.5 %
+# labelled), because the oracle's and the arms' gaps to random grew over v3's window.
+PROTOCOLS["cpu6"] = {**PROTOCOLS["cpu"], "rounds": 6}
 
 
 def make_protocol_config(protocol: dict[str, Any], *, first_seed: int, seeds: int,
@@ -283,9 +287,9 @@ def _region_rows(out: Path, record: dict[str, Any], table: Any, notes: list[str]
 
 def report(out: Path, table: Any, record: dict[str, Any], protocol: str,
            seconds: float | None, notes: list[str] = (), regions: Any = None) -> str:
+    from napari_alunet.experiment.records import load_experiment_config
     from napari_alunet.experiment.report import markdown_table
     from napari_alunet.experiment.runner import _subtitle, write_report
-    from napari_alunet.experiment.records import load_experiment_config
 
     config, _ = load_experiment_config(Path(record_parts(out)[0]))
     subtitle = _subtitle(config, record["pool"]["n_images"], len(record["pool"]["test_ids"]))
@@ -365,7 +369,12 @@ def region_section(table: Any) -> list[str]:
     import pandas as pd
 
     from napari_alunet.experiment.report import (
-        COST_AXIS, REVIEW_AXIS, aulc_window, complete_runs, cost_window, fraction_to_reach,
+        COST_AXIS,
+        REVIEW_AXIS,
+        aulc_window,
+        complete_runs,
+        cost_window,
+        fraction_to_reach,
     )
     from napari_alunet.experiment.stats import paired_comparison
 

@@ -156,7 +156,8 @@ def main() -> None:
 
         threads = args.threads or gui_torch_threads()
         print(f"project: {args.images} images 180x214, cpu preset (128 px), {args.steps} "
-              f"optimiser steps, {args.passes} MC passes, torch threads {threads} of {os.cpu_count()} "
+              f"optimiser steps, {args.passes} MC passes, torch threads {threads} of "
+              f"{os.cpu_count()} "
               f"cores, load average {os.getloadavg()[0]:.1f}; round took {seconds:.1f} s, "
               f"{len(evals)} evaluation(s) plotted")
         print(f"idle control (nothing running, 3 s): {summary(idle)}")

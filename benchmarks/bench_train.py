@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     for name, what, (wall, cpu) in rows:
         print(f"{name:16}{what:50}{wall:9.1f}{cpu:11.1f}")
     ref = rows[0][2][0]
-    print("ratio engine / reference (wall): " + ", ".join(f"{r[2][0] / ref:.2f}x" for r in rows[1:]))
+    print("ratio engine / reference (wall): "
+          + ", ".join(f"{r[2][0] / ref:.2f}x" for r in rows[1:]))
     if device.type == "cpu":
         # On a shared machine wall-clock throughput depends on the other load; CPU seconds
         # of this process do not (much). img/CPU-s x cores is the uncontended ceiling.

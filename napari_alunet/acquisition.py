@@ -24,8 +24,8 @@ from napari_alunet.config import DIVERSITY, STRATEGIES, STRATEGY_MAPS
 
 __all__ = [
     "AUTO_BETA_RANGE", "DIVERSITY", "STOCHASTIC", "STRATEGIES", "STRATEGY_MAPS", "auto_beta",
-    "choose_subset", "greedy_k_center", "kmeans_pp_select", "rank", "strategy_map", "top_k_distinct",
-    "typical_start",
+    "choose_subset", "greedy_k_center", "kmeans_pp_select", "rank", "strategy_map",
+    "top_k_distinct", "typical_start",
 ]
 
 #: The diversities that sample by score (Gumbel-top-k); ``power_beta`` is their temperature.

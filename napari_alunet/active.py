@@ -32,7 +32,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from napari_alunet.config import (
-    REVIEW_MAPS, UNKNOWN_LABEL, AcquisitionConfig, ModelConfig, TrainConfig,
+    REVIEW_MAPS,
+    UNKNOWN_LABEL,
+    AcquisitionConfig,
+    ModelConfig,
+    TrainConfig,
 )
 from napari_alunet.data.geometry import Letterbox
 
@@ -94,7 +98,7 @@ class ActivePool(Protocol):
         ...
 
 
-# -- pools ------------------------------------------------------------------------------------------
+# -- pools -----------------------------------------------------------------------------------------
 class ProjectPool:
     """A project's pools ('labelled', 'unlabelled', 'test') seen through :class:`ActivePool`."""
 
@@ -241,14 +245,14 @@ class MemoryPool:
         return None if self.embryo_ids is None else [self.embryo_ids[int(i)] for i in ids]
 
     def with_labelled(self, labelled: Sequence[int],
-                      known_masks: dict[int, np.ndarray] | None = None) -> "MemoryPool":
+                      known_masks: dict[int, np.ndarray] | None = None) -> MemoryPool:
         """The same pool with another labelled set (arrays shared, not copied); ``known_masks``
         for partially labelled ids."""
         return dataclasses.replace(self, labelled=sorted(int(i) for i in labelled),
                                    known_masks=known_masks)
 
 
-# -- the steps --------------------------------------------------------------------------------------
+# -- the steps -------------------------------------------------------------------------------------
 def fresh_model(model_config: ModelConfig, seed: int) -> Any:
     """A new network with initial weights drawn from ``seed`` only.
 

@@ -14,7 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from napari_alunet.cli import (
-    EXTENSIONS, add_train_options, command, progress_bar, show_fit_event, train_overrides,
+    EXTENSIONS,
+    add_train_options,
+    command,
+    progress_bar,
+    show_fit_event,
+    train_overrides,
 )
 from napari_alunet.config import DEFAULT_MC_PASSES, DIVERSITY, ORACLE_STRATEGIES, STRATEGIES
 

@@ -9,7 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from napari_alunet.cli import (
-    EXTENSIONS, add_train_options, command, progress_bar, show_fit_event, train_overrides,
+    EXTENSIONS,
+    add_train_options,
+    command,
+    progress_bar,
+    show_fit_event,
+    train_overrides,
 )
 from napari_alunet.config import DEFAULT_MC_PASSES, STRATEGIES
 
@@ -24,7 +29,8 @@ def _settings(args: argparse.Namespace, project: Any) -> Any:
     overrides = {**train_overrides(args), "device": args.device, "seed": args.seed}
     train = dataclasses.replace(train, **{k: v for k, v in overrides.items() if v is not None})
     acq = AcquisitionConfig(
-        strategy=getattr(args, "strategy", "bald"), passes=getattr(args, "passes", DEFAULT_MC_PASSES),
+        strategy=getattr(args, "strategy", "bald"),
+        passes=getattr(args, "passes", DEFAULT_MC_PASSES),
         k=getattr(args, "top", 2), subset=getattr(args, "subset", None), seed=args.seed or 0,
         diversity=getattr(args, "batch", "power"), power_beta=getattr(args, "beta", None),
         cold_start=getattr(args, "cold_start", "typical"), unit=getattr(args, "unit", "image"),
@@ -245,7 +251,8 @@ def add_commands(sub: Any) -> None:
     _acq_args(p)
     _restart_args(p)
     _common(p)
-    p = sub.add_parser("score", help="score the unlabelled pool with the current model, queue top k")
+    p = sub.add_parser("score",
+                       help="score the unlabelled pool with the current model, queue top k")
     p.add_argument("project", type=Path)
     p.add_argument("--preset", choices=("cpu", "gpu", "tiny"), default="cpu")
     for name in ("steps", "epochs", "patience", "lr", "semi_supervised"):

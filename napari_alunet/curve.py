@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from napari_alunet.fileio import atomic_write_bytes
 from napari_alunet.figures import build_figure, light_colours
+from napari_alunet.fileio import atomic_write_bytes
 
 
 @dataclass

@@ -57,7 +57,7 @@ def colourise(labels: np.ndarray, colours: tuple[tuple[int, int, int], ...]) -> 
 
 
 def export_labels(
-    project: "Project",
+    project: Project,
     out: str | os.PathLike[str],
     *,
     ground_truth: bool = False,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

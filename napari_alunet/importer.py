@@ -176,7 +176,8 @@ def import_pool(
             if labels is not None:
                 present[item.name] = set(np.unique(labels).tolist())
                 gt_rel = f"masks/ground_truth/{image_id:06d}.png"
-                row["gt_path"], row["gt_sha256"] = gt_rel, atomic_write_png(staging / gt_rel, labels)
+                row["gt_path"], row["gt_sha256"] = (
+                    gt_rel, atomic_write_png(staging / gt_rel, labels))
                 with_gt.append(image_id)
             else:
                 without_gt.append(image_id)

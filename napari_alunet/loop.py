@@ -22,10 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from napari_alunet.config import (
-    UNKNOWN_LABEL, AcquisitionConfig, ModelConfig, TrainConfig, from_dict, model_preset, to_dict,
-)
 from napari_alunet import active
+from napari_alunet.config import (
+    UNKNOWN_LABEL,
+    AcquisitionConfig,
+    ModelConfig,
+    TrainConfig,
+    from_dict,
+    model_preset,
+    to_dict,
+)
 from napari_alunet.fileio import atomic_write_bytes
 from napari_alunet.store import Project, RoundRecord
 
@@ -39,11 +45,11 @@ class RoundSettings:
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
 
     @classmethod
-    def preset(cls, name: str, **train_overrides: Any) -> "RoundSettings":
+    def preset(cls, name: str, **train_overrides: Any) -> RoundSettings:
         return cls(model=model_preset(name), train=TrainConfig(**train_overrides))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RoundSettings":
+    def from_dict(cls, data: dict[str, Any]) -> RoundSettings:
         return cls(model=from_dict(ModelConfig, data["model"]),
                    train=from_dict(TrainConfig, data["train"]),
                    acquisition=from_dict(AcquisitionConfig, data["acquisition"]))
@@ -170,7 +176,8 @@ def run_round(
             return _report(project, current, seconds, fit_result)
 
     if current.status == "evaluated":
-        yield StageEvent(idx, "score", f"scoring the unlabelled pool ({settings.acquisition.strategy})")
+        yield StageEvent(idx, "score",
+                         f"scoring the unlabelled pool ({settings.acquisition.strategy})")
         start = time.perf_counter()
         yield from score_and_queue(project, current, model, settings, torch_device)
         seconds["score"] = time.perf_counter() - start
@@ -269,7 +276,8 @@ def _pool(project: Project, settings: RoundSettings) -> active.ProjectPool:
     return active.ProjectPool(project, settings.model.input_size)
 
 
-def _evaluate(project: Project, model: Any, settings: RoundSettings, device: Any) -> dict[str, float]:
+def _evaluate(project: Project, model: Any, settings: RoundSettings,
+              device: Any) -> dict[str, float]:
     metrics = active.evaluate(_pool(project, settings), model,
                               n_classes=settings.model.n_classes, device=device)
     if metrics:

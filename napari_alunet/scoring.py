@@ -387,7 +387,12 @@ def score_regions(
     proposed). ``random`` scores no pixel: its tiles are 0 where countable.
     """
     from napari_alunet.regions import (
-        MIN_CONTENT, boundary_cost, check_region_settings, n_tiles, region_scores, tile_regions,
+        MIN_CONTENT,
+        boundary_cost,
+        check_region_settings,
+        n_tiles,
+        region_scores,
+        tile_regions,
     )
 
     start = time.perf_counter()

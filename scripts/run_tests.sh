@@ -29,8 +29,10 @@ BIN=$("$PY" -c 'import os, sys; print(os.path.dirname(sys.executable))')
 tool() { if [ -x "$BIN/$1" ]; then echo "$BIN/$1"; else echo "$1"; fi; }
 # The manifest must be valid and found by napari's plugin manager (npe2).
 "$(tool npe2)" validate napari-alunet
-# The core never imports a GUI toolkit (setup.cfg holds the contract).
+# The core never imports a GUI toolkit nor widgets/ (setup.cfg holds the contracts).
 "$(tool lint-imports)"
+# Lint (pyproject.toml [tool.ruff.lint]): pyflakes, pycodestyle, import order, bugbear.
+"$(tool ruff)" check napari_alunet tests benchmarks scripts sample_data
 
 export QT_QPA_PLATFORM=offscreen
 XVFB=(xvfb-run -a -s "-screen 0 1600x1000x24")

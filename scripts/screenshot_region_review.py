@@ -56,6 +56,7 @@ review.map_choice.setCurrentText("bald")
 widget.show_tab("Review")
 wait(500)
 from napari._qt.dialogs.qt_notification import NapariQtNotification  # noqa: E402
+
 for w in viewer.window._qt_window.findChildren(NapariQtNotification):
     w.close()
 review.next_region(); wait(800)

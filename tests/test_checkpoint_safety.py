@@ -100,7 +100,8 @@ def test_cli_predict_refuses_a_malicious_checkpoint(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "refusing to load" in err and str(path) in err
     assert not marker.exists()
-    assert not (tmp_path / "out" / "masks").exists() or not any((tmp_path / "out" / "masks").iterdir())
+    assert (not (tmp_path / "out" / "masks").exists()
+            or not any((tmp_path / "out" / "masks").iterdir()))
 
 
 @pytest.mark.parametrize("keep", [0, 10, 0.5, 0.99], ids=["empty", "10-bytes", "half", "tail-cut"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -72,9 +73,11 @@ def test_console_script_entry_point(tmp_path):
 def test_module_entry_point_sees_every_command():
     out = subprocess.run([sys.executable, "-m", "napari_alunet.cli", "--help"],
                          capture_output=True, text=True, timeout=120)
-    for name in ("sample", "import", "status", "export", "curve", "train", "round", "score",
-                 "oracle", "predict", "experiment"):
-        assert name in out.stdout
+    # The command names as the help lists them (one per line under COMMAND), not substrings
+    # of the help text: a deleted command must fail this.
+    listed = re.findall(r"^    ([a-z]+)\b", out.stdout, flags=re.MULTILINE)
+    assert listed == ["sample", "import", "status", "curve", "verify", "export", "train",
+                      "round", "score", "oracle", "predict", "experiment"]
 
 
 def test_written_files_are_group_readable(tmp_path):

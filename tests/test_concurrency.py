@@ -108,7 +108,8 @@ def test_two_writers_take_turns(project_dir):
         "    rng = np.random.default_rng(seed)\n"
         "    for i in range(15):\n"
         "        r = recs[(i + seed) % len(recs)]\n"
-        "        v = p.commit_label(r.id, rng.integers(0, 5, (r.height, r.width)).astype(np.uint8))\n"
+        "        v = p.commit_label(r.id, rng.integers(0, 5, (r.height, r.width))"
+        ".astype(np.uint8))\n"
         "        print(v.id, v.sha256, flush=True)\n"
     )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(project_dir), str(seed)],

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from napari_alunet.experiment.cost import (
-    clicks_for_batch, corrected_pixels, correction_clicks, scratch_clicks,
+    clicks_for_batch,
+    corrected_pixels,
+    correction_clicks,
+    scratch_clicks,
 )
 
 

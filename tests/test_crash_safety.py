@@ -3,11 +3,11 @@
 Each kill runs in its own process, forked from a warm worker server (``_crash_worker.py``, which
 imports torch once) and killed with SIGKILL by that server, its parent, the moment a seeded
 random trigger fires (a delay after READY, or the k-th progress line plus a random jitter); the
-server does nothing else, so the kill is on time even while this process checks another project. After every kill the project must open, pass SQLite's
-``integrity_check`` and :meth:`Project.verify`, hold every commit the worker saw return (with its
-file intact and matching its hash), hold no temporary debris, reference no missing or
-half-written file, and resume: a round continues to 'queued', an import is either absent (and
-re-runs) or complete.
+server does nothing else, so the kill is on time even while this process checks another project.
+After every kill the project must open, pass SQLite's ``integrity_check`` and
+:meth:`Project.verify`, hold every commit the worker saw return (with its file intact and
+matching its hash), hold no temporary debris, reference no missing or half-written file, and
+resume: a round continues to 'queued', an import is either absent (and re-runs) or complete.
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ def _complete_lines(path: Path) -> list[str]:
 
 @dataclass
 class Job:
-    """Run ``task``; SIGKILL it ``jitter`` s after it printed ``count`` lines starting ``prefix``."""
+    """Run ``task``; SIGKILL it ``jitter`` s after it printed ``count`` lines starting
+    ``prefix``."""
 
     name: str
     task: str
@@ -130,7 +131,7 @@ def run_campaign(zygote: Zygote, jobs: list[Job], check: Callable[[Job], None]) 
     return done
 
 
-# -- what must hold after any kill -------------------------------------------------------------------
+# -- what must hold after any kill -----------------------------------------------------------------
 def assert_sound(path: Path) -> dict:
     """Open after a crash and check everything; returns a few facts for the caller."""
     with Project.open(path, timeout=10) as project:
@@ -169,7 +170,7 @@ def assert_sound(path: Path) -> dict:
         return facts
 
 
-# -- fixtures: a tiny pool and projects ---------------------------------------------------------------
+# -- fixtures: a tiny pool and projects ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
     return write_binary_pool(tmp_path_factory.mktemp("pool"), n=40, h=40, w=50)
@@ -201,7 +202,7 @@ def _uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
-# -- kill -9 during commits ---------------------------------------------------------------------------
+# -- kill -9 during commits ------------------------------------------------------------------------
 def test_kill_during_commits_loses_nothing_that_returned(zygote, base_project, tmp_path):
     rng = np.random.default_rng(20240601)
     jobs = []
@@ -245,7 +246,7 @@ def test_kill_during_commits_loses_nothing_that_returned(zygote, base_project, t
     print(f"\ncommit kills: {len(done)}, commits returned before the kill: {commits_seen}")
 
 
-# -- kill -9 during training and scoring ------------------------------------------------------------
+# -- kill -9 during training and scoring -----------------------------------------------------------
 def _resume_to_queued(path: Path) -> str:
     """Facts after the kill, then run_round resumes; returns the status it was killed in."""
     from napari_alunet.loop import run_round
@@ -321,7 +322,7 @@ def test_kill_during_scoring_resumes(zygote, evaluated_project, tmp_path):
     assert where["evaluated"] >= 20, where  # killed while scoring, before the queue
 
 
-# -- kill -9 during an import -------------------------------------------------------------------------
+# -- kill -9 during an import ----------------------------------------------------------------------
 def test_kill_during_import_leaves_nothing_or_everything(zygote, pool, tmp_path):
     from napari_alunet.importer import import_pool
 

@@ -27,7 +27,6 @@ from napari_alunet.training.engine import (
     reset_parameters,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 N_CLASSES = 3

@@ -15,11 +15,21 @@ from scipy import stats
 
 from napari_alunet.events import drain
 from napari_alunet.experiment import (
-    aulc, dice_at, fraction_to_reach, load_pool, make_config, make_splits,
-    parse_ids, planned_sizes, read_rounds, round_columns, run_experiment, summarise,
+    aulc,
+    dice_at,
+    fraction_to_reach,
+    load_pool,
+    make_config,
+    make_splits,
+    parse_ids,
+    planned_sizes,
+    read_rounds,
+    round_columns,
+    run_experiment,
+    summarise,
 )
-from napari_alunet.experiment.report import per_seed_statistics
 from napari_alunet.experiment.records import config_differences, load_experiment_config
+from napari_alunet.experiment.report import per_seed_statistics
 from napari_alunet.experiment.runner import ExperimentPlan, RoundRecorded
 
 

@@ -333,7 +333,7 @@ def test_hostile_pool(case: Case, tmp_path, monkeypatch):
     assert tree(src) == before, "the pool folder was changed"
 
 
-# -- a header that claims 50,000 x 50,000 is refused before any pixel is decoded ---------------------
+# -- a header that claims 50,000 x 50,000 is refused before any pixel is decoded -------------------
 @pytest.mark.parametrize("make,suffix", [(png_with_header, ".png"), (bmp_with_header, ".bmp"),
                                          (tiff_with_header, ".tif")], ids=["png", "bmp", "tiff"])
 def test_huge_header_refused_fast_without_allocating(make, suffix, tmp_path):
@@ -357,7 +357,7 @@ def test_huge_header_refused_fast_without_allocating(make, suffix, tmp_path):
     assert grown_mib < 64, grown_mib  # and the process's peak did not jump
 
 
-# -- the CLI reports one line naming the file -------------------------------------------------------
+# -- the CLI reports one line naming the file ------------------------------------------------------
 def test_cli_reports_one_clear_line(tmp_path, capsys):
     from napari_alunet.cli import main
 
@@ -371,7 +371,7 @@ def test_cli_reports_one_clear_line(tmp_path, capsys):
     assert not (tmp_path / "project").exists()
 
 
-# -- failures while writing to an existing project ------------------------------------------------------
+# -- failures while writing to an existing project -------------------------------------------------
 @pytest.fixture
 def project_dir(tmp_path):
     src = write_rgb_pool(tmp_path / "pool", n=4)

@@ -95,7 +95,8 @@ def test_rgb_layout_import(tmp_path):
 def test_images_only_layout_all_unlabelled(tmp_path):
     (tmp_path / "only" / "images").mkdir(parents=True)
     for i in range(4):
-        Image.fromarray(np.full((20, 20), 50 + i, np.uint8)).save(tmp_path / "only" / "images" / f"{i}.png")
+        Image.fromarray(np.full((20, 20), 50 + i, np.uint8)).save(
+            tmp_path / "only" / "images" / f"{i}.png")
     summary = drain(import_pool(tmp_path / "only", tmp_path / "proj"))
     assert summary.layout == "images"
     assert summary.counts == {"labelled": 0, "unlabelled": 4, "test": 0}

@@ -453,7 +453,8 @@ def test_binary_masks_of_any_foreground_value_and_drawn_in_alpha(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "b.png")
     np.testing.assert_array_equal(read_binary_mask(tmp_path / "b.png"), shape)
     # Opaque RGBA: the colour carries the shape, as before.
-    rgba = np.dstack([np.where(shape, 255, 0).astype(np.uint8)] * 3 + [np.full((8, 10), 255, np.uint8)])
+    rgba = np.dstack([np.where(shape, 255, 0).astype(np.uint8)] * 3
+                     + [np.full((8, 10), 255, np.uint8)])
     Image.fromarray(rgba, "RGBA").save(tmp_path / "c.png")
     np.testing.assert_array_equal(read_binary_mask(tmp_path / "c.png"), shape)
     # 0/1 masks and empty masks.

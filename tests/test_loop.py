@@ -202,7 +202,7 @@ def test_cold_start_without_labels(tmp_path):
 
 def test_cli_round_score_oracle_predict(tmp_path, pool_dir, capsys):
     proj = tmp_path / "cli_proj"
-    assert main(["import", str(pool_dir), str(proj), "--input-size", "32", "--quiet",
+    assert main(["import", str(pool_dir), str(proj), "--quiet",
                  "--initial-fraction", "0.25"]) == 0
     capsys.readouterr()
     assert main(["train", str(proj), "--preset", "tiny", "--epochs", "1", "--json"]) == 0
@@ -237,7 +237,7 @@ def test_bad_options_are_refused_before_anything_is_saved_and_a_stuck_round_rest
     assert main(["sample", str(tmp_path / "pool"), "--n", "10", "--seed", "1",
                  "--shape", "48", "56"]) == 0
     assert main(["import", str(tmp_path / "pool"), str(tmp_path / "p"), "--seed", "2",
-                 "--input-size", "32", "--quiet"]) == 0
+                 "--quiet"]) == 0
     project = str(tmp_path / "p")
     common = ["--preset", "tiny", "--steps", "3", "--passes", "2", "--device", "cpu", "--quiet"]
     for bad, named in ((["--top", "-1"], "k must be"), (["--passes", "0"], "passes must be"),

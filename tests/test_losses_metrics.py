@@ -29,7 +29,6 @@ from napari_alunet.training.metrics import (
     summarize,
 )
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -11,7 +11,6 @@ from napari_alunet.config import MODEL_PRESETS, model_preset
 from napari_alunet.model import build_model, count_parameters, mc_dropout_mode, mc_predict
 from napari_alunet.model.features import block_activations, list_blocks
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -96,7 +95,8 @@ def test_bn_layers_in_eval_and_dropout_active_during_sampling() -> None:
     seen: list[tuple[str, bool]] = []
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d | nn.Dropout):
-            m.register_forward_hook(lambda mod, i, o: seen.append((type(mod).__name__, mod.training)))
+            m.register_forward_hook(
+                lambda mod, i, o: seen.append((type(mod).__name__, mod.training)))
     mc_predict(model, torch.randn(2, 1, 32, 32), passes=2)
     assert {t for t in seen} == {("BatchNorm2d", False), ("Dropout", True)}
     samples = mc_predict(model, torch.randn(1, 1, 32, 32), passes=2)

@@ -158,7 +158,8 @@ def test_hostile_names_stay_inside_the_project(tmp_path):
 
     # Nothing anywhere else in the sandbox changed or appeared.
     after = {p for p in sandbox.rglob("*")}
-    new = {p for p in after - before if not (p.is_relative_to(project_dir) or p.is_relative_to(out))}
+    new = {p for p in after - before
+           if not (p.is_relative_to(project_dir) or p.is_relative_to(out))}
     assert new == {project_dir.parent}  # the folder the user named to hold the project
     assert not (sandbox / "PWNED").exists() and not Path("PWNED").exists()
 

@@ -11,6 +11,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
+from test_engine import N_CLASSES, drain, make_shapes
 from torch import nn
 
 from napari_alunet.config import LEGACY_RECIPE, TrainConfig, from_dict, steps_per_pass, to_dict
@@ -21,8 +22,6 @@ from napari_alunet.training.ema import WeightEMA, batchnorm_statistics_frozen
 from napari_alunet.training.engine import EvalEvent, StepEvent, fit
 from napari_alunet.training.losses import consistency_loss
 from napari_alunet.training.recipe import HealthEvent, plan_fit, retry_seed, train_model
-
-from test_engine import N_CLASSES, drain, make_shapes
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -132,7 +131,8 @@ def test_consistency_loss_is_zero_without_confident_pixels_and_positive_with() -
     loss, fraction = consistency_loss(student, sure, 0.9, valid)
     expected = nn.functional.cross_entropy(student, torch.ones(2, 8, 8, dtype=torch.long),
                                            reduction="none")[:, :4].sum() / 128
-    assert float(loss.detach()) == pytest.approx(float(expected.detach())) and float(fraction) == 0.5
+    assert (float(loss.detach()) == pytest.approx(float(expected.detach()))
+            and float(fraction) == 0.5)
 
 
 def test_strong_view_keeps_geometry_and_marks_the_cut_out() -> None:
@@ -167,7 +167,8 @@ def test_semi_supervised_fit_keeps_mc_predict_frozen_bn_contract() -> None:
     events, result = drain(fit(model, xt, yt, None, None, config, n_classes=N_CLASSES,
                                unlabelled_images=xu))
     assert result.n_unlabelled == 12
-    used = [e for e in events if isinstance(e, EvalEvent) and e.unlabelled_loss == e.unlabelled_loss]
+    used = [e for e in events
+            if isinstance(e, EvalEvent) and e.unlabelled_loss == e.unlabelled_loss]
     assert used and any(e.confident_fraction > 0 for e in used)  # the term took part
     before = _bn_state(model)
     mc_predict(model, torch.from_numpy(xu), passes=3)

@@ -41,7 +41,7 @@ def test_deterministic_and_prefix_stable():
     a = list(red.generate_redundant_pool(7, 2, shape=SHAPE))
     b = list(red.generate_redundant_pool(7, 2, shape=SHAPE))
     longer = list(red.generate_redundant_pool(12, 2, shape=SHAPE))
-    for (n1, i1, l1, f1), (n2, i2, l2, f2), (n3, i3, l3, _) in zip(a, b, longer):
+    for (n1, i1, l1, f1), (n2, i2, l2, f2), (n3, i3, _l3, _) in zip(a, b, longer):
         assert n1 == n2 == n3 and f1 == f2
         assert i1.tobytes() == i2.tobytes() == i3.tobytes() and l1.tobytes() == l2.tobytes()
     assert json.loads(json.dumps(a[0][3])) == a[0][3]

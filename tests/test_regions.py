@@ -9,8 +9,17 @@ import torch
 
 from napari_alunet.config import UNKNOWN_LABEL, TrainConfig
 from napari_alunet.regions import (
-    boundary_cost, decode, encode, merge_partial, n_tiles, region_means, region_scores,
-    select_regions, superpixel_regions, tile_mask, tile_regions,
+    boundary_cost,
+    decode,
+    encode,
+    merge_partial,
+    n_tiles,
+    region_means,
+    region_scores,
+    select_regions,
+    superpixel_regions,
+    tile_mask,
+    tile_regions,
 )
 
 

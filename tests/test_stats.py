@@ -11,7 +11,11 @@ import pytest
 from scipy import stats
 
 from napari_alunet.experiment.stats import (
-    COLUMNS, WILCOXON_MIN_PAIRS, holm, paired_comparison, tost_paired,
+    COLUMNS,
+    WILCOXON_MIN_PAIRS,
+    holm,
+    paired_comparison,
+    tost_paired,
 )
 
 

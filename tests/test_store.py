@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -337,3 +338,34 @@ def test_a_project_in_a_folder_we_cannot_write_opens_read_only(tmp_path):
     assert "Traceback" not in oracle.stderr
     unclean = alunet("status", str(tmp_path / "unclean"))
     assert unclean.returncode == 2 and "copy the project folder" in unclean.stderr
+
+
+def test_windows_lock_path_locks_a_byte_past_the_pid(tmp_path, monkeypatch):
+    """Without fcntl (Windows) the lock is msvcrt.locking of one byte past the pid text, and a
+    held lock is the same clear ProjectLockedError, naming the holder's pid."""
+    import types
+
+    from napari_alunet.store import ProjectLockedError
+    from napari_alunet.store import lock as lock_module
+
+    held: dict[str, tuple[int, int]] = {}
+
+    def locking(fd, mode, nbytes):
+        offset = os.lseek(fd, 0, os.SEEK_CUR)
+        assert mode == fake.LK_NBLCK and nbytes == 1
+        assert offset == lock_module._WINDOWS_LOCK_OFFSET  # never over the pid
+        if "owner" in held:
+            raise OSError(36, "Resource deadlock avoided")  # what msvcrt raises when held
+        held["owner"] = (fd, offset)
+
+    fake = types.SimpleNamespace(LK_NBLCK=2, locking=locking)
+    monkeypatch.setattr(lock_module, "fcntl", None)
+    monkeypatch.setattr(lock_module, "msvcrt", fake, raising=False)
+    path = tmp_path / "project.lock"
+    fd = lock_module.acquire_lock(path, timeout=0)
+    try:
+        assert path.read_text() == f"{os.getpid()}\n"
+        with pytest.raises(ProjectLockedError, match=f"pid {os.getpid()}"):
+            lock_module.acquire_lock(path, timeout=0.1)
+    finally:
+        os.close(fd)

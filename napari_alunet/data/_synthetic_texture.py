@@ -85,8 +85,8 @@ def voronoi_cells(
     x0, x1 = max(xs.min() - pad, 0), min(xs.max() + pad + 1, w)
     sub = mask[y0:y1, x0:x1]
     cell = max(float(cell), 1.5)
-    gy, gx = np.meshgrid(np.arange(cell / 2, sub.shape[0], cell), np.arange(cell / 2, sub.shape[1], cell),
-                         indexing="ij")
+    gy, gx = np.meshgrid(np.arange(cell / 2, sub.shape[0], cell),
+                         np.arange(cell / 2, sub.shape[1], cell), indexing="ij")
     gx = gx + (np.arange(gx.shape[0])[:, None] % 2) * cell / 2  # hexagonal-ish packing
     sy = np.clip(np.rint(gy + rng.uniform(-jitter, jitter, gy.shape) * cell), 0, sub.shape[0] - 1)
     sx = np.clip(np.rint(gx + rng.uniform(-jitter, jitter, gx.shape) * cell), 0, sub.shape[1] - 1)
@@ -130,7 +130,8 @@ def relief(image: np.ndarray, sigma: float, angle: float) -> np.ndarray:
 
 def illumination(shape: tuple[int, int], amplitude: float, angle: float,
                  vignette: float) -> np.ndarray:
-    """A multiplicative field: a linear ramp of +-``amplitude`` along ``angle`` and a radial fall-off."""
+    """A multiplicative field: a linear ramp of +-``amplitude`` along ``angle`` and a radial
+    fall-off."""
     h, w = shape
     y = (np.arange(h)[:, None] - (h - 1) / 2) / max(h, w)
     x = (np.arange(w)[None, :] - (w - 1) / 2) / max(h, w)
@@ -191,7 +192,8 @@ def zona_width(p: Any, theta: np.ndarray) -> np.ndarray:
 
 # -- rendering -------------------------------------------------------------------------------------
 #: Grey levels of the classes and strengths of their textures (structure before the relief,
-#: grain after it), tuned so the finished images match the real-image figures in sample_data/README.md.
+#: grain after it), tuned so the finished images match the real-image figures in
+#: sample_data/README.md.
 TEXTURE = {"bg": 134.5, "bl": 111.0, "bl_mottle": 5.0, "te": 116.0, "te_membrane": 90.0,
            "te_cell": 24.0, "te_nucleus": 26.0, "icm": 123.0, "icm_membrane": 72.0,
            "icm_cell": 18.0, "icm_nucleus": 20.0}

@@ -33,7 +33,7 @@ def prepare_image(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     return normalise(box.apply_image(image)), box
 
 
-def load_images(project: "Project", image_ids: Sequence[int], size: int) -> np.ndarray:
+def load_images(project: Project, image_ids: Sequence[int], size: int) -> np.ndarray:
     """Model inputs for ``image_ids``: (N, 1, size, size) float32."""
     out = np.empty((len(image_ids), 1, size, size), dtype=np.float32)
     for row, image_id in enumerate(image_ids):
@@ -42,7 +42,7 @@ def load_images(project: "Project", image_ids: Sequence[int], size: int) -> np.n
 
 
 def load_labels(
-    project: "Project", image_ids: Sequence[int], size: int, *, ground_truth: bool = False
+    project: Project, image_ids: Sequence[int], size: int, *, ground_truth: bool = False
 ) -> np.ndarray:
     """Label canvases for ``image_ids``: (N, size, size) uint8.
 
@@ -52,7 +52,8 @@ def load_labels(
     """
     out = np.empty((len(image_ids), size, size), dtype=np.uint8)
     for row, image_id in enumerate(image_ids):
-        labels = project.read_ground_truth(image_id) if ground_truth else project.read_label(image_id)
+        labels = (project.read_ground_truth(image_id) if ground_truth
+                  else project.read_label(image_id))
         if labels is None:
             what = "ground truth" if ground_truth else "committed label"
             raise ValueError(

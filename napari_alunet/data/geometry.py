@@ -36,7 +36,7 @@ class Letterbox:
     left: int
 
     @classmethod
-    def fit(cls, orig_h: int, orig_w: int, size: int) -> "Letterbox":
+    def fit(cls, orig_h: int, orig_w: int, size: int) -> Letterbox:
         if orig_h <= 0 or orig_w <= 0:
             raise ValueError(f"image shape must be positive, got {orig_h}x{orig_w}")
         scale = size / max(orig_h, orig_w)

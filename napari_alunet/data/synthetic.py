@@ -2,12 +2,12 @@
 
 No real data can be shipped, so every test, the sample data and the oracle-replay experiments
 draw pools from here. The generator is built to match the measured statistics of real images
-(the real-image figures and the comparison table are in ``sample_data/README.md``): classes differ little in mean
-brightness but a lot in texture, the zona is a smooth ring of near-uniform width, the
-trophectoderm a thin layer of flattened cells, the inner cell mass one compact cluster pressed
-against it, and modulation-contrast relief, uneven illumination, blur and noise sit on top.
-Gardner stages and grades are drawn with realistic, unequal frequencies so that a pool holds
-many easy images and a few hard ones.
+(the real-image figures and the comparison table are in ``sample_data/README.md``): classes
+differ little in mean brightness but a lot in texture, the zona is a smooth ring of near-uniform
+width, the trophectoderm a thin layer of flattened cells, the inner cell mass one compact
+cluster pressed against it, and modulation-contrast relief, uneven illumination, blur and noise
+sit on top. Gardner stages and grades are drawn with realistic, unequal frequencies so that a
+pool holds many easy images and a few hard ones.
 
 Label indices: 0 background, 1 ICM, 2 TE, 3 ZP, 4 BL. The blastocoel is exactly what an
 importer derives from the three binary masks of the public layout::
@@ -50,7 +50,8 @@ BACKGROUND, ICM, TE, ZP, BL = tx.BACKGROUND, tx.ICM, tx.TE, tx.ZP, tx.BL
 #: perivitelline gap and ICM radius (reference pixels).
 STAGES: dict[int, dict[str, Any]] = {
     1: {"name": "early", "p": 0.05, "r": 170.0, "zp": 40.0, "te": 36.0, "pvs": 8.0, "icm": 90.0},
-    2: {"name": "blastocyst", "p": 0.12, "r": 175.0, "zp": 38.0, "te": 33.0, "pvs": 3.0, "icm": 92.0},
+    2: {"name": "blastocyst", "p": 0.12, "r": 175.0, "zp": 38.0, "te": 33.0, "pvs": 3.0,
+        "icm": 92.0},
     3: {"name": "full", "p": 0.34, "r": 179.0, "zp": 36.0, "te": 32.0, "pvs": 0.0, "icm": 93.0},
     4: {"name": "expanded", "p": 0.36, "r": 186.0, "zp": 30.0, "te": 30.0, "pvs": 0.0, "icm": 93.0},
     5: {"name": "hatching", "p": 0.08, "r": 183.0, "zp": 26.0, "te": 30.0, "pvs": 0.0, "icm": 90.0},
@@ -140,7 +141,8 @@ class BlastocystParams:
 
 
 def _harmonics(rng: np.random.Generator, n: int, amp: float) -> list[tuple[float, float]]:
-    return [(float(rng.normal(0, amp / k)), float(rng.uniform(0, 2 * np.pi))) for k in range(1, n + 1)]
+    return [(float(rng.normal(0, amp / k)), float(rng.uniform(0, 2 * np.pi)))
+            for k in range(1, n + 1)]
 
 
 def _grade(rng: np.random.Generator) -> str:
@@ -460,6 +462,7 @@ def napari_sample() -> list[tuple[Any, dict[str, Any], str]]:
         images.append(image)
         labels.append(lab)
     return [
-        (np.stack(images), {"name": "synthetic blastocysts", "metadata": {"names": names}}, "image"),
+        (np.stack(images), {"name": "synthetic blastocysts", "metadata": {"names": names}},
+         "image"),
         (np.stack(labels), {"name": "ground truth", "opacity": 0.4}, "labels"),
     ]

@@ -11,17 +11,35 @@ seeds on a pool with ground truth, record every round, summarise and plot.
 """
 
 from napari_alunet.experiment.pool import (
-    Pool, Splits, load_pool, make_splits, planned_sizes,
+    Pool,
+    Splits,
+    load_pool,
+    make_splits,
+    planned_sizes,
 )
 from napari_alunet.experiment.records import (
-    load_experiment_config, make_config, parse_ids, read_rounds, round_columns, split_strategy,
+    load_experiment_config,
+    make_config,
+    parse_ids,
+    read_rounds,
+    round_columns,
+    split_strategy,
 )
 from napari_alunet.experiment.report import (
-    aulc, dice_at, fraction_to_reach, markdown_table, summarise,
+    aulc,
+    dice_at,
+    fraction_to_reach,
+    markdown_table,
+    summarise,
 )
 from napari_alunet.experiment.runner import (
-    ExperimentPlan, ExperimentResult, ReportWritten, RoundRecorded, RoundStarted,
-    run_experiment, write_report,
+    ExperimentPlan,
+    ExperimentResult,
+    ReportWritten,
+    RoundRecorded,
+    RoundStarted,
+    run_experiment,
+    write_report,
 )
 
 __all__ = [

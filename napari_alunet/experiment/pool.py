@@ -11,6 +11,7 @@ import numpy as np
 
 from napari_alunet.config import ExperimentConfig
 
+
 # -- the pool -------------------------------------------------------------------------------------
 @dataclass
 class Pool:
@@ -52,7 +53,7 @@ class Pool:
         """``score_pool``'s loader over the in-memory arrays: (len(ids), 1, S, S) float32."""
         return self.images[np.asarray(ids, dtype=np.intp)]
 
-    def active_pool(self, splits: "Splits", labelled: Sequence[int],
+    def active_pool(self, splits: Splits, labelled: Sequence[int],
                     known: dict[int, np.ndarray] | None = None) -> Any:
         """This pool as the :class:`~napari_alunet.active.MemoryPool` the step runs on
         (``known``: the reviewed canvas pixels of partially labelled ids)."""
@@ -177,7 +178,7 @@ class Splits:
     initial: dict[int, list[int]]
 
 
-def make_splits(pool: "Pool | int", config: ExperimentConfig) -> Splits:
+def make_splits(pool: Pool | int, config: ExperimentConfig) -> Splits:
     """One test split for the whole experiment, one initial labelled set per seed.
 
     Both come from :func:`napari_alunet.data.splits.split_pool`, the rule a project's import

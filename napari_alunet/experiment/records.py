@@ -59,11 +59,11 @@ def make_config(*, preset: str = "cpu", train: dict[str, Any] | None = None,
 
     ``train`` holds TrainConfig fields to change (``steps``, ``epochs``, ``patience``,
     ``learning_rate``, ``semi_supervised``, ...). ``threads`` sets ``train.num_threads``
-    (torch intra-op threads for the whole experiment; 0 leaves torch's default). ``diversity`` / ``power_beta`` go to the acquisition config:
-    the diversity of strategies named without a ``+diversity`` suffix (:func:`split_strategy`).
-    ``fields`` are ExperimentConfig fields (``strategies``, ``seeds``, ``k``, ...). The
-    acquisition config gets the experiment's ``k`` and ``passes`` so the saved config does not
-    hold two different values of either.
+    (torch intra-op threads for the whole experiment; 0 leaves torch's default). ``diversity`` /
+    ``power_beta`` go to the acquisition config: the diversity of strategies named without a
+    ``+diversity`` suffix (:func:`split_strategy`). ``fields`` are ExperimentConfig fields
+    (``strategies``, ``seeds``, ``k``, ...). The acquisition config gets the experiment's ``k``
+    and ``passes`` so the saved config does not hold two different values of either.
     """
     model = model_preset(preset) if input_size is None else model_preset(
         preset, input_size=int(input_size))

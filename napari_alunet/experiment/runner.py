@@ -8,7 +8,8 @@ loop reads like the algorithm (BaaL's ``active_loop``)::
         reset the model (or keep it: warm start) -> train on labelled with the product's
         recipe (training/recipe.py: step budget, EMA, the unlabelled rest of the training pool
         for the semi-supervised term, validation only when big enough) -> evaluate on the
-        fixed test pool -> score the unlabelled pool -> acquire the top k -> the oracle labels them -> record the round
+        fixed test pool -> score the unlabelled pool -> acquire the top k -> the oracle labels
+        them -> record the round
     until the labelled fraction (or the number of rounds) is reached
 
 plus one full-data baseline per seed (train on the whole training pool), whose Dice defines
@@ -64,9 +65,22 @@ from napari_alunet import active
 from napari_alunet.config import ExperimentConfig
 from napari_alunet.experiment.pool import Pool, Splits, load_pool, make_splits, planned_sizes
 from napari_alunet.experiment.records import (
-    CONFIG_FILE, RESUME_MODEL, ROUNDS_FILE, SUMMARY_FILE, Arm, RoundsFile, check_config,
-    config_record, format_regions, load_experiment_config, parse_arm, parse_ids, parse_regions,
-    prepare_out, read_rounds, round_columns,
+    CONFIG_FILE,
+    RESUME_MODEL,
+    ROUNDS_FILE,
+    SUMMARY_FILE,
+    Arm,
+    RoundsFile,
+    check_config,
+    config_record,
+    format_regions,
+    load_experiment_config,
+    parse_arm,
+    parse_ids,
+    parse_regions,
+    prepare_out,
+    read_rounds,
+    round_columns,
 )
 from napari_alunet.experiment.report import FULL
 
@@ -184,8 +198,9 @@ def run_experiment(
     ------
     ExperimentPlan once, then per round :class:`RoundStarted`, the engine's ``StepEvent`` /
     ``EvalEvent``, the recipe's ``HealthEvent``, the scorer's ``ScoreProgress`` and
-    :class:`RoundRecorded`; finally :class:`ReportWritten`. Closing the generator stops after the current batch; every round
-    already recorded stays in rounds.csv and the next call resumes from there.
+    :class:`RoundRecorded`; finally :class:`ReportWritten`. Closing the generator stops after
+    the current batch; every round already recorded stays in rounds.csv and the next call
+    resumes from there.
 
     Returns
     -------
@@ -201,8 +216,8 @@ def run_experiment(
                          f"{len(pool.class_names)} ({', '.join(pool.class_names)})")
     splits = make_splits(pool, config)
     n_train_pool = len(splits.train_pool)
-    sizes = planned_sizes(len(splits.initial[config.first_seed]), config.k, n_train_pool, rounds=config.rounds,
-                          until_fraction=config.until_fraction)
+    sizes = planned_sizes(len(splits.initial[config.first_seed]), config.k, n_train_pool,
+                          rounds=config.rounds, until_fraction=config.until_fraction)
     device = resolve_device(config.train.device)
     record = config_record(config, pool, splits, sample_shape, str(device), command)
     prepare_out(out, record)
@@ -681,7 +696,10 @@ def write_report(out: str | os.PathLike[str], *, class_names: Sequence[str] | No
                  subtitle: str | None = None) -> list[Path]:
     """(Re)write summary.csv and the figures from ``out/rounds.csv``; returns all paths."""
     from napari_alunet.experiment.plots import (
-        plot_dice_vs_clicks, plot_dice_vs_effort, plot_learning_curves, plot_modes,
+        plot_dice_vs_clicks,
+        plot_dice_vs_effort,
+        plot_learning_curves,
+        plot_modes,
     )
     from napari_alunet.experiment.report import write_summary
 

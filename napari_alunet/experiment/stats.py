@@ -1,7 +1,7 @@
 """Paired statistics over seeds that can also say "no difference" or "we cannot tell".
 
-A plain paired test answers only "is there a difference?". A benchmark of acquisition strategies needs three answers per arm compared with the reference
-(normally ``random``):
+A plain paired test answers only "is there a difference?". A benchmark of acquisition strategies
+needs three answers per arm compared with the reference (normally ``random``):
 
 * **better / worse**: the paired t-test rejects "no difference" after a Holm-Bonferroni
   correction over all arms compared in the same call (several arms against one reference means

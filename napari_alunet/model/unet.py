@@ -1,4 +1,5 @@
-"""Bayesian (MC-dropout) U-Net with BatchNorm, built from :class:`~napari_alunet.config.ModelConfig`.
+"""Bayesian (MC-dropout) U-Net with BatchNorm, built from
+:class:`~napari_alunet.config.ModelConfig`.
 
 The network is the U-Net of Ronneberger et al. (2015) with two changes that the active-learning
 loop relies on:

@@ -80,7 +80,7 @@ class Project(RoundsMixin):
         classes: ClassSpec | None = None,
         data: DataConfig | None = None,
         settings: dict[str, Any] | None = None,
-    ) -> "Project":
+    ) -> Project:
         """Create an empty project in ``path`` (which must not exist or be an empty folder)."""
         path = Path(path)
         if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -107,7 +107,7 @@ class Project(RoundsMixin):
     @classmethod
     def open(
         cls, path: str | os.PathLike[str], *, read_only: bool = False, timeout: float = 0.0
-    ) -> "Project":
+    ) -> Project:
         """Open an existing project.
 
         Parameters
@@ -146,7 +146,7 @@ class Project(RoundsMixin):
     @classmethod
     def _connect(
         cls, path: Path, *, read_only: bool, timeout: float, create: bool
-    ) -> "Project":
+    ) -> Project:
         if not read_only:
             refuse_links(path)  # before anything is written, the lock included
         lock_fd = None if read_only else acquire_lock(path / LOCK_NAME, timeout)
@@ -184,7 +184,7 @@ class Project(RoundsMixin):
                 os.close(self._lock_fd)
                 self._lock_fd = None
 
-    def __enter__(self) -> "Project":
+    def __enter__(self) -> Project:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -228,7 +228,8 @@ class Project(RoundsMixin):
     def set_setting(self, key: str, value: Any) -> None:
         with self.transaction() as cur:
             cur.execute(
-                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO meta VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, json.dumps(value)),
             )
 
@@ -416,7 +417,8 @@ class Project(RoundsMixin):
                     "'committed'",
                     (image_id,),
                 )
-        return label_from_row(self._query("SELECT * FROM label_versions WHERE id = ?", (version_id,))[0])
+        return label_from_row(
+            self._query("SELECT * FROM label_versions WHERE id = ?", (version_id,))[0])
 
     def undo_last_commit(self) -> LabelVersion | None:
         """Withdraw the newest active human/oracle label version.
@@ -475,7 +477,8 @@ class Project(RoundsMixin):
         image, ground-truth and label files whose size is not the image's recorded size."""
         problems = [r[0] for r in self._query("PRAGMA integrity_check") if r[0] != "ok"]
         problems += [f"foreign key: {tuple(r)}" for r in self._query("PRAGMA foreign_key_check")]
-        refs = [(r["rel_path"], r["sha256"]) for r in self._query("SELECT rel_path, sha256 FROM images")]
+        refs = [(r["rel_path"], r["sha256"])
+                for r in self._query("SELECT rel_path, sha256 FROM images")]
         refs += [(r["gt_path"], r["gt_sha256"]) for r in self._query(
             "SELECT gt_path, gt_sha256 FROM images WHERE gt_path IS NOT NULL")]
         refs += [(r["rel_path"], r["sha256"]) for r in self._query(

@@ -43,7 +43,8 @@ class RoundsMixin:
         return round_from_row(rows[0])
 
     def update_round(self, idx: int, **fields: Any) -> RoundRecord:
-        """Set ``status``, ``checkpoint``, ``model_version``, ``finished_at``, ``n_labelled``, ``config``."""
+        """Set ``status``, ``checkpoint``, ``model_version``, ``finished_at``, ``n_labelled``,
+        ``config``."""
         allowed = {"status", "checkpoint", "model_version", "finished_at", "n_labelled", "config"}
         unknown = set(fields) - allowed
         if unknown:

@@ -32,8 +32,8 @@ from torch import nn
 from napari_alunet.config import UNKNOWN_LABEL, TrainConfig, steps_per_pass
 from napari_alunet.training.augment import Augmenter
 from napari_alunet.training.checkpoint import plain_data, save_checkpoint
-from napari_alunet.training.device import autocast, memory_format, resolve_device
 from napari_alunet.training.consistency import ConsistencyTerm
+from napari_alunet.training.device import autocast, memory_format, resolve_device
 from napari_alunet.training.ema import WeightEMA
 from napari_alunet.training.losses import (
     border_weight_map,

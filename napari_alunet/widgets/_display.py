@@ -18,7 +18,6 @@ from psygnal import Signal
 from napari_alunet.widgets import _layers
 from napari_alunet.widgets._state import AppState, get_state, notify_error
 
-
 #: What the labels of a queued image start from in Review.
 START_FROM = ("prediction", "confident", "empty")
 

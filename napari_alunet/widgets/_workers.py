@@ -205,7 +205,7 @@ class Job:
         self.worker.finished.connect(self._finished)
         self.worker.aborted.connect(self._aborted)
 
-    def start(self) -> "Job":
+    def start(self) -> Job:
         self.worker.start()
         return self
 

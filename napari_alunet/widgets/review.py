@@ -49,7 +49,14 @@ from qtpy.QtWidgets import (
 from napari_alunet.config import MAP_NAMES
 from napari_alunet.widgets import _layers
 from napari_alunet.widgets._common import (
-    JobBar, format_score, group, guarded, hint, listen, row, swatch,
+    JobBar,
+    format_score,
+    group,
+    guarded,
+    hint,
+    listen,
+    row,
+    swatch,
 )
 from napari_alunet.widgets._display import START_FROM, get_display
 from napari_alunet.widgets._guide import next_action, prediction_warning, round_button_text

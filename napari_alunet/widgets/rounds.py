@@ -24,9 +24,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_alunet.curve import CurvePoint, curve_points, write_curve
 from napari_alunet.widgets._chart import LineChart, Series
 from napari_alunet.widgets._common import JobBar, group, guarded, listen, row
-from napari_alunet.curve import CurvePoint, curve_points, write_curve
 from napari_alunet.widgets._display import get_display
 from napari_alunet.widgets._guide import next_action, round_button_text, status_text
 from napari_alunet.widgets._plot import COLOURS, theme_colours
