@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,11 @@ from napari_alunet.cli import (
     train_overrides,
 )
 from napari_alunet.config import DEFAULT_MC_PASSES, STRATEGIES
+
+
+def say_waiting(message: str) -> None:
+    """Tell the user a command waits for the project's lock (--wait), rather than look hung."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _settings(args: argparse.Namespace, project: Any) -> Any:
@@ -83,7 +89,7 @@ def _run(args: argparse.Namespace, stop_after: str | None) -> int:
     from napari_alunet.loop import run_round
     from napari_alunet.store import Project
 
-    with Project.open(args.project, timeout=args.wait) as project:
+    with Project.open(args.project, timeout=args.wait, on_wait=say_waiting) as project:
         settings = _settings(args, project)  # every option checked before anything is saved
         if getattr(args, "restart", False):
             from napari_alunet.loop import restart_round
@@ -133,7 +139,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from napari_alunet.loop import rescore
     from napari_alunet.store import Project
 
-    with Project.open(args.project, timeout=args.wait) as project:
+    with Project.open(args.project, timeout=args.wait, on_wait=say_waiting) as project:
         progress = _Progress(args.quiet or args.json)
         try:
             result = drain(rescore(project, _settings(args, project).acquisition,
@@ -161,7 +167,7 @@ def cmd_oracle(args: argparse.Namespace) -> int:
     from napari_alunet.loop import oracle_commit
     from napari_alunet.store import Project
 
-    with Project.open(args.project, timeout=args.wait) as project:
+    with Project.open(args.project, timeout=args.wait, on_wait=say_waiting) as project:
         versions = oracle_commit(project)
         print(f"committed stored ground truth for {len(versions)} queued image(s)")
     return 0

@@ -85,7 +85,10 @@ def test_cli_against_an_open_project(project_dir):
         assert json.loads(status.stdout)["images"] == 12
         waiting = subprocess.Popen(["alunet", "oracle", str(project_dir), "--wait", "60"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(3.0)  # long enough for it to start and find the project locked
+        # It says it is waiting on the holder's lock (not merely still starting up).
+        line = waiting.stderr.readline()
+        assert "is open for writing in another process" in line and "waiting up to 60 s" in line
+        assert f"pid {holder.pid}" in line
         assert waiting.poll() is None, waiting.communicate()
         holder.kill()  # the GUI goes away (even by kill -9): the waiting command proceeds
         holder.wait()

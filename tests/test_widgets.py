@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import colorsys
 import dataclasses
-import time
 
 import numpy as np
 import pytest
@@ -327,10 +326,11 @@ def test_stop_button_keeps_round_resumable(app, qtbot, tmp_path):
     # While it trains no text tells the user to press a round button (they went stale).
     assert "Wait: a round is training" in widget.status.text()
     assert "Wait: a round is training" in widget.panel("Rounds").summary.text()
-    started = time.monotonic()
     widget.panel("Train").job_bar.stop_button.click()
+    at_stop = len(steps)
     wait_idle(qtbot, state)
-    assert time.monotonic() - started < 5.0  # Stop answers within a step
+    # Stop answers at the next optimiser step (not at the end of a 20,000-step budget).
+    assert len(steps) - at_stop <= 2
     assert project.current_round().status == "started"
     # After Stop the texts say "resume" (issue 17), with the button's own name.
     assert widget.panel("Train").start_button.text() == "Resume round 0"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from napari_alunet.store.records import ProjectError, ProjectLockedError
@@ -46,7 +47,11 @@ def _write_pid(fd: int) -> None:
     os.write(fd, f"{os.getpid()}\n".encode())
 
 
-def acquire_lock(lock_path: Path, timeout: float) -> int:
+def acquire_lock(lock_path: Path, timeout: float,
+                 on_wait: Callable[[str], None] | None = None) -> int:
+    """Take the project's writer lock, waiting up to ``timeout`` seconds for another writer;
+    ``on_wait(message)`` is called once when the wait begins. Returns the lock's descriptor
+    (closing it releases the lock)."""
     if not (timeout >= 0 and timeout < float("inf")):  # NaN would never time out
         raise ValueError(f"the wait for another writer must be a finite number of seconds "
                          f">= 0 (--wait), got {timeout}")
@@ -67,7 +72,12 @@ def acquire_lock(lock_path: Path, timeout: float) -> int:
             "permissions, or open the project read-only"
         ) from exc
     deadline = time.monotonic() + timeout
+    told = False
     while not _try_lock(fd):
+        if not told and on_wait is not None and timeout > 0:
+            told = True
+            on_wait(f"project {lock_path.parent} is open for writing in another process"
+                    f"{_read_lock_holder(fd)}; waiting up to {timeout:g} s for it to close")
         if time.monotonic() >= deadline:
             holder = _read_lock_holder(fd)
             os.close(fd)

@@ -29,7 +29,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +106,8 @@ class Project(RoundsMixin):
 
     @classmethod
     def open(
-        cls, path: str | os.PathLike[str], *, read_only: bool = False, timeout: float = 0.0
+        cls, path: str | os.PathLike[str], *, read_only: bool = False, timeout: float = 0.0,
+        on_wait: Callable[[str], None] | None = None,
     ) -> Project:
         """Open an existing project.
 
@@ -115,6 +116,8 @@ class Project(RoundsMixin):
         read_only : open without the writer lock; any change raises ``ProjectError``.
         timeout : seconds to wait for another writer to close the project before raising
             :class:`ProjectLockedError`.
+        on_wait : called once with a message (who holds the project, for how long we wait)
+            when the wait begins, so a command can say it is waiting rather than look hung.
         """
         path = Path(path)
         if not (path / DB_NAME).is_file():
@@ -122,7 +125,8 @@ class Project(RoundsMixin):
                 f"{path} is not a napari-alunet project (no {DB_NAME}); create one with "
                 "'alunet import' or the Project widget"
             )
-        project = cls._connect(path, read_only=read_only, timeout=timeout, create=False)
+        project = cls._connect(path, read_only=read_only, timeout=timeout, create=False,
+                               on_wait=on_wait)
         try:
             version = project.get_setting("schema_version")
         except (sqlite3.Error, ValueError) as exc:  # empty, foreign or damaged database
@@ -145,11 +149,13 @@ class Project(RoundsMixin):
 
     @classmethod
     def _connect(
-        cls, path: Path, *, read_only: bool, timeout: float, create: bool
+        cls, path: Path, *, read_only: bool, timeout: float, create: bool,
+        on_wait: Callable[[str], None] | None = None,
     ) -> Project:
         if not read_only:
             refuse_links(path)  # before anything is written, the lock included
-        lock_fd = None if read_only else acquire_lock(path / LOCK_NAME, timeout)
+        lock_fd = None if read_only else acquire_lock(path / LOCK_NAME, timeout,
+                                                       on_wait=on_wait)
         try:
             db = path / DB_NAME
             if read_only:
