@@ -71,18 +71,19 @@ def show_fit_event(event: Any, bar: Callable[[str, int | None], Any], quiet: boo
     Progress is in optimiser steps, with passes over the labelled images (the old epochs) beside
     it. Returns False for an event that is not a fit's.
     """
-    name = type(event).__name__
-    if name == "StepEvent":
+    from napari_alunet.events import EvalEvent, HealthEvent, StepEvent
+
+    if isinstance(event, StepEvent):
         shown = bar("steps", event.steps)
         shown.n = event.step
         if event.step == 1 or event.step % 10 == 0 or event.step == event.steps:
             shown.set_postfix_str(f"passes {event.passes:.1f}, loss {event.loss:.3f}")
-    elif name == "EvalEvent":
+    elif isinstance(event, EvalEvent):
         shown = bar("steps", event.steps)
         shown.n = event.step
         val = "" if event.val_dice != event.val_dice else f", val Dice {event.val_dice:.3f}"
         shown.set_postfix_str(f"passes {event.passes:.1f}, loss {event.train_loss:.3f}{val}")
-    elif name == "HealthEvent":
+    elif isinstance(event, HealthEvent):
         if not quiet:
             print(f"warning: {event.message} (attempt {event.attempt}/{event.attempts})",
                   file=sys.stderr, flush=True)

@@ -78,8 +78,10 @@ class _Bars:
         return self.round
 
     def __call__(self, event: Any) -> None:
-        name = type(event).__name__
-        if name == "ExperimentPlan":
+        from napari_alunet.events import ScoreProgress
+        from napari_alunet.experiment.runner import ExperimentPlan, RoundRecorded, RoundStarted
+
+        if isinstance(event, ExperimentPlan):
             if not self.quiet:
                 resumed = f", resuming after {event.done_rows} recorded round(s)" \
                     if event.done_rows else ""
@@ -92,17 +94,17 @@ class _Bars:
                           "truth: " + ", ".join(event.skipped_images[:10]), file=sys.stderr)
             self.overall = progress_bar(event.total_rows, "experiment", quiet=self.quiet)
             self.overall.update(event.done_rows)
-        elif name == "RoundStarted":
+        elif isinstance(event, RoundStarted):
             self.label = f"{event.strategy} s{event.seed} r{event.round}"
             if event.stage == "train":
                 self._round_bar("steps", event.steps)
         elif show_fit_event(event, self._round_bar, self.quiet):
             pass
-        elif name == "ScoreProgress":
+        elif isinstance(event, ScoreProgress):
             bar = self._round_bar(event.stage, event.total)
             bar.n = event.done
             bar.refresh()
-        elif name == "RoundRecorded" and self.overall is not None:
+        elif isinstance(event, RoundRecorded) and self.overall is not None:
             self.overall.update(1)
             self.overall.set_postfix(last=f"{event.strategy} s{event.seed} r{event.round} "
                                      f"Dice {event.row['mean_dice']:.3f}")

@@ -66,14 +66,15 @@ class _Progress:
         return self.bar
 
     def __call__(self, event: Any) -> None:
-        name = type(event).__name__
-        if name == "StageEvent":
+        from napari_alunet.events import ScoreProgress, StageEvent
+
+        if isinstance(event, StageEvent):
             self.close()
             if not self.quiet:
                 print(f"[round {event.round_idx}] {event.message}", flush=True)
         elif show_fit_event(event, self._bar, self.quiet):
             pass
-        elif name == "ScoreProgress":
+        elif isinstance(event, ScoreProgress):
             bar = self._bar("scoring", event.total)
             bar.n = event.done
             bar.refresh()

@@ -18,19 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from napari_alunet.config import ClassSpec, DataConfig
+from napari_alunet.events import ImportProgress  # noqa: F401 (re-exported)
 from napari_alunet.fileio import TEMP_PREFIX, _fsync_dir, atomic_write_bytes, atomic_write_png
 from napari_alunet.store import Project, ProjectError
 from napari_alunet.store.records import now_iso
-
-
-@dataclass
-class ImportProgress:
-    """One image read and stored (``stage`` is 'scan', 'image' or 'split')."""
-
-    done: int
-    total: int
-    stage: str
-    name: str = ""
 
 
 @dataclass

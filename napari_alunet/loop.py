@@ -32,6 +32,7 @@ from napari_alunet.config import (
     model_preset,
     to_dict,
 )
+from napari_alunet.events import StageEvent  # noqa: F401 (re-exported)
 from napari_alunet.fileio import atomic_write_bytes
 from napari_alunet.store import Project, RoundRecord
 
@@ -53,17 +54,6 @@ class RoundSettings:
         return cls(model=from_dict(ModelConfig, data["model"]),
                    train=from_dict(TrainConfig, data["train"]),
                    acquisition=from_dict(AcquisitionConfig, data["acquisition"]))
-
-
-@dataclass
-class StageEvent:
-    """A round entered a stage ('train', 'evaluate', 'score', 'queue', 'done'), or says
-    something the user must know ('resume': stored settings used; 'queue': unreviewed images
-    returned to the pool)."""
-
-    round_idx: int
-    stage: str
-    message: str
 
 
 @dataclass

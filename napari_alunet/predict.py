@@ -19,15 +19,9 @@ from typing import Any
 import numpy as np
 
 from napari_alunet.data.dataset import prepare_image
+from napari_alunet.events import PredictProgress  # noqa: F401 (re-exported)
 from napari_alunet.export import unique_export_name
 from napari_alunet.fileio import atomic_write_bytes, atomic_write_png
-
-
-@dataclass
-class PredictProgress:
-    done: int
-    total: int
-    name: str
 
 
 @dataclass

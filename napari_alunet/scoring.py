@@ -29,6 +29,7 @@ from torch import nn
 
 from napari_alunet.acquisition import DIVERSITY, choose_subset, rank, strategy_map
 from napari_alunet.config import REVIEW_MAPS, AcquisitionConfig
+from napari_alunet.events import ScoreProgress  # noqa: F401 (re-exported)
 from napari_alunet.model.mc import mc_predict
 from napari_alunet.uncertainty import MAP_NAMES, REDUCTIONS, compute_maps, entropy, image_scores
 
@@ -45,21 +46,6 @@ _FEATURE_DROPOUT = (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d)
 _CPU_PIXELS = 8 * 128 * 128
 #: Side of the pooled MC mean used as a feature vector for diversity="feature": C * 4 * 4 values.
 _FEATURE_SIDE = 4
-
-
-@dataclass
-class ScoreProgress:
-    """Progress of :func:`score_pool`, yielded at least once per batch.
-
-    ``stage`` is ``"score"`` while the pool is scored, ``"review"`` while the maps of the
-    chosen images are computed and ``"embed"`` while embeddings for a cold start are.
-    """
-
-    done: int
-    total: int
-    seconds: float
-    images_per_second: float
-    stage: str = "score"
 
 
 @dataclass

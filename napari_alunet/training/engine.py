@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from napari_alunet.config import UNKNOWN_LABEL, TrainConfig, steps_per_pass
+from napari_alunet.events import EvalEvent, StepEvent  # noqa: F401 (re-exported)
 from napari_alunet.training.augment import Augmenter
 from napari_alunet.training.checkpoint import plain_data, save_checkpoint
 from napari_alunet.training.consistency import ConsistencyTerm
@@ -51,47 +52,6 @@ SYNC_EVERY = 25
 
 #: Evaluations per fit when ``TrainConfig.eval_every`` is 0 (automatic).
 EVALUATIONS_PER_FIT = 20
-
-
-@dataclass
-class StepEvent:
-    """After one optimiser step. ``step`` counts from 1 to ``steps`` (the budget); ``passes``
-    is how many times the labelled training images have been seen (images drawn / n), the
-    epoch as a display unit. ``loss`` is the mean supervised batch loss since the last
-    evaluation at the last read-back (every step on the CPU, every :data:`SYNC_EVERY` steps on
-    a GPU); ``unlabelled_loss`` / ``confident_fraction`` the same for the consistency term (NaN
-    without it); ``seconds`` since the fit started."""
-
-    step: int
-    steps: int
-    passes: float
-    loss: float
-    unlabelled_loss: float
-    confident_fraction: float
-    seconds: float
-
-
-@dataclass
-class EvalEvent:
-    """Every ``eval_every`` steps and after the last. ``train_loss`` is the mean supervised loss
-    since the previous evaluation; ``val_loss``/``val_dice`` are those of the evaluated (EMA)
-    weights on the validation images, NaN without them; ``best_step`` is the step whose weights
-    are kept so far (the latest one without validation); ``learning_rate`` is the rate the last
-    step used."""
-
-    step: int
-    steps: int
-    passes: float
-    train_loss: float
-    unlabelled_loss: float
-    confident_fraction: float
-    val_loss: float
-    val_dice: float
-    best_val_dice: float
-    best_step: int
-    improved: bool
-    seconds: float
-    learning_rate: float
 
 
 @dataclass

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from napari_alunet.config import TrainConfig
+from napari_alunet.events import HealthEvent  # noqa: F401 (re-exported)
 
 
 @dataclass
@@ -82,18 +83,6 @@ def plan_fit(labelled_ids: Sequence[int], unlabelled_ids: Sequence[int], config:
         unlabelled = pool
     return FitPlan(train_ids, val_ids, unlabelled, selection, rule,
                    config.planned_steps(len(train_ids)))
-
-
-@dataclass
-class HealthEvent:
-    """A fit ended with its labelled images' own Dice under the floor (it collapsed)."""
-
-    attempt: int
-    attempts: int
-    labelled_dice: float
-    floor: float
-    retrying: bool
-    message: str
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 from psygnal import Signal
 
+from napari_alunet.events import HealthEvent
 from napari_alunet.loop import RoundSettings
 from napari_alunet.store import Project, ProjectError
 from napari_alunet.widgets._workers import (
@@ -192,7 +193,7 @@ class AppState:
             self.queue_changed.emit()
 
         def on_event(event: Any) -> None:
-            if type(event).__name__ == "HealthEvent":
+            if isinstance(event, HealthEvent):
                 # A collapsed fit is retried; the researcher should know why it takes longer
                 # (and, with no retries left, that the model to correct from is poor).
                 notify_warning(f"round training: {event.message}")

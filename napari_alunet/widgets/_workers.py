@@ -26,6 +26,8 @@ from typing import Any
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 
+from napari_alunet.events import EvalEvent, HealthEvent, StageEvent, StepEvent
+
 logger = logging.getLogger(__name__)
 
 #: Seconds between two progress updates shown to the user (events may come in much faster).
@@ -140,22 +142,22 @@ def describe(event: Any) -> Progress | None:
     """
     if isinstance(event, Progress):
         return event
-    kind = type(event).__name__
-    if kind == "StageEvent":
+    if isinstance(event, StageEvent):
         return Progress(event.message)
-    if kind == "StepEvent":
+    if isinstance(event, StepEvent):
         return Progress(f"training: step {event.step}/{event.steps} ({event.passes:.1f} passes "
                         f"over the labelled images), loss {event.loss:.3f}",
                         event.step, max(1, event.steps))
-    if kind == "EvalEvent":
+    if isinstance(event, EvalEvent):
         dice = "" if event.val_dice != event.val_dice else f", val Dice {event.val_dice:.3f}"
         return Progress(f"training: step {event.step}/{event.steps} ({event.passes:.1f} "
                         f"passes){dice}", event.step, max(1, event.steps))
-    if kind == "HealthEvent":
+    if isinstance(event, HealthEvent):
         return Progress(event.message)
     done, total = getattr(event, "done", None), getattr(event, "total", None)
     if done is not None and total is not None:
-        what = getattr(event, "stage", "") or kind.replace("Progress", "").lower() or "working"
+        what = (getattr(event, "stage", "")
+                or type(event).__name__.replace("Progress", "").lower() or "working")
         name = getattr(event, "name", "")
         return Progress(f"{what}: {done}/{total}" + (f" ({name})" if name else ""),
                         int(done), int(total))
@@ -233,7 +235,7 @@ class Job:
             return
         now = time.monotonic()
         # Throttle: a tiny model yields hundreds of steps a second; a stage change always shows.
-        if type(event).__name__ != "StageEvent" and now - self._last_shown < PROGRESS_INTERVAL \
+        if not isinstance(event, StageEvent) and now - self._last_shown < PROGRESS_INTERVAL \
                 and shown.done != shown.total:
             return
         self._last_shown = now

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_alunet.config import MODEL_PRESETS, TrainConfig, model_preset
+from napari_alunet.events import EvalEvent, HealthEvent, StageEvent
 from napari_alunet.widgets._chart import LineChart, Series
 from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen, row
 from napari_alunet.widgets._display import get_display
@@ -210,14 +211,13 @@ class TrainWidget(QWidget):
 
     # -- progress -----------------------------------------------------------------------------
     def _on_event(self, event: Any) -> None:
-        kind = type(event).__name__
-        if kind == "StageEvent" and event.stage == "train":
+        if isinstance(event, StageEvent) and event.stage == "train":
             self.history.clear()
             self._draw()
-        elif kind == "EvalEvent":
+        elif isinstance(event, EvalEvent):
             self.history.append(event)
             self._draw()
-        elif kind == "HealthEvent":
+        elif isinstance(event, HealthEvent):
             # The next attempt starts from a fresh initialisation: a new curve.
             self.history.clear()
             self._draw()
