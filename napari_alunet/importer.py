@@ -121,7 +121,8 @@ def import_pool(
     ProjectError
         if ``project_dir`` exists and is not empty.
     """
-    from napari_alunet.data.io import load_item_labels, read_image, scan_pool
+    from napari_alunet.data.io import load_item_labels, read_image
+    from napari_alunet.data.naming import scan_pool
 
     data = data or DataConfig()
     classes = classes or ClassSpec()

@@ -19,7 +19,7 @@ import tifffile
 from PIL import Image, ImageFile
 
 from napari_alunet.config import DEFAULT_CLASS_COLOURS
-from napari_alunet.data import io
+from napari_alunet.data import io, naming
 from napari_alunet.data.io import (
     InputError,
     labels_from_binary,
@@ -29,9 +29,8 @@ from napari_alunet.data.io import (
     read_colour_mask,
     read_image,
     read_image_size,
-    scan_pool,
 )
-from napari_alunet.data.naming import image_key, mask_key
+from napari_alunet.data.naming import image_key, mask_key, scan_pool
 
 PAL = np.array(DEFAULT_CLASS_COLOURS, dtype=np.uint8)
 
@@ -322,7 +321,7 @@ def test_hand_built_item_and_jpeg_hint(tmp_path):
     # the importer may build items itself; labels then follow from the masks it gives
     truth = np.zeros((12, 12), np.uint8)
     truth[3:9, 3:9] = 3
-    item = io.PoolItem("x", _save(tmp_path / "x.png", _gray(12, 12)),
+    item = naming.PoolItem("x", _save(tmp_path / "x.png", _gray(12, 12)),
                        mask_path=_save(tmp_path / "x_mask.png", PAL[truth]))
     assert item.labelled
     np.testing.assert_array_equal(load_item_labels(item, "rgb", DEFAULT_CLASS_COLOURS), truth)

@@ -11,7 +11,7 @@ what to do. Sizes are checked against :data:`MAX_PIXELS` from the header, before
 decoded: a file whose header claims 50,000 x 50,000 pixels is refused at once.
 
 Layout detection and name matching (:func:`scan_pool`, :class:`PoolItem`, :class:`PoolListing`)
-live in :mod:`napari_alunet.data.naming` and can be imported from here too.
+live in :mod:`napari_alunet.data.naming` (which imports this module, not the other way).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ __all__ = [
     "labels_from_binary",
     "labels_from_colour", "load_item_labels", "read_binary_mask", "read_colour_mask",
     "read_image", "read_image_size",
-]  # scan_pool, PoolItem, PoolListing: re-exported lazily from naming (see __getattr__)
+]  # pool scanning (scan_pool, PoolItem, PoolListing) is in naming.py, which imports this
 
 #: Largest image (height x width) accepted. Read at call time: assign a new value to change it.
 MAX_PIXELS = 64_000_000
@@ -525,13 +525,3 @@ def load_item_labels(item: PoolItem, layout: str, colours: Sequence[Sequence[int
                                 expected_shape=shape)
     icm, te, zp = (read_binary_mask(item.masks[c], shape) for c in ("ICM", "TE", "ZP"))
     return labels_from_binary(icm, te, zp)
-
-
-def __getattr__(name: str) -> Any:
-    # scan_pool and its dataclasses live in naming.py, which imports this module; re-exported
-    # lazily (PEP 562) so that both import paths work without an import cycle.
-    if name in ("scan_pool", "PoolItem", "PoolListing"):
-        from napari_alunet.data import naming
-
-        return getattr(naming, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -125,9 +125,10 @@ def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None 
                 embryos.append(int(info["embryo"]))  # test embryos have ids of their own
     else:
         from napari_alunet.data import io as dio
+        from napari_alunet.data.naming import scan_pool
         from napari_alunet.data.redundant import read_pool_info
 
-        listing = dio.scan_pool(config.data)
+        listing = scan_pool(config.data)
         if listing.layout == "images":
             raise ValueError(
                 f"{config.data}: only images, no masks; an oracle-replay experiment needs the "
