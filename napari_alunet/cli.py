@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from napari_alunet import __version__
+from napari_alunet import __version__, cli_experiment, cli_ml
+from napari_alunet.cli_common import progress_bar
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -27,69 +28,6 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callab
         return func
 
     return register
-
-
-def progress_bar(total: int | None, desc: str, *, quiet: bool = False) -> Any:
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, disable=quiet, leave=False, file=sys.stderr)
-
-
-# -- training options and progress, shared by train / round / experiment --------------------------
-def add_train_options(p: argparse.ArgumentParser) -> None:
-    """The recipe's options (``TrainConfig``); unset ones keep the recipe's defaults."""
-    from napari_alunet.config import TrainConfig
-
-    d = TrainConfig()
-    p.add_argument("--steps", type=int, default=None,
-                   help=f"optimiser steps per fit (default: automatic, {d.min_steps} + "
-                   f"{d.steps_per_image} per training image, at most {d.max_steps})")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="count the budget in passes over the labelled images instead (the "
-                   "recipe before 0.2; for comparisons)")
-    p.add_argument("--patience", type=int, default=None,
-                   help="evaluations without improvement before early stopping (only with a "
-                   f"validation split of >= {d.validation_min_images} images; 0: off)")
-    p.add_argument("--lr", type=float, default=None,
-                   help=f"peak learning rate (default {d.learning_rate:g})")
-    p.add_argument("--semi-supervised", action=argparse.BooleanOptionalAction, default=None,
-                   help="consistency training on the unlabelled pool (default on)")
-
-
-def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    """TrainConfig fields given on the command line (for ``dataclasses.replace``)."""
-    given = {"steps": getattr(args, "steps", None), "epochs": getattr(args, "epochs", None),
-             "patience": getattr(args, "patience", None),
-             "learning_rate": getattr(args, "lr", None),
-             "semi_supervised": getattr(args, "semi_supervised", None)}
-    return {k: v for k, v in given.items() if v is not None}
-
-
-def show_fit_event(event: Any, bar: Callable[[str, int | None], Any], quiet: bool) -> bool:
-    """Show a fit's StepEvent / EvalEvent / HealthEvent on a bar from ``bar(kind, total)``.
-
-    Progress is in optimiser steps, with passes over the labelled images (the old epochs) beside
-    it. Returns False for an event that is not a fit's.
-    """
-    from napari_alunet.events import EvalEvent, HealthEvent, StepEvent
-
-    if isinstance(event, StepEvent):
-        shown = bar("steps", event.steps)
-        shown.n = event.step
-        if event.step == 1 or event.step % 10 == 0 or event.step == event.steps:
-            shown.set_postfix_str(f"passes {event.passes:.1f}, loss {event.loss:.3f}")
-    elif isinstance(event, EvalEvent):
-        shown = bar("steps", event.steps)
-        shown.n = event.step
-        val = "" if event.val_dice != event.val_dice else f", val Dice {event.val_dice:.3f}"
-        shown.set_postfix_str(f"passes {event.passes:.1f}, loss {event.train_loss:.3f}{val}")
-    elif isinstance(event, HealthEvent):
-        if not quiet:
-            print(f"warning: {event.message} (attempt {event.attempt}/{event.attempts})",
-                  file=sys.stderr, flush=True)
-    else:
-        return False
-    return True
 
 
 # -- sample / import / status / export ----------------------------------------------------------
@@ -258,6 +196,10 @@ def cmd_curve(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS.update(cli_ml.COMMANDS)
+COMMANDS.update(cli_experiment.COMMANDS)
+
+
 # -- parser ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -316,13 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also export imported ground truth of unlabelled and test images")
     p.add_argument("--colour", action="store_true", help="also write colour masks")
 
-    for extend in EXTENSIONS:
-        extend(sub)
+    cli_ml.add_commands(sub)  # train, round, score, oracle, predict
+    cli_experiment.add_commands(sub)  # experiment
     return parser
-
-
-#: Functions that add further sub-commands (train, score, predict, round, experiment).
-EXTENSIONS: list[Callable[[Any], None]] = []
 
 
 #: Terminal control characters (C0 but tab/newline/return, DEL, C1): an image named with an
@@ -352,7 +290,6 @@ class _EscapingStream:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _load_extensions()
     args = build_parser().parse_args(argv)
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _EscapingStream(sys.stdout), _EscapingStream(sys.stderr)
@@ -382,20 +319,5 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 2
 
 
-def _load_extensions() -> None:
-    import importlib
-
-    for module in ("napari_alunet.cli_ml", "napari_alunet.cli_experiment"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
-
-
 if __name__ == "__main__":  # pragma: no cover
-    # Run as `python -m napari_alunet.cli` this module is __main__, while the extensions register
-    # their commands in napari_alunet.cli: call that module's main so they are found.
-    from napari_alunet.cli import main as package_main
-
-    sys.exit(package_main())
+    raise SystemExit(main())

@@ -13,10 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_alunet.cli import (
-    EXTENSIONS,
+from napari_alunet.cli_common import (
     add_train_options,
-    command,
     progress_bar,
     show_fit_event,
     train_overrides,
@@ -116,7 +114,6 @@ class _Bars:
         self.round = self.overall = None
 
 
-@command("experiment")
 def cmd_experiment(args: argparse.Namespace) -> int:
     from napari_alunet.events import drain
     from napari_alunet.experiment import markdown_table, run_experiment, write_report
@@ -242,4 +239,5 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
-EXTENSIONS.append(add_commands)
+#: Sub-command name -> handler (napari_alunet.cli dispatches to them).
+COMMANDS = {"experiment": cmd_experiment}

@@ -9,10 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_alunet.cli import (
-    EXTENSIONS,
+from napari_alunet.cli_common import (
     add_train_options,
-    command,
     progress_bar,
     show_fit_event,
     train_overrides,
@@ -124,17 +122,14 @@ def _run(args: argparse.Namespace, stop_after: str | None) -> int:
     return 0
 
 
-@command("train")
 def cmd_train(args: argparse.Namespace) -> int:
     return _run(args, "evaluated")
 
 
-@command("round")
 def cmd_round(args: argparse.Namespace) -> int:
     return _run(args, None)
 
 
-@command("score")
 def cmd_score(args: argparse.Namespace) -> int:
     from napari_alunet.events import drain
     from napari_alunet.loop import rescore
@@ -163,7 +158,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("oracle")
 def cmd_oracle(args: argparse.Namespace) -> int:
     from napari_alunet.loop import oracle_commit
     from napari_alunet.store import Project
@@ -174,7 +168,6 @@ def cmd_oracle(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("predict")
 def cmd_predict(args: argparse.Namespace) -> int:
     from napari_alunet.events import drain
     from napari_alunet.predict import predict_folder
@@ -279,4 +272,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--quiet", action="store_true")
 
 
-EXTENSIONS.append(add_commands)
+#: Sub-command name -> handler (napari_alunet.cli dispatches to them).
+COMMANDS = {"train": cmd_train, "round": cmd_round, "score": cmd_score, "oracle": cmd_oracle,
+            "predict": cmd_predict}

@@ -1,0 +1,76 @@
+"""What every ``alunet`` command module shares: progress bars and the training options.
+
+The command modules (:mod:`napari_alunet.cli`, :mod:`.cli_ml`, :mod:`.cli_experiment`) import
+this; :mod:`napari_alunet.cli` imports the other two and builds the one parser from their
+``add_commands`` and ``COMMANDS``, so no module fills another's registry by being imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+
+def progress_bar(total: int | None, desc: str, *, quiet: bool = False) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, disable=quiet, leave=False, file=sys.stderr)
+
+
+# -- training options and progress, shared by train / round / experiment --------------------------
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    """The recipe's options (``TrainConfig``); unset ones keep the recipe's defaults."""
+    from napari_alunet.config import TrainConfig
+
+    d = TrainConfig()
+    p.add_argument("--steps", type=int, default=None,
+                   help=f"optimiser steps per fit (default: automatic, {d.min_steps} + "
+                   f"{d.steps_per_image} per training image, at most {d.max_steps})")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="count the budget in passes over the labelled images instead (the "
+                   "recipe before 0.2; for comparisons)")
+    p.add_argument("--patience", type=int, default=None,
+                   help="evaluations without improvement before early stopping (only with a "
+                   f"validation split of >= {d.validation_min_images} images; 0: off)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate (default {d.learning_rate:g})")
+    p.add_argument("--semi-supervised", action=argparse.BooleanOptionalAction, default=None,
+                   help="consistency training on the unlabelled pool (default on)")
+
+
+def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """TrainConfig fields given on the command line (for ``dataclasses.replace``)."""
+    given = {"steps": getattr(args, "steps", None), "epochs": getattr(args, "epochs", None),
+             "patience": getattr(args, "patience", None),
+             "learning_rate": getattr(args, "lr", None),
+             "semi_supervised": getattr(args, "semi_supervised", None)}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def show_fit_event(event: Any, bar: Callable[[str, int | None], Any], quiet: bool) -> bool:
+    """Show a fit's StepEvent / EvalEvent / HealthEvent on a bar from ``bar(kind, total)``.
+
+    Progress is in optimiser steps, with passes over the labelled images (the old epochs) beside
+    it. Returns False for an event that is not a fit's.
+    """
+    from napari_alunet.events import EvalEvent, HealthEvent, StepEvent
+
+    if isinstance(event, StepEvent):
+        shown = bar("steps", event.steps)
+        shown.n = event.step
+        if event.step == 1 or event.step % 10 == 0 or event.step == event.steps:
+            shown.set_postfix_str(f"passes {event.passes:.1f}, loss {event.loss:.3f}")
+    elif isinstance(event, EvalEvent):
+        shown = bar("steps", event.steps)
+        shown.n = event.step
+        val = "" if event.val_dice != event.val_dice else f", val Dice {event.val_dice:.3f}"
+        shown.set_postfix_str(f"passes {event.passes:.1f}, loss {event.train_loss:.3f}{val}")
+    elif isinstance(event, HealthEvent):
+        if not quiet:
+            print(f"warning: {event.message} (attempt {event.attempt}/{event.attempts})",
+                  file=sys.stderr, flush=True)
+    else:
+        return False
+    return True
