@@ -55,7 +55,7 @@ def _check_sample_args(args: argparse.Namespace, shape: tuple[int, ...] | None) 
         raise ValueError(f"--shape {shape[0]} {shape[1]} is too small: both sides must be >= 16")
 
 
-def sample_redundant(args: argparse.Namespace, shape: tuple[int, ...] | None) -> int:
+def sample_redundant(args: argparse.Namespace, shape: tuple[int, int] | None) -> int:
     """``sample --redundant``: embryos filmed several times, rare modes, a stratified test set."""
     from napari_alunet.data.redundant import pool_summary, read_pool_info, write_redundant_pool
 

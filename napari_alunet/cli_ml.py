@@ -103,10 +103,10 @@ def _run(args: argparse.Namespace, stop_after: str | None) -> int:
                                      stop_after=stop_after), progress)
         finally:
             progress.close()
-        result = {"round": report.round_idx, "status": report.status,
-                  "n_labelled": report.n_labelled, "test": report.test_metrics,
-                  "queue": [project.image(i).name for i in report.queue],
-                  "seconds": report.seconds}
+        result: dict[str, Any] = {"round": report.round_idx, "status": report.status,
+                                  "n_labelled": report.n_labelled, "test": report.test_metrics,
+                                  "queue": [project.image(i).name for i in report.queue],
+                                  "seconds": report.seconds}
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -76,6 +76,7 @@ def export_labels(
              "unknown_pixels")]
     colours = project.classes.colours
     used: set[str] = set()
+    version_id: int | str  # the label version's id, or "" for ground truth
     for record in project.images():
         version = project.current_label(record.id)
         if version is not None:

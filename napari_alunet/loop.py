@@ -517,7 +517,8 @@ def _write_review(project: Project, round_idx: int, image_id: int,
     if region is not None:
         arrays["region"] = region.astype(bool)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    # numpy's stubs match **kwds against the allow_pickle: bool parameter as well.
+    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
     atomic_write_bytes(project.review_cache_path(round_idx, image_id), buffer.getvalue())
 
 

@@ -209,10 +209,11 @@ def select_regions(
         return {}
     per_image = lengths.pop()
     candidates: dict[int, float] = {}
+    tile: int | np.integer  # a numpy index below, then a decoded int
     for image_id, values in scores.items():
         values = np.asarray(values, dtype=np.float64)
         for tile in np.flatnonzero(np.isfinite(values)):
-            candidates[encode(image_id, tile, per_image)] = max(float(values[tile]), 0.0)
+            candidates[encode(image_id, int(tile), per_image)] = max(float(values[tile]), 0.0)
     chosen = rank(candidates, int(k), strategy=strategy, rng=rng, diversity=diversity,
                   power_beta=power_beta)
     out: dict[int, list[int]] = {}

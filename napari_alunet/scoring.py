@@ -21,6 +21,7 @@ import contextlib
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import torch
@@ -108,7 +109,7 @@ class SeededDropout:
         self.ids: list[int] = []
         self.offset = 0
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._saved_p: dict[nn.Module, float] = {}
+        self._saved_p: dict[nn.Dropout | nn.Dropout1d | nn.Dropout2d | nn.Dropout3d, float] = {}
         self._generators: dict[torch.device, torch.Generator] = {}
 
     def begin(self, ids: Sequence[int]) -> None:
@@ -206,12 +207,13 @@ def _prepared(model: nn.Module, device: torch.device) -> Iterator[None]:
     """Model on ``device`` in channels_last (faster convolutions on CPU and GPU), restored after."""
     conv_weights = [p for p in model.parameters() if p.dim() == 4]
     was_contiguous = all(p.is_contiguous() for p in conv_weights)
-    model.to(device=device, memory_format=torch.channels_last)
+    # Module.to accepts memory_format at run time, but torch's overloads do not declare it.
+    model.to(device=device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     try:
         yield
     finally:
         if was_contiguous:
-            model.to(memory_format=torch.contiguous_format)
+            model.to(memory_format=torch.contiguous_format)  # type: ignore[call-overload]
 
 
 def _rows(device: torch.device, x: torch.Tensor, gpu_rows: int) -> int:
@@ -416,6 +418,7 @@ def score_regions(
                 if maps is None:
                     values = np.zeros(n)
                 else:
+                    assert predictions is not None  # computed together with maps
                     cost = (boundary_cost(predictions[row]) if config.region_cost == "boundary"
                             else None)
                     values = region_scores(maps[row], grid, n_regions=n, weights=w, cost=cost)
@@ -473,6 +476,7 @@ def _review_pass(model: nn.Module, ranked: list[int], load_batch: Callable[[list
                                      rows=_rows(dev, x, bs * config.passes))
             batch_maps = {k: v.float().cpu().numpy() for k, v in
                           compute_maps(mc, det, names).items()}
+            mean: torch.Tensor | np.ndarray  # the tensor, then its numpy copy
             mean = mc.mean(0).float()
             labels = mean.argmax(1).to(torch.uint8).cpu().numpy()
             mean = mean.cpu().numpy()
@@ -500,7 +504,8 @@ def gradient_embeddings(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     Deterministic pass (dropout off, BatchNorm on running statistics).
     """
     captured: list[torch.Tensor] = []
-    handle = model.head.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
+    head = cast(nn.Module, model.head)  # torch types attributes as Tensor | Module
+    handle = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0]))
     try:
         with torch.no_grad(), _eval_mode(model):
             logits = model(x).float()
@@ -529,7 +534,8 @@ def encoder_embeddings(
     out: dict[int, np.ndarray] = {}
     captured: list[torch.Tensor] = []
     start = time.perf_counter()
-    handle = model.bottleneck.register_forward_hook(lambda _m, _a, y: captured.append(y))
+    bottleneck = cast(nn.Module, model.bottleneck)  # torch types attributes as Tensor | Module
+    handle = bottleneck.register_forward_hook(lambda _m, _a, y: captured.append(y))
     try:
         with _prepared(model, dev):
             for begin in range(0, len(ids), batch_size):

@@ -33,6 +33,8 @@ tool() { if [ -x "$BIN/$1" ]; then echo "$BIN/$1"; else echo "$1"; fi; }
 "$(tool lint-imports)"
 # Lint (pyproject.toml [tool.ruff.lint]): pyflakes, pycodestyle, import order, bugbear.
 "$(tool ruff)" check napari_alunet tests benchmarks scripts sample_data
+# Types (pyproject.toml [tool.mypy]; the package ships py.typed).
+"$(tool mypy)" napari_alunet
 
 export QT_QPA_PLATFORM=offscreen
 XVFB=(xvfb-run -a -s "-screen 0 1600x1000x24")

@@ -474,8 +474,9 @@ def read_colour_mask(path: str | os.PathLike[str], colours: Sequence[Sequence[in
     if dec.kind == "palette":
         # Through the palette, never the raw indices: a palette in another order than the
         # classes would otherwise give every pixel the wrong class.
+        assert dec.palette is not None  # _decode gives every "palette" image its palette
         used = np.unique(data)
-        entries = dec.palette[used]  # type: ignore[index]
+        entries = dec.palette[used]
         if (entries == entries[:, :1]).all():
             data = dec.palette[data][..., 0]  # a gray palette: its values are the classes
         else:
@@ -521,6 +522,7 @@ def load_item_labels(item: PoolItem, layout: str, colours: Sequence[Sequence[int
         return None
     shape = read_image_size(item.image_path)
     if layout == "rgb":
+        assert item.mask_path is not None  # returned None above without one
         return read_colour_mask(item.mask_path, colours, tolerance=tolerance,
                                 expected_shape=shape)
     icm, te, zp = (read_binary_mask(item.masks[c], shape) for c in ("ICM", "TE", "ZP"))

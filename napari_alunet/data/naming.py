@@ -30,6 +30,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from napari_alunet.data.io import IMAGE_EXTENSIONS, InputError
 
@@ -246,8 +247,10 @@ def scan_pool(src: str | os.PathLike[str]) -> PoolListing:
     for role in (gts or (["masks"] if layout == "rgb" else [])):
         folder = found[role]
         cls = role if role in BINARY_CLASSES else None
+        # cast: mypy cannot infer a lambda with a default argument against Callable[[str], str].
         masks = _keyed(_list_dir(folder, f"{folder.name}/", ignored),
-                       lambda n, c=cls: mask_key(n, c), f"masks in {folder.name}/")
+                       cast(Callable[[str], str], lambda n, c=cls: mask_key(n, c)),
+                       f"masks in {folder.name}/")
         for k, item in items.items():
             if k not in masks:
                 unmatched.append(f"{rel}{item.image_path.name}: no mask in {folder.name}/")

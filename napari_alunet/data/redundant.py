@@ -48,7 +48,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +95,8 @@ def classify_mode(params: BlastocystParams | Mapping[str, Any]) -> str | None:
     ----------
     params : :class:`BlastocystParams` or its ``to_dict()``.
     """
-    get = params.get if isinstance(params, Mapping) else (lambda k: getattr(params, k))
+    get: Callable[[str], Any] = (
+        params.get if isinstance(params, Mapping) else (lambda k: getattr(params, k)))
     stage, collapsed = int(get("stage")), bool(get("collapsed"))
     grades = {get("icm_grade"), get("te_grade")}
     if stage in (1, 5, 6):
@@ -352,6 +353,7 @@ def plan_pool(n_images: int, seed: int, *, frames: tuple[int, int] = (3, 8),
         raise ValueError(f"the number of images must be an integer >= 1, not {n_images}")
     seed, (lo, hi), p = _check_seed(seed), _check_frames(frames), _mode_probabilities(mode_p)
     rng = np.random.default_rng([_TAG, _PLAN, seed])
+    plan: list[tuple[int, str, int]]
     plan, total = [], 0
     while total < n_images:
         embryo = len(plan)

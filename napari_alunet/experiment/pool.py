@@ -92,6 +92,10 @@ def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None 
     modes: list[str] | None = None
     embryos: list[int] | None = None
     given_test: list[int] | None = None
+    # Loop variables each branch binds: a generated or a loaded mask (None: the image has none);
+    # a generated embryo's parameters, or a pool folder's pool.csv rows.
+    labels: np.ndarray | None
+    info: dict[str, Any] | None
     if config.data == "sample":
         from napari_alunet.data.synthetic import generate_pool
 
@@ -144,7 +148,7 @@ def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None 
             truths.append(labels)
         info = read_pool_info(config.data)
         if info is not None:  # a written benchmark pool: its modes, embryos and test set
-            known = [info.get(n) for n in names]
+            known: list[Any] = [info.get(n) for n in names]  # rows or None; checked next
             if all(k is not None for k in known):
                 modes = [str(k["mode"]) for k in known]
                 embryos = [int(k["embryo"]) for k in known]

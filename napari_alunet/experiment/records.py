@@ -11,7 +11,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -393,7 +393,7 @@ def read_rounds(path: str | os.PathLike[str]) -> Any:
         drop=True)
 
 
-def format_regions(tiles: dict[int, Sequence[int]]) -> str:
+def format_regions(tiles: Mapping[int, Sequence[int]]) -> str:
     """``{3: [1, 5], 9: [0]}`` -> ``'3:1.5 9:0'`` (the acquired_regions column)."""
     return " ".join(f"{int(i)}:" + ".".join(str(int(t)) for t in ts) for i, ts in tiles.items())
 

@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 #: Labelled fractions at which the summary reports Dice.
 SUMMARY_FRACTIONS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
@@ -30,7 +32,8 @@ SUMMARY_FRACTIONS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
 FULL = "full"
 
 # numpy >= 2 renamed trapz to trapezoid; the package supports numpy 1.24 too.
-_trapezoid = getattr(np, "trapezoid", None) or np.trapz
+# np.trapz is missing from numpy>=2's stubs (but present in numpy 1.x's, hence "unused-ignore").
+_trapezoid = getattr(np, "trapezoid", None) or np.trapz  # type: ignore[attr-defined, unused-ignore]
 
 
 def aulc(fractions: Sequence[float], dice: Sequence[float]) -> float:
@@ -144,7 +147,9 @@ COST_AXIS = "cumulative_correction_clicks"
 REVIEW_AXIS = "cumulative_reviewed_pixels"
 
 
-def aulc_window(x: Sequence[float], y: Sequence[float], lo: float, hi: float) -> float:
+def aulc_window(
+    x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, lo: float, hi: float
+) -> float:
     """Mean of the piecewise-linear curve ``y(x)`` over ``[lo, hi]`` (NaN if not covered).
 
     For curves whose x-axes differ run to run (annotation cost): every curve is averaged over
@@ -152,7 +157,7 @@ def aulc_window(x: Sequence[float], y: Sequence[float], lo: float, hi: float) ->
     """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    keep = ~(np.isnan(x) | np.isnan(y))
+    keep: NDArray[np.bool_] = ~(np.isnan(x) | np.isnan(y))
     x, y = x[keep], y[keep]
     if x.size < 2 or not hi > lo or x.min() > lo + 1e-9 or x.max() < hi - 1e-9:
         return math.nan
@@ -356,7 +361,7 @@ def markdown_table(summary: pd.DataFrame, digits: int = 3) -> str:
             return "–"
         return f"{v:+.{d}f}" if d < 0 else f"{float(v):.{d}f}"  # type: ignore[arg-type]
 
-    def ci(mean: object, low: object, high: object) -> str:
+    def ci(mean: Any, low: Any, high: Any) -> str:
         if mean is None or (isinstance(mean, float) and math.isnan(mean)):
             return "–"
         return f"{float(mean):+.{digits}f} [{float(low):+.{digits}f}, {float(high):+.{digits}f}]"

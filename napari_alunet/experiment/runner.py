@@ -451,6 +451,7 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
                 raise ValueError(f"{ctx.rounds_file.path}: round {r} of {strategy} seed {seed} "
                                  f"has no {name}; it was written by another version, use a new "
                                  "--out")
+            assert value is not None  # _missing(None) is True: raised above
             spent[name] += int(value)
     start_round = len([r for r in range(len(ctx.sizes)) if r in previous])
     if start_round < len(previous):

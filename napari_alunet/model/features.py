@@ -6,6 +6,8 @@ off, BatchNorm on running statistics); the model's train/eval modes are restored
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import numpy as np
 import torch
 from torch import nn
@@ -18,13 +20,14 @@ def list_blocks(model: nn.Module) -> list[str]:
     ``dec...``, ``head``; for any other module, the names of its direct children.
     """
     if hasattr(model, "block_names"):
-        return list(model.block_names())
+        # cast: torch types Module attributes as Tensor | Module; this one is a method.
+        return list(cast(Any, model).block_names())
     return [name for name, _ in model.named_children()]
 
 
 def _resolve(model: nn.Module, name: str) -> nn.Module:
     if hasattr(model, "block"):
-        return model.block(name)  # type: ignore[no-any-return]
+        return cast(Any, model).block(name)  # a method, as above
     children = dict(model.named_children())
     if name not in children:
         raise ValueError(f"unknown block {name!r}; choose one of {', '.join(children)}")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +16,14 @@ from napari_alunet.store.records import RoundRecord, now_iso, round_from_row
 
 class RoundsMixin:
     """Round bookkeeping; relies on ``Project.transaction`` and ``Project._query``."""
+
+    if TYPE_CHECKING:
+        # Provided by Project, the only class this is mixed into (declared for the type checker).
+        path: Path
+
+        def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Cursor]: ...
+
+        def _query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]: ...
 
     def rounds(self) -> list[RoundRecord]:
         return [round_from_row(r) for r in self._query("SELECT * FROM rounds ORDER BY idx")]

@@ -68,7 +68,7 @@ class Augmenter:
         self.device_gen = torch.Generator(device=self.device)
         self.device_gen.manual_seed(int(torch.randint(2**62, (1,), generator=self.gen)))
 
-    def _linear_part(self, n: int) -> torch.Tensor:
+    def _linear_part(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, 2, 2) output->input maps in pixel-scaled coordinates (x, y)."""
         s = self.settings
         g = self.gen

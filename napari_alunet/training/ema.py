@@ -80,4 +80,6 @@ def batchnorm_statistics_frozen(model: nn.Module) -> Iterator[None]:
         for m, (momentum, tracked) in zip(norms, saved):
             m.momentum = momentum
             if tracked is not None:
+                # tracked is a clone of num_batches_tracked, so that buffer is not None either.
+                assert m.num_batches_tracked is not None
                 m.num_batches_tracked.copy_(tracked)

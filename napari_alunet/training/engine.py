@@ -23,7 +23,7 @@ import math
 import time
 from collections.abc import Generator, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -163,7 +163,8 @@ def reset_parameters(model: nn.Module, *, seed: int | None = None) -> nn.Module:
             torch.manual_seed(seed)
         for module in model.modules():
             if module is not model and hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+                # cast: torch types Module attributes as Tensor | Module; this one is a method.
+                cast(Any, module).reset_parameters()
     return model
 
 
@@ -280,7 +281,8 @@ def fit(
     if pixel_w is not None:
         pixel_w = pixel_w.to(dev)
     x_train, y_train = x_train.to(dev), y_train.to(dev)
-    model.to(dev, memory_format=fmt)
+    # Module.to accepts memory_format at run time, but torch's overloads do not declare it.
+    model.to(dev, memory_format=fmt)  # type: ignore[call-overload]
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -337,6 +339,7 @@ def fit(
             sup_loss = loss.detach()
             weight = consistency.weight(step) if consistency is not None else 0.0
             if weight > 0:
+                assert consistency is not None  # weight is 0.0 without a consistency term
                 unl_loss, confident = consistency(model, evaluated, fmt)
                 loss = loss + weight * unl_loss
                 sums[1:] += torch.stack([unl_loss.detach(), confident])
@@ -497,7 +500,8 @@ def _validate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss
             logits = model(images[idx].contiguous(memory_format=fmt))
         known = labels[idx] != UNKNOWN_LABEL  # no check for "all known": no device sync
         loss_sum += loss_fn(logits, labels[idx].masked_fill(~known, 0), known.float())
-        cm += confusion_matrix(logits.argmax(1), labels[idx], n_classes)  # skips unknown
+        # skips unknown; a tensor in, a tensor out
+        cm += cast(torch.Tensor, confusion_matrix(logits.argmax(1), labels[idx], n_classes))
     return float(loss_sum) / len(batches), mean_foreground_dice(cm.cpu())
 
 
@@ -579,7 +583,8 @@ def lr_range_test(model: nn.Module, images: Any, labels: Any, config: TrainConfi
     y = _labels(labels, x, "labels", n_classes)
     loss_fn = _criterion(config, y, n_classes, dev)
     x, y = x.to(dev), y.to(dev)
-    model.to(dev, memory_format=memory_format(dev))
+    # Module.to accepts memory_format at run time, but torch's overloads do not declare it.
+    model.to(dev, memory_format=memory_format(dev))  # type: ignore[call-overload]
     saved_state = _clone_state(model)
     saved_modes = {m: m.training for m in model.modules()}
     optimizer = torch.optim.AdamW(model.parameters(), lr=start, weight_decay=config.weight_decay)

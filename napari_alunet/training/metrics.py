@@ -36,6 +36,8 @@ def confusion_matrix(pred: ArrayLike, target: ArrayLike, n_classes: int) -> Arra
         checked, to avoid a device sync. Truth pixels that hold ``UNKNOWN_LABEL`` (unreviewed
         pixels of a partial label) are not counted.
     """
+    p: ArrayLike  # a tensor or an array, depending on the branch below
+    t: ArrayLike
     if isinstance(pred, torch.Tensor) or isinstance(target, torch.Tensor):
         p = torch.as_tensor(pred).reshape(-1).long()
         t = torch.as_tensor(target, device=p.device).reshape(-1).long()

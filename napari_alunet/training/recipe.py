@@ -160,6 +160,7 @@ def train_model(
     x_train, y_train = load(plan.train_ids, True)
     x_val, y_val = load(plan.val_ids, True) if plan.val_ids else (None, None)
     x_unl = load(plan.unlabelled_ids, False)[0] if plan.unlabelled_ids else None
+    y_all: np.ndarray | None  # load's labels are typed optional
     if plan.val_ids:
         x_all = np.concatenate([x_train, x_val])
         y_all = np.concatenate([y_train, y_val])

@@ -246,12 +246,14 @@ def show_regions(viewer: Any, region: np.ndarray | None, *, image_id: int) -> An
     if layer is None:
         if not outlines:
             return None
+        assert region is not None  # outlines is empty without a region
         layer = viewer.add_shapes(outlines, shape_type="polygon", name=REGIONS,
                                   edge_color=REGION_COLOUR, face_color="transparent",
                                   edge_width=max(1.0, min(region.shape) / 150), opacity=0.9)
     else:
         layer.data = []
         if outlines:
+            assert region is not None  # outlines is empty without a region
             layer.add_polygons(outlines, edge_color=REGION_COLOUR, face_color="transparent",
                                edge_width=max(1.0, min(region.shape) / 150))
         layer.visible = bool(outlines)

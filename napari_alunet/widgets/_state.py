@@ -15,7 +15,7 @@ import copy
 import weakref
 from collections.abc import Callable, Generator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psygnal import Signal
 
@@ -30,6 +30,9 @@ from napari_alunet.widgets._workers import (
     leaving_a_core,
     warm_up,
 )
+
+if TYPE_CHECKING:
+    from napari_alunet.widgets._display import Display
 
 
 class AppState:
@@ -59,6 +62,9 @@ class AppState:
     scores_changed = Signal()
     image_requested = Signal(int)
 
+    #: The viewer's Display: not set here, but on first use by ``_display.get_display``.
+    display: Display
+
     def __init__(self) -> None:
         self.project: Project | None = None
         self.settings = RoundSettings()
@@ -73,6 +79,7 @@ class AppState:
     def open_project(self, path: str | Path, *, read_only: bool = False) -> Project:
         """Open ``path`` (closing the project open before). Raises ProjectError/LockedError."""
         if self.busy:
+            assert self.job is not None  # busy means a job
             raise ProjectError(f"wait for '{self.job.name}' to finish (or Stop it) first")
         project = Project.open(path, read_only=read_only)
         self.close_project(notify=False)

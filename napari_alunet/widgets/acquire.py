@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Generator
-from typing import Any
+from typing import Any, cast
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
@@ -112,11 +112,12 @@ class AcquireWidget(QWidget):
 
         self.table = QTableWidget(0, 4)
         self.table.setHorizontalHeaderLabels(["rank", "image", "score", "status"])
-        self.table.verticalHeader().setVisible(False)
+        # cast: the stubs type the headers optional; a QTableWidget always has both.
+        cast(QHeaderView, self.table.verticalHeader()).setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        header = self.table.horizontalHeader()
+        header = cast(QHeaderView, self.table.horizontalHeader())
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.table.setMinimumHeight(180)
@@ -257,6 +258,7 @@ class AcquireWidget(QWidget):
         self.table.setRowCount(len(ranked))
         if not ranked:
             return
+        assert project is not None  # ranked() is [] without a project
         queued = set(project.queue())
         pools = {r.id: (r.pool, r.name) for r in project.images()}
         for row_index, (image_id, score) in enumerate(ranked):

@@ -114,6 +114,7 @@ class ImageBrowser(QWidget):
         wanted = set(image_ids)
         for index in range(self.list.count()):
             item = self.list.item(index)
+            assert item is not None  # index < count()
             image_id = item.data(Qt.ItemDataRole.UserRole)
             item.setSelected(image_id is not None and int(image_id) in wanted)
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Generator
-from typing import Any
+from typing import Any, cast
 
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QKeySequence, QShortcut
@@ -61,7 +61,7 @@ from napari_alunet.widgets._common import (
 from napari_alunet.widgets._display import START_FROM, get_display
 from napari_alunet.widgets._guide import next_action, prediction_warning, round_button_text
 from napari_alunet.widgets._state import get_state, notify_info
-from napari_alunet.widgets._workers import Progress
+from napari_alunet.widgets._workers import Job, Progress
 from napari_alunet.widgets.browser import ImageBrowser
 
 #: napari key names (viewer.bind_key) and Qt key sequences of the review actions.
@@ -189,7 +189,7 @@ class ReviewWidget(QWidget):
 
         project = self.state.require_project(writable=True)
         shown = self._require_shown()
-        if self.state.busy and self.state.job.name == "round":
+        if self.state.busy and cast(Job, self.state.job).name == "round":  # busy: a job
             raise RuntimeError("a round is running: commit when it has finished")
         labels = self.display.labels()
         seconds = time.monotonic() - shown.shown_at
@@ -319,7 +319,9 @@ class ReviewWidget(QWidget):
         # and the reference for 'pixels changed' must be the new round's (issue 17, bug 1).
         stale = shown is not None and current is not None and shown.round_idx != current.idx
         if pending and (shown is None or shown.image_id not in pending or stale):
-            self.display.show(shown.image_id if stale and shown.image_id in pending
+            # stale implies shown is not None; said again for the type checker
+            self.display.show(shown.image_id
+                              if stale and shown is not None and shown.image_id in pending
                               else pending[0])
         self._update()
 
@@ -347,7 +349,7 @@ class ReviewWidget(QWidget):
         project = self.state.project
         shown = self.display.current
         writable = project is not None and not project.read_only
-        round_busy = self.state.busy and self.state.job.name in ("round", "oracle")
+        round_busy = self.state.busy and cast(Job, self.state.job).name in ("round", "oracle")
         can_edit = writable and shown is not None and shown.pool != "test" and not round_busy
         self.commit_button.setEnabled(can_edit)
         self.skip_button.setEnabled(writable and shown is not None and not round_busy)

@@ -10,7 +10,7 @@ class), the same files ``alunet curve`` writes.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from qtpy.QtWidgets import (
     QAbstractItemView,
@@ -85,11 +85,12 @@ class RoundsWidget(QWidget):
         self.table = QTableWidget(0, 5)
         self.table.setHorizontalHeaderLabels(["round", "status", "labelled", "effort (px)",
                                               "test Dice"])
-        self.table.verticalHeader().setVisible(False)
+        # cast: the stubs type the headers optional; a QTableWidget always has both.
+        cast(QHeaderView, self.table.verticalHeader()).setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(
+        cast(QHeaderView, self.table.horizontalHeader()).setSectionResizeMode(
             QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        cast(QHeaderView, self.table.horizontalHeader()).setStretchLastSection(True)
         self.table.setMaximumHeight(150)
 
         colours = theme_colours(napari_viewer)
@@ -152,6 +153,7 @@ class RoundsWidget(QWidget):
         pending = project.queue(current.idx) if current is not None else []
         drop = False
         if pending:
+            assert current is not None  # pending is [] without a round
             message = (f"Round {current.idx} has {len(pending)} image(s) waiting for review. "
                        "Restarting returns them to the unlabelled pool. Restart anyway?")
             if confirm is None:
