@@ -20,7 +20,7 @@ from qtpy.QtWidgets import QApplication
 OUT = Path(sys.argv[1]); OUT.mkdir(parents=True, exist_ok=True)
 STEPS = int(sys.argv[2]) if len(sys.argv) > 2 else 0
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 40
-from napari_alunet.widgets.main import ActiveLearningWidget
+from napari_alunet.widgets.main import PANELS, ActiveLearningWidget
 
 viewer = napari.Viewer(show=True)
 viewer.window._qt_window.resize(1560, 960)
@@ -85,7 +85,17 @@ review = widget.panel("Review")
 review.show_next(); wait(300)
 review.map_choice.setCurrentText("bald")
 shot("review", "Review")
+# The image browser (issue 17): the unlabelled pool, one image selected to add to the queue.
+review.browser.filter.setCurrentText("unlabelled")
+review.browser.list.setCurrentRow(0)
+scroll = widget.tabs.widget([t for t, _ in PANELS].index("Review"))
+widget.show_tab("Review"); wait(200)
+scroll.ensureWidgetVisible(review.browser, 0, 40)
+shot("review_browser", "Review")
+scroll.verticalScrollBar().setValue(0)
 shot("rounds", "Rounds")
+# The exported learning curve, as a paper would print it (white, per-class, metadata).
+widget.panel("Rounds").export("png", OUT / "learning_curve_export.png")
 feat = widget.panel("Model")
 feat.block.setCurrentText("enc1")
 feat.show_features("enc1"); wait_idle()
