@@ -139,6 +139,10 @@ def _settings_key(record: dict[str, Any]) -> str:
                  "region_budget"):
         exp.pop(name, None)
     exp["train"] = {k: v for k, v in exp["train"].items() if k != "num_threads"}
+    # Acquisition's region fields (added with issue 14, absent from configs written before it)
+    # only act in region arms, whose unit comes from the arm name.
+    exp["acquisition"] = {k: v for k, v in exp.get("acquisition", {}).items()
+                          if k not in ("unit", "region_size", "region_cost")}
     return json.dumps({"experiment": exp, "pool": record["pool"]["names"]}, sort_keys=True)
 
 
