@@ -462,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gpu", action="store_true", help="the GPU protocol (--protocol gpu)")
     ap.add_argument("--seeds", type=int, default=None, help="override the protocol's seeds")
     ap.add_argument("--workers", type=int, default=None, help="override the worker processes")
+    ap.add_argument("--region-size", type=int, default=None, metavar="PX",
+                    help="override the protocol's region tile side (model-input pixels) for "
+                    "--regions; use another --out holding copies of the main parts")
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument("--refit-full", action="store_true",
                     help="(re)fit only the full-data baselines into OUT/full_part<i> with the "
@@ -487,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         settings["seeds"] = args.seeds
     if args.workers is not None:
         settings["workers"] = args.workers
+    if args.region_size is not None:
+        settings["region_size"] = args.region_size
     PROTOCOLS[protocol] = settings
     if args.worker:
         return worker(protocol, args.out, *args.worker, full_only=args.refit_full,
@@ -513,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
                    "--seeds", str(settings["seeds"]), "--worker", str(first), str(n)]
             cmd += ["--refit-full"] if args.refit_full else []
             cmd += ["--rerun", *args.rerun] if args.rerun else []
+            cmd += ["--region-size", str(args.region_size)] if args.region_size else []
             procs.append(subprocess.Popen(cmd, env=env))
         codes = [p.wait() for p in procs]
         if any(codes):
