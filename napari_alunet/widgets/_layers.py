@@ -22,12 +22,13 @@ REGIONS = "alunet: review regions"
 #: are cyan, red, green and yellow; a cyan outline read as ICM).
 REGION_COLOUR = "#ffffff"
 
-#: The uncertainty overlay's hue, the same for every map: magenta, which no default class colour
-#: is near. A different colormap per map (inferno, magma, ...) shared red and yellow with TE
-#: and BL, and users read high uncertainty as blastocoel (issue 17). The map's name is in the
-#: Review panel and the colour bar shows the scale.
-MAP_COLOUR_DARK = (0.45, 0.0, 0.55)
-MAP_COLOUR_BRIGHT = (1.0, 0.35, 1.0)
+#: The uncertainty overlay's hue, the same for every map: violet (hue ~270 degrees), midway
+#: between the two nearest default class colours, ICM cyan (190) and TE red (350). A different
+#: colormap per map (inferno, magma, ...) shared red and yellow with TE and BL, and users read
+#: high uncertainty as blastocoel (issue 17); magenta, tried first, still read as TE where it
+#: lay over the TE ring. The map's name is in the Review panel; the colour bar gives the scale.
+MAP_COLOUR_DARK = (0.28, 0.08, 0.62)
+MAP_COLOUR_BRIGHT = (0.78, 0.62, 1.0)
 #: Overlay opacity at the top of the scale: the labels under the most uncertain pixels stay
 #: visible.
 MAP_MAX_ALPHA = 0.8
@@ -39,7 +40,7 @@ STRATEGY_MAP = {name: kind or "entropy" for name, kind in STRATEGY_MAPS.items()}
 
 
 def map_colormap(kind: str = "") -> Any:
-    """A napari colormap for an uncertainty map: one magenta hue, alpha rising with the value.
+    """A napari colormap for an uncertainty map: one violet hue, alpha rising with the value.
 
     Transparent at the bottom of the contrast limits (the threshold), growing lighter and more
     opaque towards the top, so only the pixels above the threshold are tinted and the image and
@@ -161,7 +162,7 @@ def show_map(viewer: Any, data: np.ndarray | None, kind: str | None, *, shape: t
         layer.contrast_limits_range = limits
         layer.contrast_limits = limits
         layer.visible = visible
-    # The scale beside the overlay: what the magenta means, in the map's own units.
+    # The scale beside the overlay: what the violet means, in the map's own units.
     layer.colorbar.visible = visible
     layer.metadata["kind"] = None if empty else kind
     layer.metadata["threshold"] = threshold

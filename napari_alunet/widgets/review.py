@@ -15,7 +15,7 @@ Shift+N          region review: zoom to the next region
 Shift+M          show / hide the uncertainty overlay
 ===============  ===========================================
 
-The uncertainty overlay is one magenta hue for every map (no class colour is near it; the
+The uncertainty overlay is one violet hue for every map (no class colour is near it; the
 colour bar on the canvas gives its scale), transparent below a threshold the slider sets as a
 percentile of the image's own map.
 
@@ -85,7 +85,7 @@ class ReviewWidget(QWidget):
         self.header.setWordWrap(True)
         self.map_choice = QComboBox()
         self.map_choice.addItems(MAP_CHOICES)
-        self.map_choice.setToolTip("Uncertainty map shown over the image in magenta (brighter "
+        self.map_choice.setToolTip("Uncertainty map shown over the image in violet (brighter "
                                    "and more opaque: less sure); Shift+M shows / hides it")
         self.map_choice.currentTextChanged.connect(self._map_changed)
         self.map_threshold = QSlider(Qt.Orientation.Horizontal)
@@ -150,7 +150,7 @@ class ReviewWidget(QWidget):
             "see class names. <b>Shift+Enter</b> commit, <b>Shift+S</b> skip, <b>Shift+U</b> "
             "undo the last commit, <b>Shift+N</b> next region (region review: only the "
             "outlined regions are committed), <b>Shift+M</b> show / hide the uncertainty "
-            "overlay (magenta: where the model is unsure)."))
+            "overlay (violet: where the model is unsure)."))
         layout.addStretch(1)
 
         self._bind_keys()
