@@ -27,11 +27,12 @@ REGION_COLOUR = "#ffffff"
 #: colormap per map (inferno, magma, ...) shared red and yellow with TE and BL, and users read
 #: high uncertainty as blastocoel (issue 17); magenta, tried first, still read as TE where it
 #: lay over the TE ring. The map's name is in the Review panel; the colour bar gives the scale.
-MAP_COLOUR_DARK = (0.28, 0.08, 0.62)
-MAP_COLOUR_BRIGHT = (0.78, 0.62, 1.0)
-#: Overlay opacity at the top of the scale: the labels under the most uncertain pixels stay
-#: visible.
-MAP_MAX_ALPHA = 0.8
+MAP_COLOUR_DARK = (0.30, 0.0, 0.70)
+MAP_COLOUR_BRIGHT = (0.62, 0.32, 1.0)
+#: Overlay opacity at the top of the scale: high enough that the most uncertain pixels read as
+#: violet whatever class colour lies under them (a lighter, more transparent violet mixed with
+#: TE red into pink); the labels show through everywhere below the top of the scale.
+MAP_MAX_ALPHA = 0.9
 
 #: The map shown for each acquisition strategy: the map its score reduces (the scorer caches it
 #: with the review maps), entropy (total uncertainty) for random. Showing entropy for margin
