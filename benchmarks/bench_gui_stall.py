@@ -35,6 +35,8 @@ class StallMeter:
         from qtpy.QtCore import QTimer
 
         self.gaps: list[float] = []
+        #: (perf_counter at the end of the gap, gap in ms) of every gap over LIMIT_MS.
+        self.long: list[tuple[float, float]] = []
         self._last = time.perf_counter()
         self.timer = QTimer()
         self.timer.setInterval(TICK_MS)
@@ -42,11 +44,15 @@ class StallMeter:
 
     def _tick(self) -> None:
         now = time.perf_counter()
-        self.gaps.append((now - self._last) * 1000.0)
+        gap = (now - self._last) * 1000.0
+        self.gaps.append(gap)
+        if gap > LIMIT_MS:
+            self.long.append((now, gap))
         self._last = now
 
     def start(self) -> None:
         self.gaps.clear()
+        self.long.clear()
         self._last = time.perf_counter()
         self.timer.start()
 
@@ -84,6 +90,8 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=8)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch threads of the round (0: the GUI's default, all cores but one)")
+    parser.add_argument("--trace", action="store_true",
+                        help="print every stall over the limit with the signals just before it")
     parser.add_argument("--no-reference", action="store_true",
                         help="skip the round drained on the GUI thread")
     args = parser.parse_args()
@@ -138,6 +146,15 @@ def main() -> None:
                 loop.quit()
 
         state.busy_changed.connect(ended)
+        # --trace: what the GUI thread was told just before each long stall.
+        signals: list[tuple[float, str]] = []
+        for name in ("busy_changed", "round_finished", "queue_changed", "labels_changed",
+                     "scores_changed", "image_requested"):
+            getattr(state, name).connect(
+                lambda *a, name=name: signals.append((time.perf_counter(), name)))
+        state.round_event.connect(
+            lambda e: signals.append((time.perf_counter(), type(e).__name__ + ":"
+                                      + str(getattr(e, "stage", "")))))
         evals = []
         state.round_event.connect(lambda e: evals.append(e) if type(e).__name__ ==
                                   "EvalEvent" else None)
@@ -163,6 +180,12 @@ def main() -> None:
         print(f"idle control (nothing running, 3 s): {summary(idle)}")
         print(f"worker: {summary(during)}  (while training, evaluating and scoring)")
         print(f"worker, incl. showing the queued image layers: {summary(gaps)}")
+        if args.trace:
+            for end, gap in meter.long:
+                begin = end - gap / 1000.0
+                before = [n for t, n in signals if t <= begin + 0.001][-3:]
+                print(f"  stall {gap:6.1f} ms at {begin - start:6.2f} s after Start; "
+                      f"signals just before: {', '.join(before) or '-'}")
 
         # -- reference: the same round drained on the GUI thread ------------------------------
         if not args.no_reference:

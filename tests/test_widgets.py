@@ -103,7 +103,9 @@ def test_whole_round(app, qtbot, tmp_path):
     assert overlay.visible and overlay.metadata["kind"] == "bald"
     assert overlay.data.shape == SHAPE
     assert overlay.colormap.colors[0][3] == 0.0 and overlay.colormap.colors[-1][3] > 0.5
-    assert overlay.colorbar.visible  # the scale of the violet
+    # The scale of the violet: a colour bar in the panel with this map's limits.
+    assert not review.colour_bar.pixmap().isNull()
+    assert review.colour_bar_text.text().startswith("bald ")
     # One hue for every map, far from every class colour (issue 17: users read an inferno-like
     # overlay as blastocoel yellow or TE red).
     hues = {colorsys.rgb_to_hsv(*c[:3])[0] for c in overlay.colormap.colors[1:]}
@@ -119,7 +121,7 @@ def test_whole_round(app, qtbot, tmp_path):
     # Shift+M hides the overlay, and it stays hidden on the next image until shown again.
     assert review.toggle_map() is False and not overlay.visible
     state.display.show(shown.image_id)
-    assert not overlay.visible and not overlay.colorbar.visible
+    assert not overlay.visible and review.colour_bar_text.text() == "map hidden"
     assert review.toggle_map() is True and overlay.visible
     review.map_choice.setCurrentText("js")  # another map of the same image
     assert overlay.metadata["kind"] == "js" and overlay.colormap.name == "alunet uncertainty js"

@@ -49,12 +49,9 @@ def map_colormap(kind: str = "") -> Any:
     """
     from napari.utils.colormaps import Colormap
 
-    positions = np.linspace(0.0, 1.0, 32)
-    dark, bright = np.asarray(MAP_COLOUR_DARK), np.asarray(MAP_COLOUR_BRIGHT)
-    rgba = np.empty((positions.size, 4), np.float32)
-    rgba[:, :3] = dark + (bright - dark) * positions[:, None]
-    rgba[:, 3] = np.where(positions > 0, 0.15 + (MAP_MAX_ALPHA - 0.15) * positions, 0.0)
-    return Colormap(colors=rgba, controls=positions, name=f"alunet uncertainty {kind}".strip())
+    rgba = map_ramp(32)
+    return Colormap(colors=rgba, controls=np.linspace(0.0, 1.0, len(rgba)),
+                    name=f"alunet uncertainty {kind}".strip())
 
 
 def class_colormap(classes: ClassSpec) -> Any:
@@ -124,6 +121,17 @@ def show_labels(viewer: Any, labels: np.ndarray, classes: ClassSpec, *, image_id
     return layer
 
 
+def map_ramp(width: int = 256) -> np.ndarray:
+    """The overlay's colours as a (width, 4) float RGBA ramp from the threshold (left) to the
+    top of the scale (right), for the colour bar in the Review panel."""
+    positions = np.linspace(0.0, 1.0, width)
+    dark, bright = np.asarray(MAP_COLOUR_DARK), np.asarray(MAP_COLOUR_BRIGHT)
+    rgba = np.empty((width, 4), np.float32)
+    rgba[:, :3] = dark + (bright - dark) * positions[:, None]
+    rgba[:, 3] = np.where(positions > 0, 0.15 + (MAP_MAX_ALPHA - 0.15) * positions, 0.0)
+    return rgba
+
+
 def map_limits(values: np.ndarray, threshold: float) -> tuple[float, float]:
     """Contrast limits of an uncertainty overlay: from the ``threshold`` percentile of the
     image's map (pixels below it are transparent) to its 99.5th percentile."""
@@ -133,7 +141,11 @@ def map_limits(values: np.ndarray, threshold: float) -> tuple[float, float]:
 
 def show_map(viewer: Any, data: np.ndarray | None, kind: str | None, *, shape: tuple[int, int],
              threshold: float = 50.0, hidden: bool = False) -> Any:
-    """Show one uncertainty map as an overlay (one layer, whatever the kind), with a colour bar.
+    """Show one uncertainty map as an overlay (one layer, whatever the kind).
+
+    Its colour bar is a Qt widget in the Review panel (:func:`map_ramp`), not napari's canvas
+    colour bar overlay: that one rendered its tick labels as font textures on the GUI thread,
+    about 180 ms the first time it appeared (at the end of every first round).
 
     One layer rather than one per kind: fewer layer controls to build (each costs the GUI
     thread tens of milliseconds) and a shorter layer list; Review switches the kind. Without a
@@ -163,8 +175,6 @@ def show_map(viewer: Any, data: np.ndarray | None, kind: str | None, *, shape: t
         layer.contrast_limits_range = limits
         layer.contrast_limits = limits
         layer.visible = visible
-    # The scale beside the overlay: what the violet means, in the map's own units.
-    layer.colorbar.visible = visible
     layer.metadata["kind"] = None if empty else kind
     layer.metadata["threshold"] = threshold
     _order(viewer)

@@ -88,6 +88,11 @@ class ReviewWidget(QWidget):
         self.map_choice.setToolTip("Uncertainty map shown over the image in violet (brighter "
                                    "and more opaque: less sure); Shift+M shows / hides it")
         self.map_choice.currentTextChanged.connect(self._map_changed)
+        # The overlay's colour bar: the ramp from the threshold to the top of this image's map,
+        # with both values (a Qt pixmap: napari's canvas colour bar stalled the GUI thread).
+        self.colour_bar = QLabel()
+        self.colour_bar.setPixmap(_ramp_pixmap())
+        self.colour_bar_text = QLabel("no map")
         self.map_threshold = QSlider(Qt.Orientation.Horizontal)
         self.map_threshold.setRange(0, 99)
         self.map_threshold.setValue(int(self.display.map_threshold))
@@ -113,6 +118,7 @@ class ReviewWidget(QWidget):
         form.addRow("Start from", self.start_from)
         form.addRow("Uncertainty", self.map_choice)
         form.addRow(self.map_threshold_text, self.map_threshold)
+        form.addRow(self.colour_bar_text, self.colour_bar)
         form.addRow("Classes", self.legend)
 
         self.commit_button = QPushButton("Commit  (Shift+Enter)")
@@ -178,6 +184,7 @@ class ReviewWidget(QWidget):
     def toggle_map(self) -> bool:
         """Show or hide the uncertainty overlay (Shift+M); True when it is now shown."""
         shown = self.display.toggle_map()
+        self._show_scale()
         self.status.setText("uncertainty overlay shown" if shown else
                             "uncertainty overlay hidden (Shift+M shows it)")
         return shown
@@ -327,6 +334,7 @@ class ReviewWidget(QWidget):
 
     def _map_changed(self, name: str) -> None:
         self.display.set_map(name)
+        self._show_scale()
 
     def _start_from_changed(self, name: str) -> None:
         self.display.start_from = name
@@ -337,6 +345,18 @@ class ReviewWidget(QWidget):
     def _threshold_changed(self, value: int) -> None:
         self.map_threshold_text.setText(f"Show above {value} %")
         self.display.set_map_threshold(value)
+        self._show_scale()
+
+    def _show_scale(self) -> None:
+        """The colour bar's values: the overlay's limits, or 'no map'."""
+        layer = (self.viewer.layers[_layers.MAP] if _layers.MAP in self.viewer.layers
+                 else None)
+        kind = None if layer is None else layer.metadata.get("kind")
+        if layer is None or kind is None or not layer.visible:
+            self.colour_bar_text.setText("no map shown" if kind is None else "map hidden")
+            return
+        low, high = layer.contrast_limits
+        self.colour_bar_text.setText(f"{kind} {format_score(low)} .. {format_score(high)}")
 
     def _class_clicked(self, item: QListWidgetItem) -> None:
         if _layers.LABELS in self.viewer.layers:
@@ -391,6 +411,7 @@ class ReviewWidget(QWidget):
             + ("<br><i>test image: shown, never trained on; not editable</i>"
                if shown.pool == "test" else "")
             + ("" if pending else f"<br>Next: {action.text}"))
+        self._show_scale()
         visible = self.display.visible_map(dict.fromkeys(shown.maps))
         self.map_choice.blockSignals(True)
         self.map_choice.setCurrentText(visible or "none")
@@ -404,3 +425,17 @@ def _oracle_job(project: Any, queue: list[int]) -> Generator[Any, None, int]:
         yield Progress(f"committing ground truth {done + 1}/{len(queue)}", done, len(queue))
         oracle_commit(project, [image_id])
     return len(queue)
+
+
+def _ramp_pixmap(width: int = 160, height: int = 12) -> Any:
+    """The overlay's colour ramp over a dark grey, as the canvas shows it over a dark image."""
+    import numpy as np
+    from qtpy.QtGui import QImage, QPixmap
+
+    rgba = _layers.map_ramp(width)
+    under = np.full(3, 0.25, np.float32)
+    rgb = rgba[:, :3] * rgba[:, 3:] + under * (1.0 - rgba[:, 3:])
+    row = (np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
+    pixels = np.ascontiguousarray(np.repeat(row[None], height, axis=0))
+    image = QImage(pixels.data, width, height, 3 * width, QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(image.copy())
