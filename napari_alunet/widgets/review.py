@@ -437,5 +437,5 @@ def _ramp_pixmap(width: int = 160, height: int = 12) -> Any:
     rgb = rgba[:, :3] * rgba[:, 3:] + under * (1.0 - rgba[:, 3:])
     row = (np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
     pixels = np.ascontiguousarray(np.repeat(row[None], height, axis=0))
-    image = QImage(pixels.data, width, height, 3 * width, QImage.Format.Format_RGB888)
+    image = QImage(pixels.tobytes(), width, height, 3 * width, QImage.Format.Format_RGB888)
     return QPixmap.fromImage(image.copy())
