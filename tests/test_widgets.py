@@ -68,6 +68,16 @@ def create_sample(qtbot, widget, tmp_path, n: int = 12):
     return widget.state.project
 
 
+def first_round(qtbot, widget, tmp_path):
+    """A sample project with round 0 trained, scored and queued (tiny preset)."""
+    project = create_sample(qtbot, widget, tmp_path)
+    make_tiny(widget)
+    with qtbot.waitSignal(widget.state.round_finished, timeout=TIMEOUT):
+        widget.panel("Train").start()
+    wait_idle(qtbot, widget.state)
+    return project
+
+
 def test_whole_round(app, qtbot, tmp_path):
     viewer, widget = app
     state = widget.state
@@ -466,11 +476,7 @@ def test_region_review_commits_only_the_regions(app, qtbot, tmp_path):
 def test_restart_round_asks_before_dropping_a_queue(app, qtbot, tmp_path):
     _viewer, widget = app
     state = widget.state
-    project = create_sample(qtbot, widget, tmp_path)
-    make_tiny(widget)
-    with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT):
-        widget.panel("Train").start()
-    wait_idle(qtbot, state)
+    project = first_round(qtbot, widget, tmp_path)
     rounds = widget.panel("Rounds")
     asked = []
     assert rounds.restart_round(confirm=lambda m: asked.append(m) or False) is None
@@ -536,11 +542,7 @@ def test_browser_start_from_and_model_warnings(app, qtbot, tmp_path):
 
     viewer, widget = app
     state = widget.state
-    project = create_sample(qtbot, widget, tmp_path)
-    make_tiny(widget)
-    with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT):
-        widget.panel("Train").start()
-    wait_idle(qtbot, state)
+    project = first_round(qtbot, widget, tmp_path)
     review = widget.panel("Review")
     browser = review.browser
 
