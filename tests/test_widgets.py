@@ -83,6 +83,9 @@ def test_whole_round(app, qtbot, tmp_path):
     state = widget.state
     project = create_sample(qtbot, widget, tmp_path)
     assert project.counts() == {"labelled": 3, "unlabelled": 6, "test": 3}
+    # Empty tables say why they are empty (issue 17) instead of showing bare headers.
+    assert widget.panel("Rounds").table.isHidden() and widget.panel("Acquire").table.isHidden()
+    assert "No round yet" in widget.panel("Rounds").table_empty.text()
     assert "labelled" in widget.panel("Project").counts_label.text()
     assert widget.panel("Project").classes_list.count() == 5
     make_tiny(widget)
@@ -150,7 +153,8 @@ def test_whole_round(app, qtbot, tmp_path):
     with qtbot.waitSignal(state.scores_changed, timeout=TIMEOUT):
         acquire.compute()
     wait_idle(qtbot, state)
-    assert acquire.table.rowCount() == 6
+    assert acquire.table.rowCount() == 6 and not acquire.table.isHidden()
+    assert acquire.table_empty.isHidden()
     scores = [float(acquire.table.item(r, 2).text()) for r in range(6)]
     assert scores == sorted(scores, reverse=True)
     top = acquire.table.item(0, 0).data(256)  # Qt.UserRole: the image id

@@ -19,6 +19,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QFormLayout,
     QHeaderView,
+    QLabel,
     QPushButton,
     QSpinBox,
     QTableWidget,
@@ -127,7 +128,11 @@ class AcquireWidget(QWidget):
         layout.addWidget(group("Acquisition", layout=form))
         layout.addWidget(self.compute_button)
         layout.addWidget(self.job_bar)
-        layout.addWidget(group("Pool ranked by score", self.table,
+        # Shown instead of an empty table: why it is empty and what fills it.
+        self.table_empty = QLabel("No scores yet: a round (or Compute, once a model exists) "
+                                  "ranks the unlabelled pool here.")
+        self.table_empty.setWordWrap(True)
+        layout.addWidget(group("Pool ranked by score", self.table_empty, self.table,
                                hint("Click a row to show the image; predictions and uncertainty "
                                     "maps are kept for the queued images only.")))
 
@@ -256,6 +261,8 @@ class AcquireWidget(QWidget):
         project = self.state.project
         ranked = self.ranked()
         self.table.setRowCount(len(ranked))
+        self.table.setVisible(bool(ranked))
+        self.table_empty.setVisible(not ranked)
         if not ranked:
             return
         assert project is not None  # ranked() is [] without a project

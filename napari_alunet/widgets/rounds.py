@@ -115,7 +115,10 @@ class RoundsWidget(QWidget):
         layout.addWidget(group("Learning curve", self.by_labelled, self.by_effort,
                                row(QLabel("Export"), self.png_button, self.svg_button,
                                    self.csv_button, stretch=True)))
-        layout.addWidget(group("Rounds", self.table))
+        # Shown instead of an empty table.
+        self.table_empty = QLabel("No round yet: the round button above trains the first one.")
+        self.table_empty.setWordWrap(True)
+        layout.addWidget(group("Rounds", self.table_empty, self.table))
         layout.addStretch(1)
 
         listen(self, self.state.project_changed, self.refresh)
@@ -206,6 +209,8 @@ class RoundsWidget(QWidget):
         rounds = project.rounds() if project is not None else []
         by_round = {p.round_idx: p for p in self.points}
         self.table.setRowCount(len(rounds))
+        self.table.setVisible(bool(rounds))
+        self.table_empty.setVisible(not rounds)
         for row_index, rnd in enumerate(reversed(rounds)):
             point = by_round.get(rnd.idx)
             cells = (str(rnd.idx), status_text(rnd.status), str(rnd.n_labelled or 0),
