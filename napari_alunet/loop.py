@@ -340,13 +340,13 @@ def queue_images(project: Project, image_ids: Sequence[int], *,
         raise ValueError("no round is in review: train a round first, then add images to its "
                          "queue")
     pending = project.queue(current.idx)
-    wrong = [project.image(int(i)).name for i in image_ids
-             if project.image(int(i)).pool != "unlabelled"]
+    records = [project.image(int(i)) for i in dict.fromkeys(image_ids)]  # one read per id
+    wrong = [r.name for r in records if r.pool != "unlabelled"]
     if wrong:
         raise ValueError(f"only unlabelled images can be queued for review; not "
                          f"{', '.join(wrong[:5])}{' ...' if len(wrong) > 5 else ''} (labelled "
                          "images are edited by showing them; test images are never trained on)")
-    new = [int(i) for i in dict.fromkeys(image_ids) if int(i) not in pending]
+    new = [r.id for r in records if r.id not in pending]
     if not new:
         return []
     settings = RoundSettings.from_dict(current.config) if current.config else RoundSettings()

@@ -161,7 +161,8 @@ class Display:
         kind = self.visible_map(maps) or next(iter(maps), None)
         if self.start_from == "confident" and kind is not None:
             values = maps[kind]
-            cut = float(np.percentile(values, min(99.0, self.map_threshold)))
+            # Exactly the pixels the overlay tints: above its lower contrast limit.
+            cut, _top = _layers.map_limits(values, self.map_threshold)
             labels[values > cut] = UNKNOWN_LABEL
         return labels
 
