@@ -228,7 +228,12 @@ def clicks_after_initial_section(table: Any) -> list[str]:
     window is the range of clicks after round 0 that all its arms cover."""
     import pandas as pd
 
-    from napari_alunet.experiment.report import COST_AXIS, aulc_window, complete_runs
+    from napari_alunet.experiment.report import (
+        COST_AXIS,
+        aulc_window,
+        complete_runs,
+        cost_window,
+    )
     from napari_alunet.experiment.stats import paired_comparison
 
     runs = complete_runs(table)
@@ -237,12 +242,9 @@ def clicks_after_initial_section(table: Any) -> list[str]:
         return []
     runs = runs.assign(after=runs[COST_AXIS] - runs.groupby(["strategy", "seed"])[COST_AXIS]
                        .transform("first"))
-    values: dict[tuple[str, int], float] = {}
-    for seed, same_seed in runs.groupby("seed"):
-        lo = same_seed.groupby("strategy")["after"].min().max()
-        hi = same_seed.groupby("strategy")["after"].max().min()
-        for arm, run in same_seed.groupby("strategy"):
-            values[(arm, int(seed))] = aulc_window(run["after"], run["mean_dice"], lo, hi)
+    windows = cost_window(runs, "after")  # the report's per-seed window, on this axis
+    values = {(arm, int(seed)): aulc_window(run["after"], run["mean_dice"], *windows[int(seed)])
+              for (arm, seed), run in runs.groupby(["strategy", "seed"])}
     wide = pd.Series(values).unstack(0)
     wide = wide[[arm for arm in table["strategy"].unique() if arm in wide.columns]]
     if wide.shape[1] < 2:
