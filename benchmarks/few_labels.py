@@ -66,7 +66,7 @@ def arm_config(arm: str, seed: int, steps: int | None) -> TrainConfig:
 
 def per_image_dice(model, images, labels, n_classes: int) -> np.ndarray:
     """(N,) mean foreground Dice of each image (the spread a validation split averages)."""
-    from napari_alunet.training.engine import predict_labels
+    from napari_alunet.inference import predict_labels
     from napari_alunet.training.metrics import confusion_matrix, mean_foreground_dice
 
     predictions = predict_labels(model, images)
@@ -102,7 +102,7 @@ def run_fit(pool, arm: str, n: int, seed: int, train_pool: np.ndarray, test: np.
             preset: str, steps: int | None) -> dict:
     import torch
 
-    from napari_alunet.training.engine import evaluate
+    from napari_alunet.inference import evaluate
 
     order = np.random.default_rng([seed, 31]).permutation(train_pool)
     labelled = [int(i) for i in (order if n <= 0 else order[:n])]

@@ -296,11 +296,11 @@ def evaluate(pool: ActivePool, model: Any, *, n_classes: int, batch_size: int = 
              device: Any = None) -> dict[str, float]:
     """Test metrics of the deterministic model: overall, and per group when the pool has groups.
 
-    Keys: those of :func:`napari_alunet.training.engine.evaluate`, ``n_test``, and with groups
+    Keys: those of :func:`napari_alunet.inference.evaluate`, ``n_test``, and with groups
     ``dice_mode_<group>`` (mean foreground Dice over that group's images) and
     ``worst_mode_dice`` (the smallest of them). Empty dict when there are no test images.
     """
-    from napari_alunet.training.engine import evaluate as evaluate_arrays
+    from napari_alunet.inference import evaluate as evaluate_arrays
 
     test = pool.test_ids()
     if not test:
@@ -541,7 +541,7 @@ def cold_start(
         return sorted(int(i) for i in rng.choice(ids, size=k, replace=False))
     if model is None:
         raise ValueError("a typical cold start needs a model to embed the images")
-    from napari_alunet.scoring import encoder_embeddings
+    from napari_alunet.inference import encoder_embeddings
 
     features = yield from encoder_embeddings(model, ids, pool.load_images,
                                              batch_size=batch_size, device=device)

@@ -53,7 +53,7 @@ def predict_folder(
 
     from napari_alunet.data.io import read_image
     from napari_alunet.data.naming import scan_pool
-    from napari_alunet.scoring import predict_with_uncertainty
+    from napari_alunet.inference import predict_with_uncertainty
     from napari_alunet.training.checkpoint import load_checkpoint
     from napari_alunet.training.device import resolve_device
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from napari_alunet.config import TrainConfig
+from napari_alunet.inference import evaluate, predict_labels, predict_probabilities
 from napari_alunet.model import build_model
 from napari_alunet.training.augment import Augmenter, AugmentSettings
 from napari_alunet.training.checkpoint import load_checkpoint
@@ -19,11 +20,7 @@ from napari_alunet.training.engine import (
     EvalEvent,
     FitResult,
     StepEvent,
-    evaluate,
     fit,
-    lr_range_test,
-    predict_labels,
-    predict_probabilities,
     reset_parameters,
 )
 
@@ -261,18 +258,6 @@ def test_predict_and_evaluate_are_deterministic(data) -> None:  # type: ignore[n
     metrics = evaluate(model, xv, yv, n_classes=N_CLASSES, batch_size=3)
     assert {"mean_dice", "pixel_accuracy", "ece", "dice_1", "iou_2"} <= set(metrics)
     assert metrics["pixel_accuracy"] == pytest.approx((labels == yv).mean())
-
-
-def test_lr_range_test_restores_weights(data) -> None:  # type: ignore[no-untyped-def]
-    xt, yt, _, _ = data
-    model = _tiny()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    lrs, losses, suggested = lr_range_test(
-        model, xt, yt, TrainConfig(batch_size=8), n_classes=N_CLASSES, steps=20
-    )
-    assert len(lrs) == len(losses) >= 3 and lrs == sorted(lrs)
-    assert 1e-6 <= suggested <= lrs[int(np.argmin(losses))] / 10
-    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 def test_reset_parameters_is_seeded_and_resets_bn() -> None:

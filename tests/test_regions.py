@@ -114,7 +114,8 @@ def test_a_fit_on_partial_labels_never_learns_from_unknown_pixels():
     partial labels: no gradient reaches the logits of unknown pixels, and the fit runs."""
     from napari_alunet.config import ModelConfig
     from napari_alunet.model import build_model
-    from napari_alunet.training.engine import _criterion, _split_unknown, fit, reset_parameters
+    from napari_alunet.training.engine import _criterion, fit, reset_parameters
+    from napari_alunet.training.tensors import split_unknown as _split_unknown
 
     rng = np.random.default_rng(0)
     images = rng.normal(size=(3, 1, 32, 32)).astype(np.float32)
@@ -143,8 +144,8 @@ def test_a_fit_on_partial_labels_never_learns_from_unknown_pixels():
 
 
 def test_weighted_losses_ignore_unknown_pixels_exactly():
-    from napari_alunet.training.engine import _split_unknown
     from napari_alunet.training.losses import make_loss
+    from napari_alunet.training.tensors import split_unknown as _split_unknown
 
     torch.manual_seed(0)
     logits = torch.randn(2, 3, 8, 8)

@@ -12,7 +12,9 @@ from torch import nn
 from napari_alunet.acquisition import rank
 from napari_alunet.config import AcquisitionConfig
 from napari_alunet.events import drain
-from napari_alunet.scoring import ScoreProgress, SeededDropout, predict_with_uncertainty, score_pool
+from napari_alunet.inference import predict_with_uncertainty
+from napari_alunet.model.mc import SeededDropout
+from napari_alunet.scoring import ScoreProgress, score_pool
 from napari_alunet.uncertainty import image_scores
 
 try:

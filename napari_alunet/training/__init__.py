@@ -1,4 +1,5 @@
-"""Training: the one engine (:mod:`.engine`), losses, metrics, augmentation, checkpoints.
+"""Training: the one engine (:mod:`.engine`), its schedule, losses, metrics, augmentation,
+checkpoints, and the device rules (:mod:`.device`) inference shares.
 
 ``fit`` is a generator of :class:`StepEvent` / :class:`EvalEvent` returning a
 :class:`FitResult`; :mod:`.recipe` wraps it with the validation rule and the health check.
@@ -11,11 +12,7 @@ from napari_alunet.training.engine import (
     EvalEvent,
     FitResult,
     StepEvent,
-    evaluate,
     fit,
-    lr_range_test,
-    predict_labels,
-    predict_probabilities,
     reset_parameters,
 )
 
@@ -24,12 +21,8 @@ __all__ = [
     "EvalEvent",
     "FitResult",
     "StepEvent",
-    "evaluate",
     "fit",
     "load_checkpoint",
-    "lr_range_test",
-    "predict_labels",
-    "predict_probabilities",
     "reset_parameters",
     "resolve_device",
     "save_checkpoint",

@@ -267,3 +267,21 @@ def load_checkpoint(
     }
     meta["model_config"] = dataclasses.replace(config)
     return model, meta
+
+
+def save_fit_checkpoint(
+    path: Any, model: nn.Module, meta: dict[str, Any] | None, step: int, metric: float,
+    monitor: str,
+) -> str:
+    """Save the model as a fit's result; ``step`` goes into the checkpoint's ``epoch`` field
+    (the format's name for "where training was")."""
+    extra = dict(meta or {})
+    model_config = extra.pop("model_config", getattr(model, "config", None))
+    if model_config is None:
+        raise ValueError("checkpoint_meta needs 'model_config' for a model without .config")
+    class_names = extra.pop("class_names", None)
+    extra.setdefault("monitor", monitor)
+    return str(save_checkpoint(
+        path, model, model_config=model_config, epoch=step, best_metric=metric,
+        class_names=class_names, extra=extra,
+    ))

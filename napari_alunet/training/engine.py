@@ -1,4 +1,7 @@
-"""The one training engine: ``fit`` as a generator of events, plus evaluation and prediction.
+"""The one training engine: ``fit`` as a generator of events.
+
+Prediction and evaluation live in :mod:`napari_alunet.inference`, the batch order and learning
+rate schedule in :mod:`.schedule`.
 
 Rounds, the CLI, the GUI workers, experiments and benchmarks all train through :func:`fit`
 (through :func:`napari_alunet.training.recipe.train_model`, which adds the validation rule and
@@ -21,18 +24,17 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 
-import numpy as np
 import torch
 from torch import nn
 
-from napari_alunet.config import UNKNOWN_LABEL, TrainConfig, steps_per_pass
+from napari_alunet.config import UNKNOWN_LABEL, TrainConfig
 from napari_alunet.events import EvalEvent, StepEvent  # noqa: F401 (re-exported)
 from napari_alunet.training.augment import Augmenter
-from napari_alunet.training.checkpoint import plain_data, save_checkpoint
+from napari_alunet.training.checkpoint import plain_data, save_fit_checkpoint
 from napari_alunet.training.consistency import ConsistencyTerm
 from napari_alunet.training.device import autocast, memory_format, resolve_device
 from napari_alunet.training.ema import WeightEMA
@@ -42,16 +44,21 @@ from napari_alunet.training.losses import (
     median_frequency_weights,
 )
 from napari_alunet.training.metrics import (
-    MetricAccumulator,
     confusion_matrix,
     mean_foreground_dice,
 )
+from napari_alunet.training.schedule import (
+    batch_partition,
+    batch_stream,
+    epoch_stream,
+    eval_interval,
+    lr_factor,
+)
+from napari_alunet.training.tensors import as_images, as_labels, split_unknown
 
 #: On CUDA the running loss is read back (a device sync) only every this many steps.
 SYNC_EVERY = 25
 
-#: Evaluations per fit when ``TrainConfig.eval_every`` is 0 (automatic).
-EVALUATIONS_PER_FIT = 20
 
 
 @dataclass
@@ -85,72 +92,9 @@ class FitResult:
     metric: float = math.nan
 
 
-def _images(x: Any, name: str) -> torch.Tensor:
-    t = torch.as_tensor(x)
-    if t.dim() != 4:
-        raise ValueError(f"{name} must have shape (N, C, S, S), got {tuple(t.shape)}")
-    return t.float()
-
-
-def _labels(y: Any, images: torch.Tensor, name: str, n_classes: int) -> torch.Tensor:
-    t = torch.as_tensor(y)
-    if t.dim() != 3 or t.shape[0] != images.shape[0] or t.shape[1:] != images.shape[2:]:
-        raise ValueError(
-            f"{name} must have shape (N, S, S) matching the images {tuple(images.shape)}, "
-            f"got {tuple(t.shape)}"
-        )
-    t = t.long()
-    known = t != UNKNOWN_LABEL
-    if t.numel() and (int(t.min()) < 0 or int(t.masked_fill(~known, 0).max()) >= n_classes):
-        raise ValueError(f"{name} hold class indices outside [0, {n_classes - 1}] (and not "
-                         f"{UNKNOWN_LABEL}, the unknown value of partial labels)")
-    return t
-
-
-def _split_unknown(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(labels with unknown pixels set to class 0, (N, S, S) float 1 = known / 0 = unknown),
-    or (labels, None) when every pixel is known. The 0 is a placeholder: weight 0 hides it."""
-    known = labels != UNKNOWN_LABEL
-    if bool(known.all()):
-        return labels, None
-    return labels.masked_fill(~known, 0), known.float()
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _clone_state(model: nn.Module) -> dict[str, torch.Tensor]:
     # Clone on the device: asynchronous on a GPU, no host copy per improvement.
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _batches(n: int, batch_size: int, gen: torch.Generator | None) -> list[torch.Tensor]:
-    """One pass: a partition of ``range(n)`` into batches (a lone last image joins the one
-    before, so BatchNorm never sees a batch of one)."""
-    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    parts = list(order.split(batch_size))
-    if len(parts) > 1 and len(parts[-1]) == 1:
-        parts[-2:] = [torch.cat(parts[-2:])]
-    return parts
-
-
-def _stream(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
-    """Endless full batches of ``batch_size`` indices drawn pass after pass, each pass a fresh
-    permutation: with fewer images than a batch, a batch holds each image more than once (each
-    copy augmented differently), so every step costs and teaches the same."""
-    buffer = torch.empty(0, dtype=torch.long)
-    while True:
-        while len(buffer) < batch_size:
-            buffer = torch.cat([buffer, torch.randperm(n, generator=gen)])
-        yield buffer[:batch_size]
-        buffer = buffer[batch_size:]
-
-
-def _epoch_stream(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
-    """The pre-0.2 batches: one partition of the images per epoch (batches of n < batch_size)."""
-    while True:
-        yield from _batches(n, batch_size, gen)
 
 
 def reset_parameters(model: nn.Module, *, seed: int | None = None) -> nn.Module:
@@ -166,35 +110,6 @@ def reset_parameters(model: nn.Module, *, seed: int | None = None) -> nn.Module:
                 # cast: torch types Module attributes as Tensor | Module; this one is a method.
                 cast(Any, module).reset_parameters()
     return model
-
-
-def eval_interval(config: TrainConfig, steps: int, n_train: int) -> int:
-    """Steps between evaluations: ``config.eval_every``; one pass with a budget in epochs;
-    else about :data:`EVALUATIONS_PER_FIT` per fit."""
-    if config.eval_every > 0:
-        return int(config.eval_every)
-    if config.budget_in_epochs:
-        return steps_per_pass(n_train, config.batch_size)
-    return max(1, math.ceil(steps / EVALUATIONS_PER_FIT))
-
-
-def _lr_factor(config: TrainConfig, steps: int) -> Any:
-    """Step -> learning-rate factor of the schedule (LambdaLR), or None for none/plateau."""
-    if config.scheduler == "warmup_cosine":
-        warmup = max(1, round(config.warmup_fraction * steps)) if config.warmup_fraction else 0
-    elif config.scheduler == "cosine":
-        warmup = 0
-    else:
-        return None
-    floor = config.min_lr_fraction
-
-    def factor(step: int) -> float:  # step = optimiser steps taken so far
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, steps - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-    return factor
 
 
 def fit(
@@ -244,19 +159,19 @@ def fit(
         return time.perf_counter() - start
 
     dev = resolve_device(device if device is not None else config.device)
-    x_train = _images(train_images, "train_images")
-    y_train = _labels(train_labels, x_train, "train_labels", n_classes)
+    x_train = as_images(train_images, "train_images")
+    y_train = as_labels(train_labels, x_train, "train_labels", n_classes)
     if x_train.shape[0] == 0:
         raise ValueError("no training images: label at least one image first")
     if checkpoint_path is not None:
         plain_data(dict(checkpoint_meta or {}), "checkpoint_meta")  # fail now, not after training
     has_val = val_images is not None and len(val_images) > 0
     if has_val:
-        x_val = _images(val_images, "val_images").to(dev)
-        y_val = _labels(val_labels, x_val, "val_labels", n_classes).to(dev)
+        x_val = as_images(val_images, "val_images").to(dev)
+        y_val = as_labels(val_labels, x_val, "val_labels", n_classes).to(dev)
     x_unl = None
     if config.semi_supervised and unlabelled_images is not None and len(unlabelled_images):
-        x_unl = _images(unlabelled_images, "unlabelled_images")
+        x_unl = as_images(unlabelled_images, "unlabelled_images")
         if x_unl.shape[1:] != x_train.shape[1:]:
             raise ValueError(f"unlabelled_images {tuple(x_unl.shape)} do not match the training "
                              f"images {tuple(x_train.shape)}")
@@ -273,7 +188,7 @@ def fit(
     loss_fn = _criterion(config, y_train, n_classes, dev)  # class weights: known pixels only
     # Partial labels: unknown pixels get loss weight 0 (a placeholder class underneath), so the
     # loss does not depend on what they hold; augmentation carries the weights along.
-    y_train, pixel_w = _split_unknown(y_train)
+    y_train, pixel_w = split_unknown(y_train)
     if config.border_weight:  # computed once: the labels do not change during a fit
         border = torch.from_numpy(
             border_weight_map(y_train.numpy(), w0=config.border_w0, sigma=config.border_sigma))
@@ -291,12 +206,12 @@ def fit(
     steps = config.planned_steps(n_train)
     every = eval_interval(config, steps, n_train)
     if config.budget_in_epochs:
-        batches = _epoch_stream(n_train, config.batch_size, shuffle_gen)
+        batches = epoch_stream(n_train, config.batch_size, shuffle_gen)
     else:
-        batches = _stream(n_train, config.batch_size, shuffle_gen)
+        batches = batch_stream(n_train, config.batch_size, shuffle_gen)
     precision = config.precision
     autocast(dev, precision)  # validates the name before any work
-    factor = _lr_factor(config, steps)
+    factor = lr_factor(config, steps)
     scheduler: Any = None
     if factor is not None:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
@@ -313,7 +228,8 @@ def fit(
     if x_unl is not None:
         unl_gen = torch.Generator().manual_seed(config.seed + 1)
         consistency = ConsistencyTerm(
-            x_unl, _stream(x_unl.shape[0], config.unlabelled_batch_size, unl_gen), config, steps)
+            x_unl, batch_stream(x_unl.shape[0], config.unlabelled_batch_size, unl_gen), config,
+            steps)
 
     initial_state = _clone_state(model)
     kept_state: dict[str, torch.Tensor] | None = None
@@ -467,24 +383,6 @@ def _criterion(config: TrainConfig, labels: torch.Tensor, n_classes: int, dev: t
     )
 
 
-def save_fit_checkpoint(
-    path: Any, model: nn.Module, meta: dict[str, Any] | None, step: int, metric: float,
-    monitor: str,
-) -> str:
-    """Save the model as a fit's result; ``step`` goes into the checkpoint's ``epoch`` field
-    (the format's name for "where training was")."""
-    extra = dict(meta or {})
-    model_config = extra.pop("model_config", getattr(model, "config", None))
-    if model_config is None:
-        raise ValueError("checkpoint_meta needs 'model_config' for a model without .config")
-    class_names = extra.pop("class_names", None)
-    extra.setdefault("monitor", monitor)
-    return str(save_checkpoint(
-        path, model, model_config=model_config, epoch=step, best_metric=metric,
-        class_names=class_names, extra=extra,
-    ))
-
-
 @torch.no_grad()
 def _validate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss_fn: Any,
               n_classes: int, batch_size: int, dev: torch.device, precision: str,
@@ -494,7 +392,7 @@ def _validate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss
     fmt = memory_format(dev)
     loss_sum = torch.zeros((), device=dev)
     cm = torch.zeros(n_classes, n_classes, dtype=torch.long, device=dev)
-    batches = _batches(images.shape[0], batch_size, None)
+    batches = batch_partition(images.shape[0], batch_size, None)
     for idx in batches:
         with autocast(dev, precision):
             logits = model(images[idx].contiguous(memory_format=fmt))
@@ -503,130 +401,3 @@ def _validate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, loss
         # skips unknown; a tensor in, a tensor out
         cm += cast(torch.Tensor, confusion_matrix(logits.argmax(1), labels[idx], n_classes))
     return float(loss_sum) / len(batches), mean_foreground_dice(cm.cpu())
-
-
-def _predict_batches(
-    model: nn.Module, images: Any, batch_size: int, device: str | torch.device | None
-) -> Generator[tuple[slice, torch.Tensor], None, None]:
-    """Deterministic softmax (dropout off, BN on running stats) batch by batch on the device."""
-    dev = _model_device(model) if device is None else resolve_device(device)
-    x = _images(images, "images")
-    fmt = memory_format(dev)
-    model.to(dev)
-    saved = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, x.shape[0], batch_size):
-                sl = slice(start, start + batch_size)
-                xb = x[sl].to(dev).contiguous(memory_format=fmt)
-                with autocast(dev):
-                    logits = model(xb)
-                yield sl, torch.softmax(logits.float(), dim=1)
-    finally:
-        for m, mode in saved.items():
-            m.training = mode
-
-
-def predict_probabilities(model: nn.Module, images: Any, *, batch_size: int = 16,
-                          device: str | torch.device | None = None) -> np.ndarray:
-    """(B, C, S, S) float32 softmax probabilities of (B, 1, S, S) images, dropout off.
-
-    ``device`` None means the model's current device; otherwise the model is moved there.
-    """
-    parts = [p.cpu() for _, p in _predict_batches(model, images, batch_size, device)]
-    return torch.cat(parts).numpy().astype(np.float32, copy=False)
-
-
-def predict_labels(model: nn.Module, images: Any, *, batch_size: int = 16,
-                   device: str | torch.device | None = None) -> np.ndarray:
-    """(B, S, S) uint8 argmax labels of (B, 1, S, S) images, dropout off (see above)."""
-    parts = [p.argmax(1).to(torch.uint8).cpu() for _, p in _predict_batches(
-        model, images, batch_size, device)]
-    return torch.cat(parts).numpy()
-
-
-def evaluate(model: nn.Module, images: Any, labels: Any, *, n_classes: int,
-             batch_size: int = 16, device: str | torch.device | None = None) -> dict[str, float]:
-    """Dataset-level metrics of the deterministic model (dropout off).
-
-    One confusion matrix and one set of calibration bins are accumulated over all images (see
-    :mod:`napari_alunet.training.metrics`). Keys: ``mean_dice`` (foreground classes, NaN
-    classes excluded), ``mean_iou``, ``pixel_accuracy``, ``ece`` (15 bins), and ``dice_<i>``,
-    ``iou_<i>`` for every class index ``i`` (index keys; map to ``ClassSpec.names[i]`` for
-    display).
-    """
-    x = _images(images, "images")
-    y = _labels(labels, x, "labels", n_classes)
-    acc = MetricAccumulator(n_classes)
-    for sl, probs in _predict_batches(model, x, batch_size, device):
-        acc.update(probs, y[sl].to(probs.device))
-    return acc.compute()
-
-
-def lr_range_test(model: nn.Module, images: Any, labels: Any, config: TrainConfig, *,
-                  n_classes: int, start: float = 1e-6, end: float = 1.0, steps: int = 50,
-                  device: str | torch.device | None = None,
-                  ) -> tuple[list[float], list[float], float]:
-    """Learning-rate range test (Smith 2017): raise the LR exponentially, one batch per step.
-
-    The model's weights, BatchNorm statistics and modes are restored afterwards. The test stops
-    early when the smoothed loss exceeds 4x its minimum (diverged).
-
-    Returns
-    -------
-    lrs, losses (smoothed, debiased) and the suggested LR: where the smoothed loss falls fastest
-    against log-LR before its minimum, at most a tenth of the LR at the minimum.
-    """
-    dev = resolve_device(device if device is not None else config.device)
-    x = _images(images, "images")
-    y = _labels(labels, x, "labels", n_classes)
-    loss_fn = _criterion(config, y, n_classes, dev)
-    x, y = x.to(dev), y.to(dev)
-    # Module.to accepts memory_format at run time, but torch's overloads do not declare it.
-    model.to(dev, memory_format=memory_format(dev))  # type: ignore[call-overload]
-    saved_state = _clone_state(model)
-    saved_modes = {m: m.training for m in model.modules()}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=start, weight_decay=config.weight_decay)
-    gen = torch.Generator().manual_seed(config.seed)
-    schedule = np.geomspace(start, end, steps)  # exact end points, unlike start * f**i
-    lrs: list[float] = []
-    losses: list[float] = []
-    # Smoothing over ~steps/5 points: fastai's 0.98 assumes ~100 steps and lags badly at 20.
-    beta = min(0.98, max(0.5, 1.0 - 5.0 / steps))
-    avg, best = 0.0, math.inf
-    batches: list[torch.Tensor] = []
-    try:
-        model.train()
-        for i in range(steps):
-            if not batches:
-                batches = _batches(x.shape[0], config.batch_size, gen)
-            idx = batches.pop().to(dev)
-            lr = float(schedule[i])
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(dev, getattr(config, "precision", "auto")):
-                logits = model(x[idx].contiguous(memory_format=memory_format(dev)))
-            loss = loss_fn(logits, y[idx], None)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            avg = beta * avg + (1 - beta) * float(loss.detach())  # a sync per step: it is short
-            smoothed = avg / (1 - beta ** (i + 1))
-            if not math.isfinite(smoothed) or (i > 0 and smoothed > 4 * best):
-                break
-            best = min(best, smoothed)
-            lrs.append(lr)
-            losses.append(smoothed)
-    finally:
-        model.load_state_dict(saved_state)
-        for m, mode in saved_modes.items():
-            m.training = mode
-    if len(lrs) < 3:
-        return lrs, losses, lrs[0] if lrs else start
-    # Steepest descent before the minimum, capped at a tenth of the minimum's LR (the usual
-    # "min / 10" rule), so a curve still falling at ``end`` does not suggest ``end`` itself.
-    last = int(np.argmin(losses))
-    slope = np.gradient(np.asarray(losses), np.log(np.asarray(lrs)))
-    steepest = lrs[int(np.argmin(slope[: last + 1]))]
-    return lrs, losses, float(min(steepest, lrs[last] / 10))

@@ -155,7 +155,9 @@ def train_model(
     ------
     The engine's StepEvent / EvalEvent, and a :class:`HealthEvent` per failed check.
     """
-    from napari_alunet.training.engine import evaluate, fit, reset_parameters, save_fit_checkpoint
+    from napari_alunet.inference import evaluate
+    from napari_alunet.training.checkpoint import save_fit_checkpoint
+    from napari_alunet.training.engine import fit, reset_parameters
 
     x_train, y_train = load(plan.train_ids, True)
     x_val, y_val = load(plan.val_ids, True) if plan.val_ids else (None, None)
