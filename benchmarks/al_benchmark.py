@@ -293,9 +293,10 @@ def _region_rows(out: Path, record: dict[str, Any], table: Any, notes: list[str]
 
 def report(out: Path, table: Any, record: dict[str, Any], protocol: str,
            seconds: float | None, notes: list[str] = (), regions: Any = None) -> str:
+    from napari_alunet.experiment.plots import report_subtitle as _subtitle
+    from napari_alunet.experiment.plots import write_report
     from napari_alunet.experiment.records import load_experiment_config
     from napari_alunet.experiment.report import markdown_table
-    from napari_alunet.experiment.runner import _subtitle, write_report
 
     config, _ = load_experiment_config(Path(record_parts(out)[0]))
     subtitle = _subtitle(config, record["pool"]["n_images"], len(record["pool"]["test_ids"]))

@@ -27,7 +27,7 @@ DIVERSITY_CHOICES = DIVERSITY
 
 def strategy_name(value: str) -> str:
     """argparse type of an arm: ``[typical:]strategy[+diversity][@unit][#replicate]``."""
-    from napari_alunet.experiment.records import parse_arm
+    from napari_alunet.experiment.settings import parse_arm
 
     try:
         parse_arm(value)

@@ -8,7 +8,8 @@ nor Qt, so a consumer can import it cheaply). The modules that emit them re-expo
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 R = TypeVar("R")
@@ -124,3 +125,53 @@ class PredictProgress:
     done: int
     total: int
     name: str
+
+
+# -- oracle-replay experiments (napari_alunet.experiment.runner) ----------------------------------
+
+
+@dataclass
+class ExperimentPlan:
+    """First event: what will run. ``done_rows`` rows are already in rounds.csv (a resume)."""
+
+    out: Path
+    n_images: int
+    n_train_pool: int
+    n_test: int
+    sizes: list[int]
+    runs: list[tuple[str, int]]
+    total_rows: int
+    done_rows: int
+    device: str
+    skipped_images: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RoundStarted:
+    """A round of one (strategy, seed) run begins; ``stage`` is ``'train'`` or ``'score'``;
+    ``steps`` is the planned training budget (optimiser steps) of a fit on ``n_labelled``."""
+
+    strategy: str
+    seed: int
+    round: int
+    n_labelled: int
+    fraction: float
+    stage: str
+    steps: int
+
+
+@dataclass
+class RoundRecorded:
+    """A round's row was appended (and fsynced) to rounds.csv."""
+
+    strategy: str
+    seed: int
+    round: int
+    row: dict[str, Any]
+
+
+@dataclass
+class ReportWritten:
+    """summary.csv and the figures were (re)written."""
+
+    paths: list[Path]

@@ -438,7 +438,7 @@ def test_cli_diversity_reaches_the_scorer(tmp_path, capsys, monkeypatch):
 
 
 def test_arm_grammar():
-    from napari_alunet.experiment.records import Arm, parse_arm
+    from napari_alunet.experiment.settings import Arm, parse_arm
 
     assert parse_arm("random#2") == Arm("random#2", "random", "none", "random", 2)
     assert parse_arm("typical:bald+power") == Arm("typical:bald+power", "bald", "power",
@@ -507,7 +507,7 @@ def test_redundant_pool_experiment_reports_modes_and_splits_over_seeds(tmp_path)
 
 
 def test_full_baseline_budget():
-    from napari_alunet.experiment.runner import full_budget
+    from napari_alunet.experiment.settings import full_budget
 
     config = make_config(preset="tiny", train={"min_steps": 100, "steps_per_image": 2,
                                                "max_steps": 1000})
@@ -516,7 +516,7 @@ def test_full_baseline_budget():
     assert full_budget(make_config(preset="tiny", train={"steps": 7}), 50) is None
     assert full_budget(make_config(preset="tiny", full_steps_factor=1.0), 50) is None
     with pytest.raises(ValueError, match="full_steps_factor"):
-        from napari_alunet.experiment.records import check_config
+        from napari_alunet.experiment.settings import check_config
 
         check_config(make_config(preset="tiny", full_steps_factor=0.5))
 

@@ -10,6 +10,7 @@ seeds on a pool with ground truth, record every round, summarise and plot.
 * :mod:`.plots`: learning curves and Dice vs annotation effort (PNG + SVG).
 """
 
+from napari_alunet.experiment.plots import write_report
 from napari_alunet.experiment.pool import (
     Pool,
     Splits,
@@ -19,11 +20,9 @@ from napari_alunet.experiment.pool import (
 )
 from napari_alunet.experiment.records import (
     load_experiment_config,
-    make_config,
     parse_ids,
     read_rounds,
     round_columns,
-    split_strategy,
 )
 from napari_alunet.experiment.report import (
     aulc,
@@ -39,8 +38,8 @@ from napari_alunet.experiment.runner import (
     RoundRecorded,
     RoundStarted,
     run_experiment,
-    write_report,
 )
+from napari_alunet.experiment.settings import make_config, split_strategy
 
 __all__ = [
     "ExperimentPlan", "ExperimentResult", "Pool", "ReportWritten", "RoundRecorded",

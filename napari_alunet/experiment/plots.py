@@ -14,12 +14,21 @@ strategy also has its own marker and line style, so a greyscale print still sepa
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from napari_alunet.config import ExperimentConfig
+from napari_alunet.experiment.records import (
+    CONFIG_FILE,
+    ROUNDS_FILE,
+    SUMMARY_FILE,
+    load_experiment_config,
+    read_rounds,
+)
 from napari_alunet.experiment.report import FULL, complete_runs
 
 #: Okabe & Ito (2008) colour-blind-safe palette.
@@ -315,3 +324,46 @@ def plot_modes(rounds: pd.DataFrame, stem: str | Path, *, title: str | None = No
 
 __all__ = ["OKABE_ITO", "STYLES", "class_columns", "plot_dice_vs_clicks", "plot_dice_vs_effort",
            "plot_learning_curves", "plot_modes"]
+
+
+def report_subtitle(config: ExperimentConfig, n_images: int, n_test: int) -> str:
+    """The figures' second title line: data, size, preset, k, passes, warm start."""
+    data = {"sample": "synthetic sample", "redundant": "synthetic benchmark pool (frames of "
+            "embryos, rare modes)"}.get(config.data, Path(config.data).name)
+    return (f"{data}, {n_images} images ({n_test} test), {config.preset} preset "
+            f"{config.model.input_size}², k={config.k}, {config.passes} MC passes, "
+            f"{'warm start' if config.train.warm_start else 'reset each round'}")
+
+
+def write_report(out: str | os.PathLike[str], *, class_names: Sequence[str] | None = None,
+                 subtitle: str | None = None) -> list[Path]:
+    """(Re)write summary.csv and the figures from ``out/rounds.csv``; returns all paths."""
+    from napari_alunet.experiment.report import write_summary
+
+    out = Path(out)
+    if not (out / ROUNDS_FILE).is_file():
+        raise FileNotFoundError(f"{out / ROUNDS_FILE} does not exist: run the experiment first")
+    table = read_rounds(out / ROUNDS_FILE)
+    if (out / CONFIG_FILE).is_file() and (class_names is None or subtitle is None):
+        config, record = load_experiment_config(out)
+        class_names = class_names or record["pool"]["class_names"]
+        subtitle = subtitle or report_subtitle(config, record["pool"]["n_images"],
+                                         len(record["pool"]["test_ids"]))
+    write_summary(table, str(out / SUMMARY_FILE))
+    paths = [out / SUMMARY_FILE]
+    if table.empty:
+        return paths
+    extra = f"\n{subtitle}" if subtitle else ""
+    paths += plot_learning_curves(
+        table, out / "learning_curves", class_names=class_names,
+        title="Test Dice vs labelled fraction (mean ± std over seeds)" + extra)
+    paths += plot_dice_vs_effort(
+        table, out / "dice_vs_effort",
+        title="Test Dice vs annotation effort (mean ± std over seeds)" + extra)
+    if "cumulative_correction_clicks" in table.columns:
+        paths += plot_dice_vs_clicks(
+            table, out / "dice_vs_clicks",
+            title="Test Dice vs clicks (mean ± std over seeds)" + extra)
+    paths += plot_modes(table, out / "dice_per_mode",
+                        title="Test Dice per embryo mode (mean over seeds)" + extra)
+    return paths

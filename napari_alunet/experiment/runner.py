@@ -49,13 +49,12 @@ Records (all in ``OUT``):
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import os
 import time
-from collections.abc import Generator, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,76 +62,37 @@ import numpy as np
 
 from napari_alunet import active
 from napari_alunet.config import ExperimentConfig
-from napari_alunet.experiment.pool import Pool, Splits, load_pool, make_splits, planned_sizes
+from napari_alunet.events import ExperimentPlan, ReportWritten, RoundRecorded, RoundStarted
+from napari_alunet.experiment.oracle import (
+    COSTS,
+    RunContext,
+    acquire_images,
+    acquire_regions,
+    initial_costs,
+    replay,
+    reveal,
+    reviewed_area,
+)
+from napari_alunet.experiment.plots import report_subtitle, write_report
+from napari_alunet.experiment.pool import Pool, load_pool, make_splits, planned_sizes
 from napari_alunet.experiment.records import (
-    CONFIG_FILE,
     RESUME_MODEL,
     ROUNDS_FILE,
     SUMMARY_FILE,
-    Arm,
     RoundsFile,
-    check_config,
     config_record,
     format_regions,
-    load_experiment_config,
-    parse_arm,
-    parse_ids,
-    parse_regions,
+    load_resume_model,
     prepare_out,
-    read_rounds,
     round_columns,
+    save_resume_model,
 )
 from napari_alunet.experiment.report import FULL
+from napari_alunet.experiment.settings import Arm, check_config, full_budget, parse_arm
+from napari_alunet.training.device import torch_threads
 
 
 # -- events and result ----------------------------------------------------------------------------
-@dataclass
-class ExperimentPlan:
-    """First event: what will run. ``done_rows`` rows are already in rounds.csv (a resume)."""
-
-    out: Path
-    n_images: int
-    n_train_pool: int
-    n_test: int
-    sizes: list[int]
-    runs: list[tuple[str, int]]
-    total_rows: int
-    done_rows: int
-    device: str
-    skipped_images: list[str] = field(default_factory=list)
-
-
-@dataclass
-class RoundStarted:
-    """A round of one (strategy, seed) run begins; ``stage`` is ``'train'`` or ``'score'``;
-    ``steps`` is the planned training budget (optimiser steps) of a fit on ``n_labelled``."""
-
-    strategy: str
-    seed: int
-    round: int
-    n_labelled: int
-    fraction: float
-    stage: str
-    steps: int
-
-
-@dataclass
-class RoundRecorded:
-    """A round's row was appended (and fsynced) to rounds.csv."""
-
-    strategy: str
-    seed: int
-    round: int
-    row: dict[str, Any]
-
-
-@dataclass
-class ReportWritten:
-    """summary.csv and the figures were (re)written."""
-
-    paths: list[Path]
-
-
 @dataclass
 class ExperimentResult:
     """What :func:`run_experiment` returns.
@@ -156,21 +116,6 @@ class ExperimentResult:
 
 
 # -- the experiment -------------------------------------------------------------------------------
-@dataclass
-class _Context:
-    config: ExperimentConfig
-    pool: Pool
-    splits: Splits
-    sizes: list[int]
-    device: Any
-    out: Path
-    rounds_file: RoundsFile
-    shared_round0: dict[tuple[int, str], tuple[dict[str, Any], dict[str, Any]]] = field(
-        default_factory=dict)
-    initial_sets: dict[tuple[int, str], list[int]] = field(default_factory=dict)
-    tiles_per_image: float | None = None  # region arms: mean proposable tiles per pool image
-
-
 def run_experiment(
     config: ExperimentConfig,
     out: str | os.PathLike[str],
@@ -236,9 +181,9 @@ def run_experiment(
     yield ExperimentPlan(out, len(pool), n_train_pool, len(splits.test), sizes, order, total,
                          done_rows, str(device), pool.skipped)
 
-    ctx = _Context(config, pool, splits, sizes, device, out, rounds_file)
+    ctx = RunContext(config, pool, splits, sizes, device, out, rounds_file)
     written = 0
-    with _torch_threads(config.train.num_threads):
+    with torch_threads(config.train.num_threads):
         last_seed = None
         for strategy, seed in order:
             previous = done.get((strategy, seed), {})
@@ -266,27 +211,6 @@ def run_experiment(
     return ExperimentResult(out, rounds, summary, paths, written, done_rows)
 
 
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Use ``n`` intra-op threads (0: leave torch's choice) for the whole experiment.
-
-    On a small shared CPU, two processes that each spin two OpenMP threads on two cores run
-    several times slower than with one thread each (measured: 0.04 vs 0.17 s per 128² image
-    and epoch), and scoring and evaluation run outside ``fit``, which sets threads only for
-    itself. The setting is process-wide; it is restored when the experiment ends or is closed.
-    """
-    import torch
-
-    saved = torch.get_num_threads()
-    if n > 0:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n > 0:
-            torch.set_num_threads(saved)
-
-
 def _done_rows(rounds_file: RoundsFile) -> dict[tuple[str, int], dict[int, dict[str, Any]]]:
     table = rounds_file.read()
     done: dict[tuple[str, int], dict[int, dict[str, Any]]] = {}
@@ -306,7 +230,7 @@ def _metrics_row(metrics: dict[str, float], class_names: Sequence[str]) -> dict[
     return row
 
 
-def _train_and_evaluate(ctx: _Context, model: Any, labelled: Sequence[int], seed: int,
+def _train_and_evaluate(ctx: RunContext, model: Any, labelled: Sequence[int], seed: int,
                         round_idx: int, *, steps: int | None = None,
                         known: dict[int, np.ndarray] | None = None,
                         ) -> Generator[Any, None, dict[str, Any]]:
@@ -339,46 +263,7 @@ def _train_and_evaluate(ctx: _Context, model: Any, labelled: Sequence[int], seed
     }
 
 
-def _scratch(ctx: _Context, ids: Sequence[int]) -> tuple[int, int]:
-    """(pixels, clicks) of drawing ``ids`` from an empty mask."""
-    from napari_alunet.experiment.cost import scratch_clicks
-
-    ids = [int(i) for i in ids]
-    pixels = int(ctx.pool.foreground[ids].sum()) if ids else 0
-    clicks = sum(scratch_clicks(ctx.pool.truth[i], vertex_spacing=ctx.config.vertex_spacing,
-                                min_area=ctx.config.min_click_area) for i in ids)
-    return pixels, int(clicks)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _area(ctx: _Context, ids: Sequence[int]) -> int:
-    """Pixels a reviewer looks at to label ``ids`` whole (their original sizes)."""
-    return int(sum(ctx.pool.truth[int(i)].size for i in ids))
-
-
-def _initial_costs(ctx: _Context, labelled: Sequence[int]) -> dict[str, int]:
-    """The cost of the initial set: drawn from scratch on both effort axes, reviewed whole."""
-    pixels, clicks = _scratch(ctx, labelled)
-    return {"correction_pixels": pixels, "scratch_pixels": pixels,
-            "correction_clicks": clicks, "scratch_clicks": clicks,
-            "reviewed_pixels": _area(ctx, labelled)}
-
-
-def full_budget(config: ExperimentConfig, n_train_pool: int) -> int | None:
-    """Optimiser steps of the full-data baseline: ``full_steps_factor`` times the budget of an
-    active fit of as many images, at most ``max_steps`` (None: the recipe's own budget, with
-    an epoch budget or a fixed ``steps``)."""
-    train = config.train
-    if train.steps > 0 or train.budget_in_epochs or config.full_steps_factor == 1.0:
-        return None
-    return int(min(train.max_steps, round(config.full_steps_factor
-                                          * train.planned_steps(n_train_pool))))
-
-
-def _full_run(ctx: _Context, seed: int) -> Generator[Any, None, None]:
+def _full_run(ctx: RunContext, seed: int) -> Generator[Any, None, None]:
     n = len(ctx.splits.train_pool)
     steps = full_budget(ctx.config, n)
     yield RoundStarted(FULL, seed, 0, n, 1.0, "train",
@@ -387,16 +272,16 @@ def _full_run(ctx: _Context, seed: int) -> Generator[Any, None, None]:
     # Round index 999 keeps the full run's training seed apart from the active runs' rounds.
     stats = yield from _train_and_evaluate(ctx, model, ctx.splits.train_pool, seed, 999,
                                            steps=steps)
-    spent = _initial_costs(ctx, ctx.splits.train_pool)
+    spent = initial_costs(ctx, ctx.splits.train_pool)
     row = {"strategy": FULL, "seed": seed, "round": 0, "n_labelled": n, "n_train_pool": n,
            "fraction": 1.0, **stats, "init": "fresh", "score_seconds": 0.0, "n_scored": 0,
-           "acquired_ids": [], **dict.fromkeys(_COSTS, 0),
-           **{f"cumulative_{name}": spent[name] for name in _COSTS}}
+           "acquired_ids": [], **dict.fromkeys(COSTS, 0),
+           **{f"cumulative_{name}": spent[name] for name in COSTS}}
     ctx.rounds_file.append(row)
     yield RoundRecorded(FULL, seed, 0, row)
 
 
-def _initial_set(ctx: _Context, arm: Arm, seed: int) -> Generator[Any, None, list[int]]:
+def _initial_set(ctx: RunContext, arm: Arm, seed: int) -> Generator[Any, None, list[int]]:
     """The arm's round-0 labelled set: the seed's random one, or the typicality cold start
     (same size) over the training pool, embedded by the seed's initial network."""
     initial = ctx.splits.initial[seed]
@@ -412,11 +297,7 @@ def _initial_set(ctx: _Context, arm: Arm, seed: int) -> Generator[Any, None, lis
     return list(ctx.initial_sets[(seed, arm.initial)])
 
 
-_COSTS = ("correction_pixels", "scratch_pixels", "correction_clicks", "scratch_clicks",
-          "reviewed_pixels")
-
-
-def _active_run(ctx: _Context, strategy: str, seed: int,
+def _active_run(ctx: RunContext, strategy: str, seed: int,
                 previous: dict[int, dict[str, Any]]) -> Generator[Any, None, int]:
     """One (arm, seed) learning curve, continuing after the rounds in ``previous``.
 
@@ -429,30 +310,9 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
     last_round = len(ctx.sizes) - 1
     region = arm.unit == "region"
 
-    # Replay what was recorded: the labelled set and the effort spent on it. The initial set
-    # counts as drawn from scratch on both effort axes.
+    # Replay what was recorded: the labelled set and the effort spent on it.
     labelled = yield from _initial_set(ctx, arm, seed)
-    spent = _initial_costs(ctx, labelled)
-    known: dict[int, np.ndarray] = {}  # region arms: reviewed canvas pixels of partial images
-    for r in range(len(ctx.sizes)):
-        if r not in previous:
-            break
-        if region:
-            _reveal(ctx, labelled, known, parse_regions(previous[r].get("acquired_regions")))
-        else:
-            labelled += parse_ids(previous[r]["acquired_ids"])
-        for name in _COSTS:
-            value = previous[r].get(name)
-            if name == "reviewed_pixels" and not region and _missing(value):
-                # Rows written before the column existed: an image arm reviews what it
-                # acquired whole, so the value follows from the acquired ids.
-                value = _area(ctx, parse_ids(previous[r]["acquired_ids"]))
-            if _missing(value):
-                raise ValueError(f"{ctx.rounds_file.path}: round {r} of {strategy} seed {seed} "
-                                 f"has no {name}; it was written by another version, use a new "
-                                 "--out")
-            assert value is not None  # _missing(None) is True: raised above
-            spent[name] += int(value)
+    spent, known = replay(ctx, strategy, seed, labelled, previous, region=region)
     start_round = len([r for r in range(len(ctx.sizes)) if r in previous])
     if start_round < len(previous):
         raise ValueError(f"{ctx.rounds_file.path}: rounds of {strategy} seed {seed} have a "
@@ -462,7 +322,8 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
     if start_round > 0 and cfg.train.warm_start:
         # Continue from the weights the interrupted run had; without them (crash before they
         # were saved) this round starts from the seed's initial weights, and the row says so.
-        model = _load_resume_model(ctx, strategy, seed, start_round - 1)
+        model = load_resume_model(ctx.out, ctx.config.model, strategy, seed,
+                                  start_round - 1)
     written = 0
     share_key = (seed, arm.initial)
     for r in range(start_round, len(ctx.sizes)):
@@ -473,7 +334,7 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
                 "--out")
         # A region arm's labelled fraction is the share of the pool's pixels it reviewed (for
         # an image arm the two agree up to the spread of image sizes).
-        fraction = (spent["reviewed_pixels"] / _area(ctx, ctx.splits.train_pool) if region
+        fraction = (spent["reviewed_pixels"] / reviewed_area(ctx, ctx.splits.train_pool) if region
                     else len(labelled) / n_train_pool)
         yield RoundStarted(strategy, seed, r, len(labelled), fraction, "train",
                            cfg.train.planned_steps(len(labelled)))
@@ -503,7 +364,7 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
 
         acquired: list[int] = []
         tiles: dict[int, list[int]] = {}
-        costs = dict.fromkeys(_COSTS, 0)
+        costs = dict.fromkeys(COSTS, 0)
         score_seconds, n_scored = 0.0, 0
         if r < last_round:
             yield RoundStarted(strategy, seed, r, len(labelled), fraction, "score",
@@ -511,225 +372,43 @@ def _active_run(ctx: _Context, strategy: str, seed: int,
             start = time.perf_counter()
             k = ctx.sizes[r + 1] - ctx.sizes[r]
             if region:
-                tiles, n_scored, costs = yield from _acquire_regions(ctx, model, arm, seed, r,
+                tiles, n_scored, costs = yield from acquire_regions(ctx, model, arm, seed, r,
                                                                      labelled, known, k)
                 acquired = list(tiles)
             else:
-                acquired, n_scored, costs = yield from _acquire(ctx, model, arm, seed, r,
+                acquired, n_scored, costs = yield from acquire_images(ctx, model, arm, seed, r,
                                                                 labelled, k)
             score_seconds = time.perf_counter() - start
         row = {"strategy": strategy, "seed": seed, "round": r, "n_labelled": len(labelled),
                "n_train_pool": n_train_pool, "fraction": fraction, **stats, "init": init,
                "score_seconds": score_seconds, "n_scored": n_scored, "acquired_ids": acquired,
                "acquired_regions": format_regions(tiles),
-               **costs, **{f"cumulative_{name}": spent[name] for name in _COSTS}}
+               **costs, **{f"cumulative_{name}": spent[name] for name in COSTS}}
         if cfg.train.warm_start and r < last_round:
-            _save_resume_model(ctx, model, strategy, seed, r)
+            save_resume_model(ctx.out, model, ctx.config.model, ctx.pool.class_names, strategy,
+                              seed, r)
         ctx.rounds_file.append(row)
         written += 1
         yield RoundRecorded(strategy, seed, r, row)
         if region:
-            _reveal(ctx, labelled, known, tiles)
+            reveal(ctx, labelled, known, tiles)
         else:
             labelled += acquired
-        for name in _COSTS:
+        for name in COSTS:
             spent[name] += costs[name]
     return written
 
 
-def _reveal(ctx: _Context, labelled: list[int], known: dict[int, np.ndarray],
-            tiles: dict[int, list[int]]) -> None:
-    """The oracle labels the acquired tiles: they join the known pixels of their images."""
-    from napari_alunet.regions import tile_mask
-
-    size = ctx.pool.images.shape[-1]
-    for image_id, image_tiles in tiles.items():
-        image_id = int(image_id)
-        mask = tile_mask(size, ctx.config.region_size, image_tiles)
-        if image_id not in known:
-            if image_id in labelled:  # a fully labelled image is never a candidate
-                raise RuntimeError(f"region acquired in fully labelled image {image_id}")
-            # The letter-box padding is known background, as for a whole label.
-            known[image_id] = ~active.content_mask(ctx.pool.boxes[image_id])
-            labelled.append(image_id)
-        known[image_id] |= mask
-
-
-def region_k(ctx: _Context, k: int) -> int:
-    """Regions per round: ``region_budget`` x the tiles k whole images of the pool hold on
-    average (tiles that show enough of the image to be proposed)."""
-    from napari_alunet.regions import MIN_CONTENT, n_tiles, region_means, tile_regions
-
-    if ctx.tiles_per_image is None:
-        size, tile = ctx.pool.images.shape[-1], ctx.config.region_size
-        grid = tile_regions(size, size, tile)
-        counts = [np.count_nonzero(region_means(
-            active.content_mask(ctx.pool.boxes[i]).astype(float), grid,
-            n_regions=n_tiles(size, tile)) >= MIN_CONTENT) for i in ctx.splits.train_pool]
-        ctx.tiles_per_image = float(np.mean(counts)) if counts else 0.0
-    return max(1, int(round(ctx.config.region_budget * k * ctx.tiles_per_image)))
-
-
-def _acquire_regions(ctx: _Context, model: Any, arm: Arm, seed: int, round_idx: int,
-                     labelled: Sequence[int], known: dict[int, np.ndarray], k: int
-                     ) -> Generator[Any, None, tuple[dict[int, list[int]], int, dict[str, int]]]:
-    """One step's region acquisition (:func:`napari_alunet.active.acquire` with
-    ``unit="region"``) and the oracle's cost, counted inside the regions only: pixels reviewed
-    (the regions' area at the original size), pixels and clicks of the corrections there, and
-    drawing the regions' truth from scratch."""
-    from napari_alunet.experiment.cost import correction_clicks, scratch_clicks
-
-    cfg = ctx.config
-    acq = dataclasses.replace(cfg.acquisition, strategy=arm.strategy, diversity=arm.diversity,
-                              k=cfg.k, passes=cfg.passes, unit="region",
-                              region_size=cfg.region_size,
-                              seed=seed + _REPLICATE_SEED * (arm.replicate - 1))
-    pool = ctx.pool.active_pool(ctx.splits, labelled, known)
-    acquired = yield from active.acquire(pool, model, acq, k=region_k(ctx, k),
-                                         round_idx=round_idx, device=ctx.device, keep_maps=())
-    if set(acquired.ids) & set(ctx.splits.test):
-        raise RuntimeError("the region scorer proposed test images")
-    costs = dict.fromkeys(_COSTS, 0)
-    for image_id in acquired.ids:
-        region = acquired.regions[image_id]
-        truth = ctx.pool.truth[image_id]
-        prediction = np.where(region, acquired.predictions[image_id], 0)
-        truth_in = np.where(region, truth, 0)
-        costs["reviewed_pixels"] += int(np.count_nonzero(region))
-        costs["correction_pixels"] += int(np.count_nonzero(prediction != truth_in))
-        costs["correction_clicks"] += int(correction_clicks(prediction, truth_in,
-                                                            min_area=cfg.min_click_area))
-        costs["scratch_pixels"] += int(np.count_nonzero(truth_in))
-        costs["scratch_clicks"] += int(scratch_clicks(truth_in, vertex_spacing=cfg.vertex_spacing,
-                                                      min_area=cfg.min_click_area))
-    return dict(acquired.tiles), len(acquired.scores), costs
-
-
-#: Acquisition seed offset of replicate arms (``random#2``): far from any run seed.
-_REPLICATE_SEED = 7919
-
-
-def _acquire(ctx: _Context, model: Any, arm: Arm, seed: int, round_idx: int,
-             labelled: Sequence[int], k: int
-             ) -> Generator[Any, None, tuple[list[int], int, dict[str, int]]]:
-    """One step's acquisition (:func:`napari_alunet.active.acquire`) and the oracle's cost.
-
-    The oracle corrects the same prediction a reviewer is shown in the Review panel; its
-    cost is counted in pixels and in clicks (:mod:`napari_alunet.experiment.cost`).
-    """
-    from napari_alunet.experiment.cost import correction_clicks
-
-    cfg = ctx.config
-    acq = dataclasses.replace(cfg.acquisition, strategy=arm.strategy, diversity=arm.diversity,
-                              k=cfg.k, passes=cfg.passes,
-                              seed=seed + _REPLICATE_SEED * (arm.replicate - 1))
-    pool = ctx.pool.active_pool(ctx.splits, labelled)
-    taken = set(labelled)
-    acquired = yield from active.acquire(pool, model, acq, k=k, round_idx=round_idx,
-                                         device=ctx.device, keep_maps=())
-    ids = [int(i) for i in acquired.ids]
-    bad = taken.intersection(ids) | set(ctx.splits.test).intersection(ids)
-    if bad:  # a scorer bug would silently leak labels or test images: stop loudly instead
-        raise RuntimeError(f"the scorer proposed ids {sorted(bad)} that are labelled or test")
-    truth = ctx.pool.truth
-    pixels, clicks = _scratch(ctx, ids)
-    costs = {
-        "reviewed_pixels": _area(ctx, ids),
-        "correction_pixels": int(sum(np.count_nonzero(acquired.predictions[i] != truth[i])
-                                     for i in ids)),
-        "scratch_pixels": pixels,
-        "correction_clicks": int(sum(correction_clicks(acquired.predictions[i], truth[i],
-                                                       min_area=cfg.min_click_area)
-                                     for i in ids)),
-        "scratch_clicks": clicks,
-    }
-    return ids, len(acquired.scores), costs
-
-
-def _save_resume_model(ctx: _Context, model: Any, strategy: str, seed: int, round_idx: int) -> None:
-    from napari_alunet.training.checkpoint import save_checkpoint
-
-    save_checkpoint(ctx.out / RESUME_MODEL, model, model_config=ctx.config.model,
-                    class_names=list(ctx.pool.class_names),
-                    extra={"strategy": strategy, "seed": seed, "round": round_idx})
-
-
-def _load_resume_model(ctx: _Context, strategy: str, seed: int, round_idx: int) -> Any:
-    """The saved warm-start model of exactly (strategy, seed, round), else None."""
-    from napari_alunet.training.checkpoint import CheckpointError, load_checkpoint
-
-    path = ctx.out / RESUME_MODEL
-    if not path.is_file():
-        return None
-    try:
-        model, meta = load_checkpoint(path, expected_model_config=ctx.config.model)
-    except (CheckpointError, OSError):
-        return None
-    extra = meta.get("extra") or {}
-    if (extra.get("strategy"), extra.get("seed"), extra.get("round")) != (strategy, seed,
-                                                                           round_idx):
-        return None
-    return model
-
-
-def _write_summary(ctx: _Context) -> Any:
+def _write_summary(ctx: RunContext) -> Any:
     from napari_alunet.experiment.report import write_summary
 
     return write_summary(ctx.rounds_file.read(), str(ctx.out / SUMMARY_FILE))
 
 
-def _report(ctx: _Context) -> Generator[Any, None, list[Path]]:
+def _report(ctx: RunContext) -> Generator[Any, None, list[Path]]:
     paths = write_report(ctx.out, class_names=ctx.pool.class_names,
-                         subtitle=_subtitle(ctx.config, len(ctx.pool), len(ctx.splits.test)))
+                         subtitle=report_subtitle(ctx.config, len(ctx.pool), len(ctx.splits.test)))
     yield ReportWritten(paths)
-    return paths
-
-
-def _subtitle(config: ExperimentConfig, n_images: int, n_test: int) -> str:
-    data = {"sample": "synthetic sample", "redundant": "synthetic benchmark pool (frames of "
-            "embryos, rare modes)"}.get(config.data, Path(config.data).name)
-    return (f"{data}, {n_images} images ({n_test} test), {config.preset} preset "
-            f"{config.model.input_size}², k={config.k}, {config.passes} MC passes, "
-            f"{'warm start' if config.train.warm_start else 'reset each round'}")
-
-
-def write_report(out: str | os.PathLike[str], *, class_names: Sequence[str] | None = None,
-                 subtitle: str | None = None) -> list[Path]:
-    """(Re)write summary.csv and the figures from ``out/rounds.csv``; returns all paths."""
-    from napari_alunet.experiment.plots import (
-        plot_dice_vs_clicks,
-        plot_dice_vs_effort,
-        plot_learning_curves,
-        plot_modes,
-    )
-    from napari_alunet.experiment.report import write_summary
-
-    out = Path(out)
-    if not (out / ROUNDS_FILE).is_file():
-        raise FileNotFoundError(f"{out / ROUNDS_FILE} does not exist: run the experiment first")
-    table = read_rounds(out / ROUNDS_FILE)
-    if (out / CONFIG_FILE).is_file() and (class_names is None or subtitle is None):
-        config, record = load_experiment_config(out)
-        class_names = class_names or record["pool"]["class_names"]
-        subtitle = subtitle or _subtitle(config, record["pool"]["n_images"],
-                                         len(record["pool"]["test_ids"]))
-    write_summary(table, str(out / SUMMARY_FILE))
-    paths = [out / SUMMARY_FILE]
-    if table.empty:
-        return paths
-    extra = f"\n{subtitle}" if subtitle else ""
-    paths += plot_learning_curves(
-        table, out / "learning_curves", class_names=class_names,
-        title="Test Dice vs labelled fraction (mean ± std over seeds)" + extra)
-    paths += plot_dice_vs_effort(
-        table, out / "dice_vs_effort",
-        title="Test Dice vs annotation effort (mean ± std over seeds)" + extra)
-    if "cumulative_correction_clicks" in table.columns:
-        paths += plot_dice_vs_clicks(
-            table, out / "dice_vs_clicks",
-            title="Test Dice vs clicks (mean ± std over seeds)" + extra)
-    paths += plot_modes(table, out / "dice_per_mode",
-                        title="Test Dice per embryo mode (mean over seeds)" + extra)
     return paths
 
 
