@@ -146,7 +146,7 @@ def test_nonsense_counts_and_fractions_are_refused(tmp_path, capsys):
 
 
 def test_a_padded_image_file_is_refused_by_its_size(tmp_path, monkeypatch):
-    from napari_alunet.data import io
+    from napari_alunet import imagefile as io
 
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)

@@ -25,7 +25,7 @@ import pytest
 from _crash_worker import db_rows, embryo_labels, tree, write_binary_pool
 from PIL import Image
 
-from napari_alunet import fileio
+from napari_alunet import fileio, imagefile
 from napari_alunet.config import DEFAULT_CLASS_COLOURS, DataConfig
 from napari_alunet.data import io as dio
 from napari_alunet.data.io import InputError
@@ -310,7 +310,7 @@ def test_hostile_pool(case: Case, tmp_path, monkeypatch):
                 raise PermissionError(errno.EACCES, "Permission denied", str(path))
             return real_open(path, *args, **kwargs)
 
-        monkeypatch.setattr(dio, "open", deny, raising=False)
+        monkeypatch.setattr(imagefile, "open", deny, raising=False)
     before = tree(src)
     dst = tmp_path / "out" / "project"
     if case.error is not None:

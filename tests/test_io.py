@@ -18,6 +18,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageFile
 
+from napari_alunet import imagefile
 from napari_alunet.config import DEFAULT_CLASS_COLOURS
 from napari_alunet.data import io, naming
 from napari_alunet.data.io import (
@@ -130,14 +131,14 @@ def test_huge_header_refused_fast_without_allocating(tmp_path, name, header):
 
 def test_max_pixels_is_ours_not_pils(tmp_path, monkeypatch):
     p = _save(tmp_path / "g.png", _gray(10, 10))
-    monkeypatch.setattr(io, "MAX_PIXELS", 99)  # read at call time
+    monkeypatch.setattr(imagefile, "MAX_PIXELS", 99)  # read at call time
     with pytest.raises(InputError, match="10 x 10"):
         read_image(p)
     # Above PIL's own bomb limits (warning at ~89 M, error at ~179 M pixels) our limit decides,
     # with no DecompressionBombWarning/Error.
     big = tmp_path / "big.png"
     big.write_bytes(_png_header(20_000, 20_000))
-    monkeypatch.setattr(io, "MAX_PIXELS", 500_000_000)
+    monkeypatch.setattr(imagefile, "MAX_PIXELS", 500_000_000)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert read_image_size(big) == (20_000, 20_000)
@@ -192,7 +193,7 @@ def test_permission_denied_message(tmp_path, monkeypatch):
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(io, "open", denied, raising=False)
+    monkeypatch.setattr(imagefile, "open", denied, raising=False)
     with pytest.raises(InputError, match="permission denied") as err:
         read_image(p)
     assert str(p) in str(err.value)
