@@ -293,9 +293,11 @@ def train(
 
 
 def evaluate(pool: ActivePool, model: Any, *, n_classes: int, batch_size: int = 16,
-             device: Any = None) -> dict[str, float]:
+             device: Any = None, precision: str = "auto") -> dict[str, float]:
     """Test metrics of the deterministic model: overall, and per group when the pool has groups.
 
+    ``precision`` is the training config's (as for every forward pass here: it is passed on to
+    :mod:`napari_alunet.inference` and :mod:`napari_alunet.scoring`).
     Keys: those of :func:`napari_alunet.inference.evaluate`, ``n_test``, and with groups
     ``dice_mode_<group>`` (mean foreground Dice over that group's images) and
     ``worst_mode_dice`` (the smallest of them). Empty dict when there are no test images.
@@ -307,7 +309,7 @@ def evaluate(pool: ActivePool, model: Any, *, n_classes: int, batch_size: int = 
         return {}
     images, truth = pool.load_images(test), pool.load_truth(test)
     metrics = evaluate_arrays(model, images, truth, n_classes=n_classes, batch_size=batch_size,
-                              device=device)
+                              device=device, precision=precision)
     metrics["n_test"] = float(len(test))
     groups = pool.groups(test)
     if groups is not None:
@@ -317,7 +319,7 @@ def evaluate(pool: ActivePool, model: Any, *, n_classes: int, batch_size: int = 
             rows = np.flatnonzero(names == group)
             per_group[group] = evaluate_arrays(
                 model, images[rows], truth[rows], n_classes=n_classes, batch_size=batch_size,
-                device=device)["mean_dice"]
+                device=device, precision=precision)["mean_dice"]
             metrics[f"dice_mode_{group}"] = per_group[group]
         metrics["worst_mode_dice"] = float(np.nanmin(list(per_group.values())))
     return metrics
@@ -361,7 +363,7 @@ def review_prediction(box: Letterbox, probabilities: np.ndarray) -> np.ndarray:
 
 def acquire(
     pool: ActivePool, model: Any, acquisition: AcquisitionConfig, *, k: int, round_idx: int,
-    device: Any = None, keep_maps: Sequence[str] = REVIEW_MAPS,
+    device: Any = None, keep_maps: Sequence[str] = REVIEW_MAPS, precision: str = "auto",
 ) -> Generator[Any, None, Acquired]:
     """Take ``k`` unlabelled images with ``acquisition`` and prepare their review.
 
@@ -382,7 +384,7 @@ def acquire(
     config = dataclasses.replace(acquisition, seed=round_seed(acquisition.seed, round_idx))
     if config.unit == "region":
         acquired = yield from acquire_regions(pool, model, config, k=k, device=device,
-                                              keep_maps=keep_maps)
+                                              precision=precision, keep_maps=keep_maps)
         acquired.seconds = time.perf_counter() - start
         return acquired
     if config.unit != "image":
@@ -399,7 +401,7 @@ def acquire(
         for begin in range(0, len(unlabelled), config.batch_size):
             ids = unlabelled[begin : begin + config.batch_size]
             batch = yield from review_pass(model, ids, pool.load_images, config, keep_maps=(),
-                                           device=device)
+                                           device=device, precision=precision)
             truth = pool.load_truth(ids)
             n_classes = len(pool.class_names) or None
             scores.update((i, dice_error(batch.predictions[i], truth[row], n_classes))
@@ -408,11 +410,12 @@ def acquire(
         # takes k frames of one badly predicted embryo (benchmark v1): one per embryo.
         chosen = top_k_distinct(scores, k, pool.embryos(unlabelled))
         result = yield from review_pass(model, chosen, pool.load_images, config,
-                                        keep_maps=keep_maps, device=device)
+                                        keep_maps=keep_maps, device=device, precision=precision)
         result.scores = scores
     else:
         result = yield from score_pool(model, unlabelled, pool.load_images, config, top_k=k,
-                                       device=device, keep_maps=keep_maps)
+                                       device=device, keep_maps=keep_maps,
+                                       precision=precision)
     acquired = _for_review(pool, result, config.strategy)
     acquired.seconds = time.perf_counter() - start
     return acquired
@@ -427,7 +430,7 @@ def content_mask(box: Letterbox) -> np.ndarray:
 
 def acquire_regions(
     pool: ActivePool, model: Any, config: AcquisitionConfig, *, k: int, device: Any = None,
-    keep_maps: Sequence[str] = REVIEW_MAPS,
+    keep_maps: Sequence[str] = REVIEW_MAPS, precision: str = "auto",
 ) -> Generator[Any, None, Acquired]:
     """Take ``k`` regions (canvas tiles, :mod:`napari_alunet.regions`) across the pool.
 
@@ -457,12 +460,12 @@ def acquire_regions(
         return content & ~pool.known(ids)
 
     tile_scores = yield from score_regions(model, candidates, pool.load_images, open_pixels,
-                                           config, device=device)
+                                           config, device=device, precision=precision)
     chosen = select_regions(tile_scores, int(k), strategy=config.strategy, rng=rng,
                             diversity=config.diversity, power_beta=config.power_beta)
     ids = list(chosen)
     result = yield from review_pass(model, ids, pool.load_images, config, keep_maps=keep_maps,
-                                    device=device)
+                                    device=device, precision=precision)
     acquired = _for_review(pool, result, config.strategy)
     acquired.scores = {i: float(np.nanmax(v)) for i, v in tile_scores.items()
                        if np.isfinite(v).any()}
@@ -477,7 +480,7 @@ def acquire_regions(
 
 def predict_for_review(
     pool: ActivePool, model: Any, image_ids: Sequence[int], config: AcquisitionConfig, *,
-    device: Any = None, keep_maps: Sequence[str] = REVIEW_MAPS,
+    device: Any = None, keep_maps: Sequence[str] = REVIEW_MAPS, precision: str = "auto",
 ) -> Generator[Any, None, Acquired]:
     """The review prediction and uncertainty maps of images chosen by the user (not by a
     strategy), exactly as :func:`acquire` gives them for the images it takes: the same seeded
@@ -488,7 +491,7 @@ def predict_for_review(
     if not ids:
         return Acquired([], {}, {}, {}, config.strategy)
     result = yield from review_pass(model, ids, pool.load_images, config, keep_maps=keep_maps,
-                                    device=device)
+                                    device=device, precision=precision)
     return _for_review(pool, result, config.strategy)
 
 
@@ -519,6 +522,7 @@ def _for_review(pool: ActivePool, result: Any, strategy: str) -> Acquired:
 def cold_start(
     pool: ActivePool, *, k: int, method: str, seed: int, model: Any = None,
     candidates: Sequence[int] | None = None, batch_size: int = 16, device: Any = None,
+    precision: str = "auto",
 ) -> Generator[Any, None, list[int]]:
     """The first ``k`` images to label when nothing is labelled yet (or a benchmark's initial set).
 
@@ -544,7 +548,8 @@ def cold_start(
     from napari_alunet.inference import encoder_embeddings
 
     features = yield from encoder_embeddings(model, ids, pool.load_images,
-                                             batch_size=batch_size, device=device)
+                                             batch_size=batch_size, device=device,
+                                             precision=precision)
     matrix = np.stack([features[i] for i in ids])
     # Standardise each feature: otherwise the few channels with the largest activations decide
     # the clusters alone.

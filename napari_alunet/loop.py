@@ -269,7 +269,8 @@ def _pool(project: Project, settings: RoundSettings) -> active.ProjectPool:
 def _evaluate(project: Project, model: Any, settings: RoundSettings,
               device: Any) -> dict[str, float]:
     metrics = active.evaluate(_pool(project, settings), model,
-                              n_classes=settings.model.n_classes, device=device)
+                              n_classes=settings.model.n_classes, device=device,
+                              precision=settings.train.precision)
     if metrics:
         metrics["n_labelled"] = float(len(project.images("labelled")))
     return metrics
@@ -289,8 +290,8 @@ def score_and_queue(project: Project, current: RoundRecord, model: Any,
     if not pool.unlabelled_ids() and not (acq.unit == "region" and pool.partial_ids()):
         project.set_queue(current.idx, [])
         return None
-    acquired = yield from active.acquire(pool, model, acq, k=acq.k,
-                                         round_idx=current.idx, device=device)
+    acquired = yield from active.acquire(pool, model, acq, k=acq.k, round_idx=current.idx,
+                                         device=device, precision=settings.train.precision)
     project.save_scores(current.idx, model_version(project, current.idx), acq.strategy,
                         acquired.scores)
     for image_id in acquired.ids:
@@ -353,7 +354,8 @@ def queue_images(project: Project, image_ids: Sequence[int], *,
     model = load_round_model(project, current, settings)
     predicted = yield from active.predict_for_review(
         _pool(project, settings), model, new, settings.acquisition,
-        device=resolve_device(device or settings.train.device))
+        device=resolve_device(device or settings.train.device),
+        precision=settings.train.precision)
     # The cache first, then the queue: an interruption leaves at most an unused cache file.
     for image_id in new:
         _write_review(project, current.idx, image_id, predicted.predictions[image_id],
@@ -373,7 +375,7 @@ def _cold_start(project: Project, current: RoundRecord, settings: RoundSettings,
     chosen = yield from active.cold_start(
         _pool(project, settings), k=acq.k, method=acq.cold_start,
         seed=active.round_seed(acq.seed, current.idx), model=model,
-        batch_size=acq.batch_size, device=device)
+        batch_size=acq.batch_size, device=device, precision=settings.train.precision)
     project.set_queue(current.idx, chosen)
     project.update_round(current.idx, status="queued")
     return RoundReport(current.idx, "queued", 0, {}, chosen)

@@ -29,7 +29,13 @@ from napari_alunet.acquisition import DIVERSITY, choose_subset, rank, strategy_m
 from napari_alunet.config import REVIEW_MAPS, AcquisitionConfig
 from napari_alunet.events import ScoreProgress  # noqa: F401 (re-exported)
 from napari_alunet.inference import gradient_embeddings, mc_probabilities, rows_per_call
-from napari_alunet.training.device import inference_context, model_device, placed, to_device
+from napari_alunet.training.device import (
+    check_precision,
+    inference_context,
+    model_device,
+    placed,
+    to_device,
+)
 from napari_alunet.uncertainty import MAP_NAMES, REDUCTIONS, compute_maps, image_scores
 
 __all__ = ["ScoreProgress", "ScoreResult", "review_pass", "score_pool", "score_regions"]
@@ -107,6 +113,7 @@ def score_pool(
     per image (:class:`SeededDropout`).
     """
     start = time.perf_counter()
+    check_precision(precision)
     map_name = strategy_map(config.strategy)
     if config.reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {config.reduction!r}; choose from {REDUCTIONS}")
@@ -201,6 +208,7 @@ def score_regions(
     )
 
     start = time.perf_counter()
+    check_precision(precision)
     map_name = strategy_map(config.strategy)
     check_region_settings("region", config.region_size, config.region_cost)
     if config.batch_size < 1 or config.passes < 1:
@@ -258,6 +266,7 @@ def review_pass(
     :class:`ScoreResult` with empty ``scores`` and ``ranked == list(image_ids)``.
     """
     start = time.perf_counter()
+    check_precision(precision)
     names = tuple(dict.fromkeys(keep_maps))
     dev = model_device(model, device)
     with placed(model, dev):

@@ -20,7 +20,7 @@ from PIL import Image, ImageFile
 
 from napari_alunet import imagefile
 from napari_alunet.config import DEFAULT_CLASS_COLOURS
-from napari_alunet.data import io, naming
+from napari_alunet.data import naming
 from napari_alunet.data.io import (
     InputError,
     labels_from_binary,

@@ -14,32 +14,16 @@ from napari_alunet.config import AcquisitionConfig
 from napari_alunet.events import drain
 from napari_alunet.inference import predict_with_uncertainty
 from napari_alunet.model.mc import SeededDropout
+from napari_alunet.model.unet import build_model
 from napari_alunet.scoring import ScoreProgress, score_pool
 from napari_alunet.uncertainty import image_scores
-
-try:
-    from napari_alunet.model.unet import build_model
-except ImportError:  # pragma: no cover - only while the U-Net is being written
-    build_model = None
 
 S = 32
 
 
-class _SmallNet(nn.Module):
-    """Stand-in with the parts that matter here: BatchNorm and dropout."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                  nn.Dropout(0.3), nn.Conv2d(8, 5, 3, padding=1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
-
-
 def _model() -> nn.Module:
     torch.manual_seed(0)
-    model = build_model("tiny") if build_model is not None else _SmallNet()
+    model = build_model("tiny")
     # Non-trivial running statistics, so a leak into batch statistics would show.
     model.train()
     with torch.no_grad():
@@ -234,3 +218,25 @@ def test_bad_config_is_reported(model: nn.Module) -> None:
     pool = _Pool()
     with pytest.raises(ValueError, match="top_k"):
         drain(score_pool(model, pool.ids, pool, AcquisitionConfig(), top_k=-1))
+
+
+def test_scoring_follows_the_training_precision(model: nn.Module) -> None:
+    """The training config's precision reaches the scorer (training/device.py's one rule):
+    bf16 autocast changes the scores a little, float32 is the default on the CPU, and an
+    unknown precision is refused before any image is read."""
+    pool = _Pool(n=6)
+    config = AcquisitionConfig(passes=2, batch_size=3)
+
+    def scores(precision: str) -> np.ndarray:
+        result = drain(score_pool(model, pool.ids, pool, config, top_k=2, keep_maps=(),
+                                  precision=precision))
+        return np.array([result.scores[i] for i in pool.ids])
+
+    fp32, auto, bf16 = scores("fp32"), scores("auto"), scores("bf16")
+    np.testing.assert_array_equal(fp32, auto)  # "auto" is float32 on the CPU
+    assert not np.array_equal(fp32, bf16)
+    np.testing.assert_allclose(fp32, bf16, rtol=0.1, atol=0.02)
+    pool.calls.clear()
+    with pytest.raises(ValueError, match="precision"):
+        scores("fp8")
+    assert pool.calls == []

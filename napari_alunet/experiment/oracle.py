@@ -122,7 +122,8 @@ def acquire_regions(ctx: RunContext, model: Any, arm: Arm, seed: int, round_idx:
                               seed=seed + REPLICATE_SEED * (arm.replicate - 1))
     pool = ctx.pool.active_pool(ctx.splits, labelled, known)
     acquired = yield from active.acquire(pool, model, acq, k=region_k(ctx, k),
-                                         round_idx=round_idx, device=ctx.device, keep_maps=())
+                                         round_idx=round_idx, device=ctx.device, keep_maps=(),
+                                         precision=cfg.train.precision)
     if set(acquired.ids) & set(ctx.splits.test):
         raise RuntimeError("the region scorer proposed test images")
     costs = dict.fromkeys(COSTS, 0)
@@ -162,7 +163,8 @@ def acquire_images(ctx: RunContext, model: Any, arm: Arm, seed: int, round_idx: 
     pool = ctx.pool.active_pool(ctx.splits, labelled)
     taken = set(labelled)
     acquired = yield from active.acquire(pool, model, acq, k=k, round_idx=round_idx,
-                                         device=ctx.device, keep_maps=())
+                                         device=ctx.device, keep_maps=(),
+                                         precision=cfg.train.precision)
     ids = [int(i) for i in acquired.ids]
     bad = taken.intersection(ids) | set(ctx.splits.test).intersection(ids)
     if bad:  # a scorer bug would silently leak labels or test images: stop loudly instead

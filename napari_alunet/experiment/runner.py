@@ -250,7 +250,8 @@ def _train_and_evaluate(ctx: RunContext, model: Any, labelled: Sequence[int], se
                                       n_classes=cfg.model.n_classes, device=ctx.device)
     train_seconds = time.perf_counter() - start
     metrics = active.evaluate(pool, model, n_classes=cfg.model.n_classes,
-                              batch_size=cfg.acquisition.batch_size, device=ctx.device)
+                              batch_size=cfg.acquisition.batch_size, device=ctx.device,
+                              precision=cfg.train.precision)
     record = trained.record(train_config)
     return {
         **_metrics_row(metrics, ctx.pool.class_names),
@@ -292,7 +293,7 @@ def _initial_set(ctx: RunContext, arm: Arm, seed: int) -> Generator[Any, None, l
             ctx.pool.active_pool(ctx.splits, []), k=len(initial), method=arm.initial,
             seed=seed, model=active.fresh_model(ctx.config.model, seed),
             candidates=ctx.splits.train_pool, batch_size=ctx.config.acquisition.batch_size,
-            device=ctx.device)
+            device=ctx.device, precision=ctx.config.train.precision)
         ctx.initial_sets[(seed, arm.initial)] = sorted(chosen)
     return list(ctx.initial_sets[(seed, arm.initial)])
 

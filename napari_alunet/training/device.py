@@ -49,6 +49,15 @@ def resolve_device(name: str | torch.device | None = "auto") -> torch.device:
     return device
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def check_precision(precision: str) -> None:
+    """``ValueError`` unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', not {precision!r}")
+
+
 def autocast(device: torch.device, precision: str = "auto") -> AbstractContextManager[object]:
     """Mixed-precision context for the forward pass.
 
@@ -57,8 +66,7 @@ def autocast(device: torch.device, precision: str = "auto") -> AbstractContextMa
     e.g. AVX512-BF16 / AMX, train ~1.7x faster; on CPUs without it this is slower); ``"fp32"``
     disables autocast. CPU float32 stays the default so results do not depend on the CPU model.
     """
-    if precision not in ("auto", "bf16", "fp32"):
-        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', not {precision!r}")
+    check_precision(precision)
     if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

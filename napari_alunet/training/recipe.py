@@ -189,7 +189,8 @@ def train_model(
         )
         if result.cancelled:
             return TrainedModel(result, plan, math.nan, False, dices, attempt)
-        dice = evaluate(model, x_all, y_all, n_classes=n_classes, device=device)["mean_dice"]
+        dice = evaluate(model, x_all, y_all, n_classes=n_classes, device=device,
+                        precision=config.precision)["mean_dice"]
         dices.append(dice)
         score = dice if not math.isnan(dice) else -math.inf
         if best is None or score > best[0]:
