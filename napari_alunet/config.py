@@ -392,6 +392,25 @@ class ExperimentConfig:
     acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
 
 
+@dataclass
+class RoundSettings:
+    """Everything a round depends on; saved with the round so a resume uses the same."""
+
+    model: ModelConfig = field(default_factory=lambda: model_preset("cpu"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
+
+    @classmethod
+    def preset(cls, name: str, **train_overrides: Any) -> RoundSettings:
+        return cls(model=model_preset(name), train=TrainConfig(**train_overrides))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundSettings:
+        return cls(model=from_dict(ModelConfig, data["model"]),
+                   train=from_dict(TrainConfig, data["train"]),
+                   acquisition=from_dict(AcquisitionConfig, data["acquisition"]))
+
+
 T = TypeVar("T")
 
 

@@ -21,7 +21,6 @@ from napari_alunet.config import ClassSpec, DataConfig
 from napari_alunet.events import ImportProgress  # noqa: F401 (re-exported)
 from napari_alunet.fileio import TEMP_PREFIX, _fsync_dir, atomic_write_bytes, atomic_write_png
 from napari_alunet.store import Project, ProjectError
-from napari_alunet.store.records import now_iso
 
 
 @dataclass
@@ -162,8 +161,8 @@ def import_pool(
             row = {
                 "id": image_id, "name": item.name, "source_name": item.image_path.name,
                 "rel_path": rel, "sha256": _sha256(payload), "height": image.shape[0],
-                "width": image.shape[1], "pool": "unlabelled", "labelled_round": None,
-                "gt_path": None, "gt_sha256": None,
+                "width": image.shape[1], "pool": "unlabelled", "gt_path": None,
+                "gt_sha256": None,
             }
             if labels is not None:
                 present[item.name] = set(np.unique(labels).tolist())
@@ -179,20 +178,9 @@ def import_pool(
             yield ImportProgress(image_id, total, "image", item.name)
 
         pools = split_pools(with_gt, without_gt, data)
-        stamp = now_iso()
-        with project.transaction() as cur:
-            for row in rows:
-                row["pool"] = pools[row["id"]]
-                row["labelled_round"] = 0 if row["pool"] == "labelled" else None
-            project.add_images(cur, rows)
-            # The initial labelled set: its imported ground truth is its first label version
-            # (the file is referenced, not copied).
-            cur.executemany(
-                "INSERT INTO label_versions (image_id, rel_path, sha256, source, round_index, "
-                "created_at) VALUES (?, ?, ?, 'imported', 0, ?)",
-                [(r["id"], r["gt_path"], r["gt_sha256"], stamp) for r in rows
-                 if r["pool"] == "labelled"],
-            )
+        # One transaction: the images, and the initial labelled set's ground truth as its
+        # first label versions.
+        project.import_rows([{**row, "pool": pools[row["id"]]} for row in rows])
         yield ImportProgress(total, total, "split")
         counts = project.counts()
         project.close()

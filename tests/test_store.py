@@ -24,8 +24,7 @@ def _row(image_id: int, pool: str = "unlabelled", h: int = 6, w: int = 8) -> dic
 @pytest.fixture
 def project(tmp_path):
     proj = Project.create(tmp_path / "proj", data=DataConfig(seed=3))
-    with proj.transaction() as cur:
-        proj.add_images(cur, [_row(1), _row(2), _row(3, "test")])
+    proj.import_rows([_row(1), _row(2), _row(3, "test")])
     yield proj
     proj.close()
 
@@ -134,6 +133,27 @@ def test_rounds_metrics_scores_survive_reopen(tmp_path, project):
         assert again.start_round().idx == 1
 
 
+def test_round_status_is_typed_and_checked(project):
+    from napari_alunet.config import RoundSettings, model_preset, to_dict
+    from napari_alunet.store import RoundStatus
+
+    r0 = project.start_round()
+    assert r0.status is RoundStatus.STARTED and r0.status.in_progress
+    assert r0.settings == RoundSettings()  # a round without stored settings: the defaults
+    with pytest.raises(ValueError, match="'finished'"):
+        project.update_round(r0.idx, status="finished")
+    assert project.round(r0.idx).status is RoundStatus.STARTED  # nothing written
+    settings = RoundSettings(model=model_preset("tiny"))
+    project.update_round(r0.idx, status=RoundStatus.QUEUED, config=to_dict(settings))
+    again = project.round(r0.idx)
+    assert again.status is RoundStatus.QUEUED and again.status == "queued"
+    assert again.status.has_model and not again.status.finished
+    assert f"{again.status}" == "queued"  # messages show the word, not the enum
+    assert again.settings == settings
+    project.abandon_round(r0.idx)
+    assert project.round(r0.idx).status.finished
+
+
 def test_failed_transaction_rolls_back(project):
     with pytest.raises(RuntimeError):
         with project.transaction() as cur:
@@ -231,8 +251,7 @@ def test_an_older_database_gains_the_partial_label_column(tmp_path):
     import sqlite3
 
     proj = Project.create(tmp_path / "old")
-    with proj.transaction() as cur:
-        proj.add_images(cur, [_row(1)])
+    proj.import_rows([_row(1)])
     proj.commit_label(1, np.ones((6, 8), np.uint8))
     proj.close()
     # Make it look like a database from before the column existed.
@@ -312,8 +331,7 @@ def test_a_project_in_a_folder_we_cannot_write_opens_read_only(tmp_path):
     import shutil
 
     proj = Project.create(tmp_path / "p")
-    with proj.transaction() as cur:
-        proj.add_images(cur, [_row(1), _row(2)])
+    proj.import_rows([_row(1), _row(2)])
     proj.commit_label(1, np.ones((6, 8), np.uint8))
     # A copy taken while it is open: its commits are still in project.db-wal.
     shutil.copytree(tmp_path / "p", tmp_path / "unclean")
@@ -369,3 +387,19 @@ def test_windows_lock_path_locks_a_byte_past_the_pid(tmp_path, monkeypatch):
             lock_module.acquire_lock(path, timeout=0.1)
     finally:
         os.close(fd)
+
+
+def test_import_rows_records_the_initial_labels_in_one_transaction(tmp_path):
+    proj = Project.create(tmp_path / "imp")
+    labelled = {**_row(1, "labelled"), "gt_path": "masks/ground_truth/000001.png",
+                "gt_sha256": "1" * 64}
+    with pytest.raises(ValueError, match="without ground truth"):
+        proj.import_rows([_row(2), _row(3, "labelled")])
+    assert proj.images() == []  # refused before anything was written
+    proj.import_rows([labelled, _row(2)])
+    assert [r.pool for r in proj.images()] == ["labelled", "unlabelled"]
+    assert proj.image(1).labelled_round == 0 and proj.image(2).labelled_round is None
+    (version,) = proj.label_history(1)
+    assert (version.source, version.rel_path, version.round_index) == (
+        "imported", "masks/ground_truth/000001.png", 0)
+    proj.close()

@@ -13,9 +13,11 @@ from napari_alunet.store.records import (
     ProjectError,
     ProjectLockedError,
     RoundRecord,
+    RoundStatus,
 )
 
 __all__ = [
     "DB_NAME", "LABEL_SOURCES", "LOCK_NAME", "POOLS", "SCHEMA_VERSION", "ImageRecord",
     "LabelVersion", "Project", "ProjectError", "ProjectLockedError", "RoundRecord",
+    "RoundStatus",
 ]

@@ -49,13 +49,14 @@ from napari_alunet.store.records import (
     image_from_row,
     now_iso,
 )
+from napari_alunet.store.review_cache import ReviewCacheMixin
 from napari_alunet.store.rounds import RoundsMixin
 
 DB_NAME = "project.db"
 LOCK_NAME = "project.lock"
 
 
-class Project(LabelsMixin, RoundsMixin):
+class Project(LabelsMixin, RoundsMixin, ReviewCacheMixin):
     """An open project. Use :meth:`create` or :meth:`open`; close it (or use ``with``).
 
     All methods are thread-safe (one lock around the connection), so a GUI worker thread and the
@@ -246,16 +247,36 @@ class Project(LabelsMixin, RoundsMixin):
         return from_dict(DataConfig, self.get_setting("data"))
 
     # -- images ---------------------------------------------------------------------------------
-    def add_images(self, cur: sqlite3.Cursor, records: Iterable[dict[str, Any]]) -> None:
-        """Insert image rows inside an open transaction (used by the importer)."""
+    def import_rows(self, records: Iterable[dict[str, Any]]) -> None:
+        """Record imported images in one transaction (the importer's only write to the database).
+
+        Each record holds the ``images`` columns (``id``, ``name``, ``source_name``,
+        ``rel_path``, ``sha256``, ``height``, ``width``, ``pool``, ``gt_path``, ``gt_sha256``);
+        the files they name are already written. An image imported into the labelled pool gets
+        its ground truth as its first label version (source ``imported``, round 0: the file is
+        referenced, not copied).
+        """
+        self._require_writable()
+        rows = [{**r, "labelled_round": 0 if r["pool"] == "labelled" else None} for r in records]
+        unlabelled_gt = [r["name"] for r in rows if r["pool"] == "labelled" and not r["gt_path"]]
+        if unlabelled_gt:
+            raise ValueError(f"images {unlabelled_gt[:3]} are put in the labelled pool without "
+                             "ground truth")
         stamp = now_iso()
-        cur.executemany(
-            "INSERT INTO images (id, name, source_name, rel_path, sha256, height, width, pool, "
-            "labelled_round, gt_path, gt_sha256, added_at) VALUES (:id, :name, :source_name, "
-            ":rel_path, :sha256, :height, :width, :pool, :labelled_round, :gt_path, :gt_sha256, "
-            f"'{stamp}')",
-            list(records),
-        )
+        with self.transaction() as cur:
+            cur.executemany(
+                "INSERT INTO images (id, name, source_name, rel_path, sha256, height, width, "
+                "pool, labelled_round, gt_path, gt_sha256, added_at) VALUES (:id, :name, "
+                ":source_name, :rel_path, :sha256, :height, :width, :pool, :labelled_round, "
+                ":gt_path, :gt_sha256, :added_at)",
+                [{**r, "added_at": stamp} for r in rows],
+            )
+            cur.executemany(
+                "INSERT INTO label_versions (image_id, rel_path, sha256, source, round_index, "
+                "created_at) VALUES (?, ?, ?, 'imported', 0, ?)",
+                [(r["id"], r["gt_path"], r["gt_sha256"], stamp) for r in rows
+                 if r["pool"] == "labelled"],
+            )
 
     def images(self, pool: str | None = None) -> list[ImageRecord]:
         """Image records, ordered by id, optionally of one pool."""
@@ -291,9 +312,6 @@ class Project(LabelsMixin, RoundsMixin):
     # -- files, checks --------------------------------------------------------------------------
     def checkpoint_path(self, round_idx: int) -> Path:
         return self.path / "models" / f"round_{round_idx:03d}.pt"
-
-    def review_cache_path(self, round_idx: int, image_id: int) -> Path:
-        return self.path / "cache" / f"round_{round_idx:03d}" / f"{image_id:06d}.npz"
 
     def clean_debris(self) -> list[Path]:
         """Delete temporary files a crash left behind (never a file a row points to)."""

@@ -3,14 +3,54 @@
 from __future__ import annotations
 
 import datetime as _dt
+import enum
 import json
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from napari_alunet.config import RoundSettings
 
 SCHEMA_VERSION = 1
 POOLS = ("labelled", "unlabelled", "test")
 LABEL_SOURCES = ("imported", "human", "oracle", "model")
+
+
+class RoundStatus(str, enum.Enum):
+    """How far a round got. A round moves ``started -> trained -> evaluated -> queued ->
+    complete``; ``abandoned`` ends a round that was restarted or could not go on.
+
+    Members compare equal to (and are stored as) their lower-case strings.
+    """
+
+    STARTED = "started"
+    TRAINED = "trained"
+    EVALUATED = "evaluated"
+    QUEUED = "queued"
+    COMPLETE = "complete"
+    ABANDONED = "abandoned"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+    @property
+    def finished(self) -> bool:
+        """Complete or abandoned: nothing more happens in this round."""
+        return self in (RoundStatus.COMPLETE, RoundStatus.ABANDONED)
+
+    @property
+    def has_model(self) -> bool:
+        """Evaluated or queued: the round's model is trained, checked and can score."""
+        return self in (RoundStatus.EVALUATED, RoundStatus.QUEUED)
+
+    @property
+    def in_progress(self) -> bool:
+        """Started, trained or evaluated: a run of the round was cut off and can resume."""
+        return self in (RoundStatus.STARTED, RoundStatus.TRAINED, RoundStatus.EVALUATED)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -137,13 +177,20 @@ class LabelVersion:
 @dataclass(frozen=True)
 class RoundRecord:
     idx: int
-    status: str
+    status: RoundStatus
     started_at: str
     finished_at: str | None
     n_labelled: int | None
     checkpoint: str | None
     model_version: str | None
     config: dict[str, Any] | None
+
+    @property
+    def settings(self) -> RoundSettings:
+        """The settings the round was started with (the defaults for a round without any)."""
+        from napari_alunet.config import RoundSettings
+
+        return RoundSettings.from_dict(self.config) if self.config else RoundSettings()
 
 
 def now_iso() -> str:
@@ -172,4 +219,5 @@ def label_from_row(row: sqlite3.Row) -> LabelVersion:
 def round_from_row(row: sqlite3.Row) -> RoundRecord:
     values = {k: row[k] for k in RoundRecord.__dataclass_fields__}
     values["config"] = json.loads(values["config"]) if values["config"] else None
+    values["status"] = RoundStatus(values["status"])
     return RoundRecord(**values)

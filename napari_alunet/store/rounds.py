@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from napari_alunet.store.records import RoundRecord, now_iso, round_from_row
+from napari_alunet.store.records import RoundRecord, RoundStatus, now_iso, round_from_row
 
 
 class RoundsMixin:
@@ -33,7 +33,7 @@ class RoundsMixin:
         return round_from_row(rows[0]) if rows else None
 
     def start_round(self, config: dict[str, Any] | None = None) -> RoundRecord:
-        """Open round ``last + 1`` with status 'started'."""
+        """Open round ``last + 1`` with status ``RoundStatus.STARTED``."""
         with self.transaction() as cur:
             last = cur.execute("SELECT MAX(idx) FROM rounds").fetchone()[0]
             idx = 0 if last is None else last + 1
@@ -42,8 +42,9 @@ class RoundsMixin:
             ).fetchone()[0]
             cur.execute(
                 "INSERT INTO rounds (idx, status, started_at, n_labelled, config) "
-                "VALUES (?, 'started', ?, ?, ?)",
-                (idx, now_iso(), n_labelled, json.dumps(config) if config is not None else None),
+                "VALUES (?, ?, ?, ?, ?)",
+                (idx, RoundStatus.STARTED.value, now_iso(), n_labelled,
+                 json.dumps(config) if config is not None else None),
             )
         return self.round(idx)
 
@@ -62,6 +63,8 @@ class RoundsMixin:
             raise ValueError(f"cannot update round field(s) {sorted(unknown)}")
         if "config" in fields:
             fields["config"] = json.dumps(fields["config"])
+        if "status" in fields:  # a clear error for a status no round can have; stored as text
+            fields["status"] = RoundStatus(fields["status"]).value
         with self.transaction() as cur:
             for key, value in fields.items():
                 cur.execute(f"UPDATE rounds SET {key} = ? WHERE idx = ?", (value, int(idx)))
@@ -126,8 +129,8 @@ class RoundsMixin:
         """Mark a round 'abandoned' (kept in the history) and its pending queue 'skipped',
         in one transaction."""
         with self.transaction() as cur:
-            cur.execute("UPDATE rounds SET status = 'abandoned', finished_at = ? WHERE idx = ?",
-                        (now_iso(), int(round_idx)))
+            cur.execute("UPDATE rounds SET status = ?, finished_at = ? WHERE idx = ?",
+                        (RoundStatus.ABANDONED.value, now_iso(), int(round_idx)))
             cur.execute("UPDATE queue SET status = 'skipped' WHERE round_idx = ? AND status = "
                         "'pending'", (int(round_idx),))
 

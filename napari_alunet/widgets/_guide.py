@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from napari_alunet.store.records import RoundStatus
+
 #: What a round's stored status means to a user. "queued" read as "waiting to run"; the round
 #: is in fact waiting for the user's review.
 STATUS_TEXT = {
@@ -35,7 +37,7 @@ def status_text(status: str) -> str:
 
 
 def _unfinished(current: Any) -> bool:
-    return current is not None and current.status in ("started", "trained", "evaluated")
+    return current is not None and current.status.in_progress
 
 
 def model_warning(current: Any) -> str:
@@ -121,7 +123,7 @@ def next_action(project: Any, job_name: str = "") -> NextAction:
     if _unfinished(current):
         return NextAction(f"Round {current.idx} was {status_text(current.status)}: "
                           f"<b>{button}</b> (Train) continues it where it stopped.", "Train")
-    if current.status == "queued":
+    if current.status == RoundStatus.QUEUED:
         pending = len(project.queue(current.idx))
         warning = model_warning(current)
         if pending:

@@ -22,6 +22,7 @@ from psygnal import Signal
 from napari_alunet.events import HealthEvent
 from napari_alunet.loop import RoundSettings
 from napari_alunet.store import Project, ProjectError
+from napari_alunet.store.records import RoundStatus
 from napari_alunet.widgets._workers import (
     Failure,
     Job,
@@ -189,7 +190,7 @@ class AppState:
             self.scores = None
             self.round_finished.emit(report)
             self.queue_changed.emit()
-            if report.status == "started":
+            if report.status == RoundStatus.STARTED:
                 notify_info(f"round {report.round_idx} stopped during training; Resume round "
                             f"{report.round_idx} (Train) trains it again")
             else:

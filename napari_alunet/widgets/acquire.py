@@ -186,7 +186,7 @@ class AcquireWidget(QWidget):
         self.apply_settings()
         project = self.state.require_project(writable=True)
         current = project.current_round()
-        if current is None or current.status not in ("evaluated", "queued") \
+        if current is None or not current.status.has_model \
                 or not current.checkpoint:
             raise ValueError(
                 "no trained model in the current round yet: label the queued images (Review) "
@@ -223,7 +223,7 @@ class AcquireWidget(QWidget):
         project = self.state.project
         current = project.current_round() if project is not None else None
         # Compute re-scores with the current round's model: none before a round has trained.
-        has_model = current is not None and current.status in ("evaluated", "queued") \
+        has_model = current is not None and current.status.has_model \
             and bool(current.checkpoint)
         self.compute_button.setEnabled(not name and project is not None
                                        and not project.read_only and has_model)
@@ -250,7 +250,7 @@ class AcquireWidget(QWidget):
         if self.state.scores is not None and self.state.scores["round"] == current.idx:
             scores = self.state.scores["scores"]
         else:
-            from napari_alunet.loop import model_version
+            from napari_alunet.review import model_version
 
             strategy = (current.config or {}).get("acquisition", {}).get("strategy", "")
             scores = project.load_scores(current.idx, model_version(project, current.idx),

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_alunet.store.records import RoundStatus
 from napari_alunet.widgets._common import guarded, listen, row
 from napari_alunet.widgets._guide import round_button_text
 from napari_alunet.widgets._state import AppState, notify_info
@@ -127,7 +128,7 @@ class ImageBrowser(QWidget):
         if not ids:
             raise ValueError("select one or more unlabelled images first (filter: unlabelled)")
         current = project.current_round()
-        if current is None or current.status != "queued":
+        if current is None or current.status != RoundStatus.QUEUED:
             raise ValueError("no round is in review: press "
                              f"{round_button_text(project)} (Train) first")
 

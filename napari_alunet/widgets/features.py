@@ -13,6 +13,7 @@ from typing import Any
 
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
+from napari_alunet.store.records import RoundStatus
 from napari_alunet.widgets import _layers
 from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen
 from napari_alunet.widgets._display import get_display
@@ -66,7 +67,7 @@ class FeaturesWidget(QWidget):
             return None
         for rnd in reversed(project.rounds()):
             if rnd.checkpoint and (project.path / rnd.checkpoint).is_file() \
-                    and rnd.status != "started":
+                    and rnd.status != RoundStatus.STARTED:
                 return rnd
         return None
 
@@ -92,7 +93,6 @@ class FeaturesWidget(QWidget):
         return [self.block.itemText(i) for i in range(self.block.count())]
 
     def _populate(self) -> None:
-        from napari_alunet.loop import RoundSettings
 
         self._stale = False
         rnd = self.model_round()
@@ -101,7 +101,7 @@ class FeaturesWidget(QWidget):
         if rnd is None:
             self.model_label.setText("no trained model yet")
         else:
-            settings = RoundSettings.from_dict(rnd.config) if rnd.config else RoundSettings()
+            settings = rnd.settings
             self.block.addItems(_block_names(settings.model))
             self.model_label.setText(f"round {rnd.idx} ({settings.model.base_width} base "
                                      f"channels, {settings.model.input_size} px)")
@@ -173,12 +173,12 @@ def _build_block_names(model_config: Any) -> list[str]:
 def _features_job(project: Any, round_idx: int, image_id: int,
                   block: str) -> Generator[Any, None, tuple[Any, Any, str]]:
     from napari_alunet.data.dataset import prepare_image
-    from napari_alunet.loop import RoundSettings, load_round_model
+    from napari_alunet.loop import load_round_model
     from napari_alunet.model.features import block_activations
 
     yield Progress(f"loading the model of round {round_idx}")
     current = project.round(round_idx)
-    settings = RoundSettings.from_dict(current.config) if current.config else RoundSettings()
+    settings = current.settings
     model = load_round_model(project, current, settings)
     yield Progress(f"computing {block}")
     canvas, box = prepare_image(project.read_image(image_id), settings.model.input_size)

@@ -25,6 +25,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_alunet.curve import CurvePoint, curve_points, write_curve
+from napari_alunet.store.records import RoundStatus
 from napari_alunet.widgets._chart import LineChart, Series
 from napari_alunet.widgets._common import JobBar, group, guarded, listen, row
 from napari_alunet.widgets._display import get_display
@@ -39,7 +40,7 @@ def confirm_unreviewed(parent: QWidget, project: Any, confirm: Any = None) -> bo
     from qtpy.QtWidgets import QMessageBox
 
     current = project.current_round()
-    if current is None or current.status != "queued":
+    if current is None or current.status != RoundStatus.QUEUED:
         return True
     pending = project.queue(current.idx)
     if not pending:
