@@ -159,7 +159,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_oracle(args: argparse.Namespace) -> int:
-    from napari_alunet.loop import oracle_commit
+    from napari_alunet.review import oracle_commit
     from napari_alunet.store import Project
 
     with Project.open(args.project, timeout=args.wait, on_wait=say_waiting) as project:

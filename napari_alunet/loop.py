@@ -14,69 +14,38 @@ from there. The CLI, the napari widgets and the tests all drain the same generat
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from napari_alunet import active
-from napari_alunet.config import (
+from napari_alunet.config import (  # noqa: F401 (RoundSettings re-exported)
     UNKNOWN_LABEL,
     AcquisitionConfig,
-    ModelConfig,
-    TrainConfig,
-    from_dict,
-    model_preset,
+    RoundSettings,
     to_dict,
 )
 from napari_alunet.events import StageEvent  # noqa: F401 (re-exported)
-from napari_alunet.fileio import atomic_write_bytes
-from napari_alunet.store import Project, RoundRecord
-
-
-@dataclass
-class RoundSettings:
-    """Everything a round depends on; saved with the round so a resume uses the same."""
-
-    model: ModelConfig = field(default_factory=lambda: model_preset("cpu"))
-    train: TrainConfig = field(default_factory=TrainConfig)
-    acquisition: AcquisitionConfig = field(default_factory=AcquisitionConfig)
-
-    @classmethod
-    def preset(cls, name: str, **train_overrides: Any) -> RoundSettings:
-        return cls(model=model_preset(name), train=TrainConfig(**train_overrides))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RoundSettings:
-        return cls(model=from_dict(ModelConfig, data["model"]),
-                   train=from_dict(TrainConfig, data["train"]),
-                   acquisition=from_dict(AcquisitionConfig, data["acquisition"]))
+from napari_alunet.review import (  # noqa: F401 (re-exported: the round's review half)
+    ReviewItem,
+    commit_review,
+    model_version,
+    oracle_commit,
+    review_item,
+)
+from napari_alunet.store import Project, RoundRecord, RoundStatus
 
 
 @dataclass
 class RoundReport:
     round_idx: int
-    status: str
+    status: RoundStatus
     n_labelled: int
     test_metrics: dict[str, float]
     queue: list[int]
     seconds: dict[str, float] = field(default_factory=dict)
     fit: Any = None
-
-
-@dataclass
-class ReviewItem:
-    """What the reviewer sees for one queued image, at the image's original size."""
-
-    image_id: int
-    prediction: np.ndarray | None  # (h, w) uint8, the model's labels, or None (cold start)
-    maps: dict[str, np.ndarray]  # name -> (h, w) float32 uncertainty map
-    score: float | None
-    # Region-level review: (h, w) bool, the pixels to review; None for the whole image.
-    region: np.ndarray | None = None
 
 
 def run_round(
@@ -97,20 +66,20 @@ def run_round(
     from napari_alunet.training.device import resolve_device
 
     current = project.current_round()
-    if current is not None and current.status == "queued":
+    if current is not None and current.status == RoundStatus.QUEUED:
         left = project.queue(current.idx)
         if left:
             # Said, not silent: these images go back to the pool unreviewed (they may be
             # queued again by the next round's scores).
             yield StageEvent(current.idx, "queue", f"round {current.idx} ends with {len(left)} "
                              "queued image(s) not reviewed: they return to the unlabelled pool")
-        project.update_round(current.idx, status="complete", finished_at=_now())
+        project.update_round(current.idx, status=RoundStatus.COMPLETE, finished_at=_now())
         current = project.round(current.idx)
     if current is None or current.status in FINISHED:
         settings = settings or RoundSettings()
         current = project.start_round(config=to_dict(settings))
     else:
-        stored = RoundSettings.from_dict(current.config) if current.config else RoundSettings()
+        stored = current.settings
         differences = settings_differences(stored, settings) if settings is not None else []
         if differences:
             yield StageEvent(current.idx, "resume", (
@@ -125,7 +94,7 @@ def run_round(
     fit_result = None
     model = None
 
-    if current.status == "started":
+    if current.status == RoundStatus.STARTED:
         if not project.images("labelled"):
             method = settings.acquisition.cold_start
             yield StageEvent(idx, "queue", f"no labelled images yet: queueing {method} images "
@@ -137,13 +106,14 @@ def run_round(
         seconds["train"] = time.perf_counter() - start
         if fit_result.cancelled:
             # The stage did not finish: the round stays 'started' and is retrained on resume.
-            return RoundReport(idx, "started", current.n_labelled or 0, {}, [], seconds, fit_result)
+            return RoundReport(idx, RoundStatus.STARTED, current.n_labelled or 0, {}, [], seconds,
+                               fit_result)
         checkpoint = project.checkpoint_path(idx)
         # The round's record says how its model was chosen and whether it passed the health
         # check (the settings stay as they were; "fit" is what happened).
         record = {**(current.config or to_dict(settings)),
                   "fit": fit_result.record(settings.train)}
-        project.update_round(idx, status="trained",
+        project.update_round(idx, status=RoundStatus.TRAINED,
                              checkpoint=str(checkpoint.relative_to(project.path)),
                              model_version=_file_hash(checkpoint), config=record)
         current = project.round(idx)
@@ -153,25 +123,25 @@ def run_round(
     if model is None:
         model = load_round_model(project, current, settings)
 
-    if current.status == "trained":
+    if current.status == RoundStatus.TRAINED:
         yield StageEvent(idx, "evaluate", "evaluating on the test pool")
         start = time.perf_counter()
         metrics = _evaluate(project, model, settings, torch_device)
         seconds["evaluate"] = time.perf_counter() - start
         if metrics:
             project.record_metrics(idx, "test", metrics)
-        project.update_round(idx, status="evaluated")
+        project.update_round(idx, status=RoundStatus.EVALUATED)
         current = project.round(idx)
         if stop_after == "evaluated":
             return _report(project, current, seconds, fit_result)
 
-    if current.status == "evaluated":
+    if current.status == RoundStatus.EVALUATED:
         yield StageEvent(idx, "score",
                          f"scoring the unlabelled pool ({settings.acquisition.strategy})")
         start = time.perf_counter()
         yield from score_and_queue(project, current, model, settings, torch_device)
         seconds["score"] = time.perf_counter() - start
-        project.update_round(idx, status="queued")
+        project.update_round(idx, status=RoundStatus.QUEUED)
         current = project.round(idx)
 
     yield StageEvent(idx, "done", f"round {idx}: {len(project.queue(idx))} image(s) queued")
@@ -179,7 +149,7 @@ def run_round(
 
 
 #: Round statuses after which the next run starts a new round.
-FINISHED = ("complete", "abandoned")
+FINISHED = (RoundStatus.COMPLETE, RoundStatus.ABANDONED)
 
 
 def settings_differences(stored: RoundSettings, given: RoundSettings) -> list[str]:
@@ -295,8 +265,8 @@ def score_and_queue(project: Project, current: RoundRecord, model: Any,
     project.save_scores(current.idx, model_version(project, current.idx), acq.strategy,
                         acquired.scores)
     for image_id in acquired.ids:
-        _write_review(project, current.idx, image_id, acquired.predictions[image_id],
-                      acquired.maps[image_id], acquired.regions.get(image_id))
+        project.write_review(current.idx, image_id, acquired.predictions[image_id],
+                             acquired.maps[image_id], acquired.regions.get(image_id))
     project.set_queue(current.idx, acquired.ids)
     return acquired
 
@@ -311,17 +281,17 @@ def rescore(project: Project, acquisition: AcquisitionConfig, *,
     from napari_alunet.training.device import resolve_device
 
     current = project.current_round()
-    if current is None or current.status not in ("evaluated", "queued"):
+    if current is None or not current.status.has_model:
         raise ValueError("no evaluated model in this project yet: run a round (Train, or "
                          "'alunet train') before scoring")
-    settings = RoundSettings.from_dict(current.config) if current.config else RoundSettings()
+    settings = current.settings
     settings.acquisition = acquisition
     model = load_round_model(project, current, settings)
     result = yield from score_and_queue(project, current, model, settings,
                                         resolve_device(device or settings.train.device))
     # Only the acquisition changes: the rest of the record (the fit) stays as it was.
     record = {**(current.config or to_dict(settings)), "acquisition": to_dict(acquisition)}
-    project.update_round(current.idx, status="queued", config=record)
+    project.update_round(current.idx, status=RoundStatus.QUEUED, config=record)
     return result
 
 
@@ -337,7 +307,7 @@ def queue_images(project: Project, image_ids: Sequence[int], *,
     from napari_alunet.training.device import resolve_device
 
     current = project.current_round()
-    if current is None or current.status != "queued" or not current.checkpoint:
+    if current is None or current.status != RoundStatus.QUEUED or not current.checkpoint:
         raise ValueError("no round is in review: train a round first, then add images to its "
                          "queue")
     pending = project.queue(current.idx)
@@ -350,7 +320,7 @@ def queue_images(project: Project, image_ids: Sequence[int], *,
     new = [r.id for r in records if r.id not in pending]
     if not new:
         return []
-    settings = RoundSettings.from_dict(current.config) if current.config else RoundSettings()
+    settings = current.settings
     model = load_round_model(project, current, settings)
     predicted = yield from active.predict_for_review(
         _pool(project, settings), model, new, settings.acquisition,
@@ -358,8 +328,8 @@ def queue_images(project: Project, image_ids: Sequence[int], *,
         precision=settings.train.precision)
     # The cache first, then the queue: an interruption leaves at most an unused cache file.
     for image_id in new:
-        _write_review(project, current.idx, image_id, predicted.predictions[image_id],
-                      predicted.maps[image_id])
+        project.write_review(current.idx, image_id, predicted.predictions[image_id],
+                             predicted.maps[image_id])
     project.set_queue(current.idx, pending + new)
     return new
 
@@ -377,94 +347,8 @@ def _cold_start(project: Project, current: RoundRecord, settings: RoundSettings,
         seed=active.round_seed(acq.seed, current.idx), model=model,
         batch_size=acq.batch_size, device=device, precision=settings.train.precision)
     project.set_queue(current.idx, chosen)
-    project.update_round(current.idx, status="queued")
-    return RoundReport(current.idx, "queued", 0, {}, chosen)
-
-
-# -- review ------------------------------------------------------------------------------------
-def review_item(project: Project, image_id: int, round_idx: int | None = None) -> ReviewItem:
-    """The cached prediction and maps of a queued image (computed when the round was scored)."""
-    current = project.round(round_idx) if round_idx is not None else project.current_round()
-    if current is None:
-        return ReviewItem(image_id, None, {}, None)
-    path = project.review_cache_path(current.idx, image_id)
-    prediction, maps, region = None, {}, None
-    if path.is_file():
-        with np.load(path) as data:
-            prediction = data["prediction"] if "prediction" in data.files else None
-            region = data["region"].astype(bool) if "region" in data.files else None
-            maps = {k[4:]: data[k].astype(np.float32) for k in data.files if k.startswith("map_")}
-    strategy = (current.config or {}).get("acquisition", {}).get("strategy", "")
-    scores = project.load_scores(current.idx, model_version(project, current.idx), strategy)
-    return ReviewItem(image_id, prediction, maps, scores.get(image_id), region)
-
-
-_CACHED = object()
-
-
-def commit_review(
-    project: Project, image_id: int, labels: np.ndarray, *, seconds_spent: float | None = None,
-    source: str = "human", author: str | None = None, reference: Any = _CACHED,
-    region: Any = _CACHED,
-) -> Any:
-    """Commit a reviewed label; the reference for 'pixels changed' is the model's prediction.
-
-    ``reference`` is the prediction the annotator started from; by default it is read from the
-    round's review cache (a caller that already holds it, like the Review panel, passes it and
-    saves that read on the GUI thread). ``region`` ((h, w) bool, default: the queued region
-    from the cache, None for a whole image) restricts the commit to the reviewed region: the
-    labels outside it become unknown and the store merges the rest into the image's label.
-    """
-    current = project.current_round()
-    if reference is _CACHED:
-        reference = _cached_prediction(project, current.idx, image_id) if current else None
-    if region is _CACHED:
-        region = _cached_region(project, current.idx, image_id) if current else None
-    if region is not None:
-        labels = np.asarray(labels)
-        if region.shape != labels.shape:
-            raise ValueError(f"the review region {region.shape} and the labels {labels.shape} "
-                             "differ in shape")
-        labels = np.where(region, labels, UNKNOWN_LABEL).astype(np.uint8)
-    return project.commit_label(
-        image_id, labels, source=source, author=author, seconds_spent=seconds_spent,
-        round_index=(current.idx + 1) if current is not None else 0, reference=reference,
-    )
-
-
-def _cached_prediction(project: Project, round_idx: int, image_id: int) -> np.ndarray | None:
-    """Only the prediction of a review cache entry (the maps are not decompressed)."""
-    path = project.review_cache_path(round_idx, image_id)
-    if not path.is_file():
-        return None
-    with np.load(path) as data:
-        return data["prediction"] if "prediction" in data.files else None
-
-
-def _cached_region(project: Project, round_idx: int, image_id: int) -> np.ndarray | None:
-    """The review region of a cache entry ((h, w) bool), None for a whole-image review."""
-    path = project.review_cache_path(round_idx, image_id)
-    if not path.is_file():
-        return None
-    with np.load(path) as data:
-        return data["region"].astype(bool) if "region" in data.files else None
-
-
-def oracle_commit(project: Project, image_ids: Sequence[int] | None = None) -> list[Any]:
-    """Commit stored ground truth for the pending queue (or ``image_ids``): the oracle replay.
-
-    A region-level queue gets the truth inside its regions only (a partial label)."""
-    ids = list(image_ids) if image_ids is not None else project.queue()
-    versions = []
-    for image_id in ids:
-        truth = project.read_ground_truth(image_id)
-        if truth is None:
-            raise ValueError(
-                f"image {project.image(image_id).name!r} has no stored ground truth: the oracle "
-                "can only replay imported labels; label it by hand in Review"
-            )
-        versions.append(commit_review(project, image_id, truth, source="oracle"))
-    return versions
+    project.update_round(current.idx, status=RoundStatus.QUEUED)
+    return RoundReport(current.idx, RoundStatus.QUEUED, 0, {}, chosen)
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -481,7 +365,7 @@ def _previous_model(project: Project, idx: int, settings: RoundSettings) -> Any:
     for previous in range(idx - 1, -1, -1):
         path = project.checkpoint_path(previous)
         # An abandoned round's model (a diverged fit, a typo's settings) never seeds another.
-        if path.is_file() and project.round(previous).status != "abandoned":
+        if path.is_file() and project.round(previous).status != RoundStatus.ABANDONED:
             return _load_if_compatible(project, path, settings)
     return None
 
@@ -499,29 +383,10 @@ def _load_if_compatible(project: Project, path: Any, settings: RoundSettings) ->
         return None  # the architecture changed (or the file is damaged): start afresh
 
 
-def model_version(project: Project, round_idx: int) -> str:
-    """The short content hash of the round's checkpoint ('' before it exists)."""
-    return project.round(round_idx).model_version or ""
-
-
 def _file_hash(path: Any) -> str:
     from napari_alunet.fileio import sha256_file
 
     return sha256_file(path)[:16]
-
-
-def _write_review(project: Project, round_idx: int, image_id: int,
-                  prediction: np.ndarray | None, maps: dict[str, np.ndarray],
-                  region: np.ndarray | None = None) -> None:
-    arrays: dict[str, np.ndarray] = {f"map_{k}": v.astype(np.float16) for k, v in maps.items()}
-    if prediction is not None:
-        arrays["prediction"] = prediction.astype(np.uint8)
-    if region is not None:
-        arrays["region"] = region.astype(bool)
-    buffer = io.BytesIO()
-    # numpy's stubs match **kwds against the allow_pickle: bool parameter as well.
-    np.savez_compressed(buffer, **arrays)  # type: ignore[arg-type]
-    atomic_write_bytes(project.review_cache_path(round_idx, image_id), buffer.getvalue())
 
 
 def _now() -> str:

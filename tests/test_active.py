@@ -14,7 +14,8 @@ from napari_alunet.data.splits import split_pool
 from napari_alunet.data.synthetic import write_sample_pool
 from napari_alunet.events import drain
 from napari_alunet.importer import import_pool
-from napari_alunet.loop import RoundSettings, oracle_commit, review_item, run_round
+from napari_alunet.loop import RoundSettings, run_round
+from napari_alunet.review import oracle_commit, review_item
 from napari_alunet.store import Project
 
 

@@ -263,7 +263,7 @@ def _resume_to_queued(path: Path) -> str:
     after = assert_sound(path)
     assert [r.status for r in after["rounds"]] == ["queued"]
     with Project.open(path) as project:
-        from napari_alunet.loop import review_item
+        from napari_alunet.review import review_item
 
         for image_id in project.queue():
             item = review_item(project, image_id)

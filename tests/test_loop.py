@@ -12,14 +12,8 @@ from napari_alunet.config import AcquisitionConfig, DataConfig, TrainConfig, mod
 from napari_alunet.data.synthetic import write_sample_pool
 from napari_alunet.events import drain
 from napari_alunet.importer import import_pool
-from napari_alunet.loop import (
-    RoundSettings,
-    StageEvent,
-    commit_review,
-    oracle_commit,
-    review_item,
-    run_round,
-)
+from napari_alunet.loop import RoundSettings, StageEvent, run_round
+from napari_alunet.review import commit_review, oracle_commit, review_item
 from napari_alunet.store import Project
 
 

@@ -431,7 +431,7 @@ def test_region_review_commits_only_the_regions(app, qtbot, tmp_path):
     prediction inside them and unknown outside, Next region steps through them, and Commit
     stores a partial label (unknown outside the regions) that undo withdraws."""
     from napari_alunet.config import UNKNOWN_LABEL
-    from napari_alunet.loop import review_item
+    from napari_alunet.review import review_item
 
     viewer, widget = app
     state = widget.state

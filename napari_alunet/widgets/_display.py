@@ -93,7 +93,7 @@ class Display:
         ``labels`` given (a withdrawn commit, after Undo) start the layer instead.
         """
         from napari_alunet.config import UNKNOWN_LABEL
-        from napari_alunet.loop import review_item
+        from napari_alunet.review import review_item
 
         viewer = self.viewer
         project = self.state.require_project()

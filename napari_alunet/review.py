@@ -1,0 +1,101 @@
+"""Reviewing a queued image: what the reviewer is shown, and committing what they made of it.
+
+The round (:mod:`napari_alunet.loop`) caches each queued image's prediction and maps in the
+store (:mod:`napari_alunet.store.review_cache`); :func:`review_item` reads them back at the
+image's original size, :func:`commit_review` stores the reviewer's labels (the cached
+prediction is the reference for "pixels changed"), and :func:`oracle_commit` replays stored
+ground truth instead of a person (benchmarks, tests, the CLI's ``--oracle``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_alunet.config import UNKNOWN_LABEL
+from napari_alunet.store import Project
+
+
+@dataclass
+class ReviewItem:
+    """What the reviewer sees for one queued image, at the image's original size."""
+
+    image_id: int
+    prediction: np.ndarray | None  # (h, w) uint8, the model's labels, or None (cold start)
+    maps: dict[str, np.ndarray]  # name -> (h, w) float32 uncertainty map
+    score: float | None
+    # Region-level review: (h, w) bool, the pixels to review; None for the whole image.
+    region: np.ndarray | None = None
+
+
+def review_item(project: Project, image_id: int, round_idx: int | None = None) -> ReviewItem:
+    """The cached prediction and maps of a queued image (computed when the round was scored)."""
+    current = project.round(round_idx) if round_idx is not None else project.current_round()
+    if current is None:
+        return ReviewItem(image_id, None, {}, None)
+    cached = project.read_review(current.idx, image_id)
+    prediction, maps, region = (None, {}, None) if cached is None else (
+        cached.prediction, cached.maps, cached.region)
+    strategy = (current.config or {}).get("acquisition", {}).get("strategy", "")
+    scores = project.load_scores(current.idx, model_version(project, current.idx), strategy)
+    return ReviewItem(image_id, prediction, maps, scores.get(image_id), region)
+
+
+_CACHED = object()
+
+
+def commit_review(
+    project: Project, image_id: int, labels: np.ndarray, *, seconds_spent: float | None = None,
+    source: str = "human", author: str | None = None, reference: Any = _CACHED,
+    region: Any = _CACHED,
+) -> Any:
+    """Commit a reviewed label; the reference for 'pixels changed' is the model's prediction.
+
+    ``reference`` is the prediction the annotator started from; by default it is read from the
+    round's review cache (a caller that already holds it, like the Review panel, passes it and
+    saves that read on the GUI thread). ``region`` ((h, w) bool, default: the queued region
+    from the cache, None for a whole image) restricts the commit to the reviewed region: the
+    labels outside it become unknown and the store merges the rest into the image's label.
+    """
+    current = project.current_round()
+    if reference is _CACHED or region is _CACHED:
+        cached = project.read_review(current.idx, image_id, maps=False) if current else None
+        if reference is _CACHED:
+            reference = cached.prediction if cached is not None else None
+        if region is _CACHED:
+            region = cached.region if cached is not None else None
+    if region is not None:
+        labels = np.asarray(labels)
+        if region.shape != labels.shape:
+            raise ValueError(f"the review region {region.shape} and the labels {labels.shape} "
+                             "differ in shape")
+        labels = np.where(region, labels, UNKNOWN_LABEL).astype(np.uint8)
+    return project.commit_label(
+        image_id, labels, source=source, author=author, seconds_spent=seconds_spent,
+        round_index=(current.idx + 1) if current is not None else 0, reference=reference,
+    )
+
+
+def oracle_commit(project: Project, image_ids: Sequence[int] | None = None) -> list[Any]:
+    """Commit stored ground truth for the pending queue (or ``image_ids``): the oracle replay.
+
+    A region-level queue gets the truth inside its regions only (a partial label)."""
+    ids = list(image_ids) if image_ids is not None else project.queue()
+    versions = []
+    for image_id in ids:
+        truth = project.read_ground_truth(image_id)
+        if truth is None:
+            raise ValueError(
+                f"image {project.image(image_id).name!r} has no stored ground truth: the oracle "
+                "can only replay imported labels; label it by hand in Review"
+            )
+        versions.append(commit_review(project, image_id, truth, source="oracle"))
+    return versions
+
+
+def model_version(project: Project, round_idx: int) -> str:
+    """The short content hash of the round's checkpoint ('' before it exists)."""
+    return project.round(round_idx).model_version or ""
