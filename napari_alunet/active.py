@@ -532,7 +532,7 @@ def cold_start(
     labels cover the kinds of image the pool holds instead of repeating the commonest one.
     ``candidates`` default to the unlabelled pool. Yields ScoreProgress while embedding.
     """
-    from napari_alunet.acquisition import typical_start
+    from napari_alunet.diversity import typical_start
 
     if method not in COLD_STARTS:
         raise ValueError(f"unknown cold start {method!r}; choose one of {', '.join(COLD_STARTS)}")

@@ -168,7 +168,7 @@ def encoder_embeddings(
 ) -> Generator[ScoreProgress, None, dict[int, np.ndarray]]:
     """``{image_id: (2 F,) float32}``: mean and std over pixels of the bottleneck features.
 
-    What the typicality cold start clusters (:func:`napari_alunet.acquisition.typical_start`).
+    What the typicality cold start clusters (:func:`napari_alunet.diversity.typical_start`).
     Deterministic pass; works with an untrained network too (random convolutional features
     still separate image layouts), which is what a project without labels has.
     """

@@ -13,12 +13,10 @@ from napari_alunet.acquisition import (
     STRATEGIES,
     auto_beta,
     choose_subset,
-    greedy_k_center,
-    kmeans_pp_select,
     rank,
     strategy_map,
-    typical_start,
 )
+from napari_alunet.diversity import greedy_k_center, kmeans_pp_select, typical_start
 
 
 def _rng(seed: int = 0) -> np.random.Generator:
