@@ -27,6 +27,7 @@ from napari_alunet.config import (  # noqa: F401 (RoundSettings re-exported)
     to_dict,
 )
 from napari_alunet.events import StageEvent  # noqa: F401 (re-exported)
+from napari_alunet.pools import ProjectPool
 from napari_alunet.review import (  # noqa: F401 (re-exported: the round's review half)
     ReviewItem,
     commit_review,
@@ -232,8 +233,8 @@ def _train(project: Project, current: RoundRecord, settings: RoundSettings, devi
     return model, trained
 
 
-def _pool(project: Project, settings: RoundSettings) -> active.ProjectPool:
-    return active.ProjectPool(project, settings.model.input_size)
+def _pool(project: Project, settings: RoundSettings) -> ProjectPool:
+    return ProjectPool(project, settings.model.input_size)
 
 
 def _evaluate(project: Project, model: Any, settings: RoundSettings,

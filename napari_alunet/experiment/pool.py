@@ -55,9 +55,9 @@ class Pool:
 
     def active_pool(self, splits: Splits, labelled: Sequence[int],
                     known: dict[int, np.ndarray] | None = None) -> Any:
-        """This pool as the :class:`~napari_alunet.active.MemoryPool` the step runs on
+        """This pool as the :class:`~napari_alunet.pools.MemoryPool` the step runs on
         (``known``: the reviewed canvas pixels of partially labelled ids)."""
-        from napari_alunet.active import MemoryPool
+        from napari_alunet.pools import MemoryPool
 
         return MemoryPool(self.images, self.labels, self.truth, self.boxes,
                           list(splits.train_pool), list(splits.test),
