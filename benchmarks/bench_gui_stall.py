@@ -74,7 +74,7 @@ def summary(gaps: list[float]) -> str:
 
 def make_project(folder: Path, n: int, shape: tuple[int, int]) -> Path:
     from napari_alunet.config import DataConfig
-    from napari_alunet.data.synthetic import write_sample_pool
+    from napari_alunet.data.sample_files import write_sample_pool
     from napari_alunet.events import drain
     from napari_alunet.importer import import_pool
 

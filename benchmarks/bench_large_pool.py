@@ -64,7 +64,8 @@ def report(stage: str, seconds: float, extra: str = "") -> None:
 def _write_chunk(args: tuple[str, int, int, int, int]) -> int:
     from PIL import Image
 
-    from napari_alunet.data.synthetic import colour_mask, generate_blastocyst, pool_name
+    from napari_alunet.data.sample_files import colour_mask
+    from napari_alunet.data.synthetic import generate_blastocyst, pool_name
 
     out, seed, start, stop, size = args
     root = Path(out)

@@ -33,7 +33,7 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callab
 # -- sample / import / status / export ----------------------------------------------------------
 @command("sample")
 def cmd_sample(args: argparse.Namespace) -> int:
-    from napari_alunet.data.synthetic import write_sample_pool
+    from napari_alunet.data.sample_files import write_sample_pool
 
     shape = tuple(args.shape) if args.shape else None
     _check_sample_args(args, shape)
@@ -57,7 +57,7 @@ def _check_sample_args(args: argparse.Namespace, shape: tuple[int, ...] | None) 
 
 def sample_redundant(args: argparse.Namespace, shape: tuple[int, int] | None) -> int:
     """``sample --redundant``: embryos filmed several times, rare modes, a stratified test set."""
-    from napari_alunet.data.redundant import pool_summary, read_pool_info, write_redundant_pool
+    from napari_alunet.data.sample_files import pool_summary, read_pool_info, write_redundant_pool
 
     per_mode = 5 if args.test_per_mode is None else args.test_per_mode
     if per_mode < 0:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_alunet.config import DEFAULT_CLASS_COLOURS
+from napari_alunet.data import sample_files
 from napari_alunet.data import synthetic as syn
 
 REAL = {  # real-image figures (sample_data/README.md), order background, ICM, TE, ZP, BL
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stats", type=int, metavar="N", help="print the realism table")
     args = parser.parse_args(argv)
     if args.out is not None:
-        syn.write_sample_pool(args.out, args.n, args.seed, layout=args.layout)
+        sample_files.write_sample_pool(args.out, args.n, args.seed, layout=args.layout)
         print(f"wrote {args.n} images ({args.layout}) to {args.out}")
     if args.preview is not None:
         print(f"wrote {preview(args.preview)}")

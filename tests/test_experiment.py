@@ -132,7 +132,8 @@ def test_complete_runs_leave_out_unfinished_curves():
 
 
 def test_folder_pool_matches_the_generator(tmp_path):
-    from napari_alunet.data.synthetic import generate_pool, write_sample_pool
+    from napari_alunet.data.sample_files import write_sample_pool
+    from napari_alunet.data.synthetic import generate_pool
 
     write_sample_pool(tmp_path / "pool", 6, 3, layout="binary", shape=(40, 44))
     config = tiny_config(data=str(tmp_path / "pool"), sample_n=6, sample_seed=3)

@@ -9,7 +9,7 @@ import pytest
 
 from napari_alunet.cli import main
 from napari_alunet.config import AcquisitionConfig, DataConfig, TrainConfig, model_preset
-from napari_alunet.data.synthetic import write_sample_pool
+from napari_alunet.data.sample_files import write_sample_pool
 from napari_alunet.events import drain
 from napari_alunet.importer import import_pool
 from napari_alunet.loop import RoundSettings, StageEvent, run_round

@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 
 from napari_alunet.cli import main
 from napari_alunet.data import redundant as red
+from napari_alunet.data import sample_files
 from napari_alunet.data import synthetic as syn
 
 SHAPE = (64, 64)
@@ -150,8 +151,8 @@ def test_stratified_test_set_is_fresh():
 
 
 def test_written_pool_matches_pool_csv(tmp_path):
-    out = red.write_redundant_pool(tmp_path / "p", 9, 1, shape=(48, 56), n_test_per_mode=1)
-    info = red.read_pool_info(out)
+    out = sample_files.write_redundant_pool(tmp_path / "p", 9, 1, shape=(48, 56), n_test_per_mode=1)
+    info = sample_files.read_pool_info(out)
     assert info is not None and len(info) == 9 + len(red.MODES)
     images = sorted(p.name for p in (out / "images").iterdir())
     assert images == sorted(f"{name}.BMP" for name in info)
@@ -173,11 +174,13 @@ def test_written_pool_matches_pool_csv(tmp_path):
     assert (meta["kind"], meta["n"], meta["n_test_per_mode"]) == ("redundant", 9, 1)
     assert set(json.loads((out / "params.json").read_text())) == set(info)
     # same arguments, same bytes; a plain sample pool has no pool.csv
-    again = red.write_redundant_pool(tmp_path / "q", 9, 1, shape=(48, 56), n_test_per_mode=1)
+    again = sample_files.write_redundant_pool(tmp_path / "q", 9, 1, shape=(48, 56),
+                                              n_test_per_mode=1)
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     assert all((out / f).read_bytes() == (again / f).read_bytes() for f in files)
-    assert red.read_pool_info(syn.write_sample_pool(tmp_path / "s", 1, shape=(32, 32))) is None
+    plain = sample_files.write_sample_pool(tmp_path / "s", 1, shape=(32, 32))
+    assert sample_files.read_pool_info(plain) is None
 
 
 def test_cli_redundant_flag(tmp_path, capsys):
@@ -185,7 +188,7 @@ def test_cli_redundant_flag(tmp_path, capsys):
                  "1", "--layout", "both", "--shape", "40", "48"]) == 0
     assert "6 frames" in capsys.readouterr().out
     for folder in (tmp_path / "r", tmp_path / "r" / "binary", tmp_path / "r" / "rgb"):
-        info = red.read_pool_info(folder)
+        info = sample_files.read_pool_info(folder)
         assert info is not None and len(info) == 6 + len(red.MODES)
     assert len(list((tmp_path / "r" / "rgb" / "masks").iterdir())) == 6 + len(red.MODES)
     for argv, message in ((["--n", "0"], "--n must be >= 1"),
@@ -198,5 +201,5 @@ def test_cli_redundant_flag(tmp_path, capsys):
     assert not (tmp_path / "bad").exists()
     # without the flag, the plain sample pool as before
     assert main(["sample", str(tmp_path / "plain"), "--n", "2", "--shape", "32", "32"]) == 0
-    assert red.read_pool_info(tmp_path / "plain") is None
+    assert sample_files.read_pool_info(tmp_path / "plain") is None
     assert len(list((tmp_path / "plain" / "images").iterdir())) == 2

@@ -10,6 +10,7 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from napari_alunet.config import DEFAULT_CLASS_COLOURS
+from napari_alunet.data import sample_files
 from napari_alunet.data import synthetic as syn
 
 # Real-image figures (sample_data/README.md, "Realism"), label order background, ICM, TE,
@@ -88,7 +89,8 @@ def test_every_stage_is_consistent():
 
 
 def test_binary_layout_exact_names(tmp_path):
-    out = syn.write_sample_pool(tmp_path / "pool", 2, seed=3, layout="binary", shape=(40, 48))
+    out = sample_files.write_sample_pool(tmp_path / "pool", 2, seed=3, layout="binary",
+                                         shape=(40, 48))
     for i in range(2):
         name = f"Blast_SYN_003000{i} D5"
         image = np.array(Image.open(out / "images" / f"{name}.BMP"))
@@ -109,8 +111,8 @@ def test_binary_layout_exact_names(tmp_path):
 
 
 def test_rgb_and_both_layouts_are_deterministic(tmp_path):
-    a = syn.write_sample_pool(tmp_path / "a", 2, seed=1, layout="both", shape=(36, 40))
-    b = syn.write_sample_pool(tmp_path / "b", 2, seed=1, layout="both", shape=(36, 40))
+    a = sample_files.write_sample_pool(tmp_path / "a", 2, seed=1, layout="both", shape=(36, 40))
+    b = sample_files.write_sample_pool(tmp_path / "b", 2, seed=1, layout="both", shape=(36, 40))
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     for rel in files:
@@ -128,7 +130,7 @@ def test_rgb_and_both_layouts_are_deterministic(tmp_path):
     assert (dist.min(axis=-1) > 0).any()  # not pure colours
     assert json.loads((a / "generator.json").read_text())["layout"] == "both"
     with pytest.raises(ValueError):
-        syn.write_sample_pool(tmp_path / "c", 1, layout="jpeg")
+        sample_files.write_sample_pool(tmp_path / "c", 1, layout="jpeg")
 
 
 def test_napari_sample_shapes():

@@ -397,7 +397,7 @@ def test_import_error_is_reported(app, qtbot, tmp_path):
 
 
 def test_reader(make_napari_viewer, qtbot, tmp_path):
-    from napari_alunet.data.synthetic import write_sample_pool
+    from napari_alunet.data.sample_files import write_sample_pool
     from napari_alunet.events import drain
     from napari_alunet.importer import import_pool
     from napari_alunet.widgets._state import get_state

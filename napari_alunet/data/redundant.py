@@ -45,11 +45,8 @@ from its own seed stream, so its embryos are fresh, and its embryo ids start at
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,9 +57,9 @@ from napari_alunet.data.synthetic import BlastocystParams
 
 __all__ = [
     "MODES", "MODE_P", "TEST_EMBRYO_BASE", "REDUNDANT_VERSION", "classify_mode", "draw_embryo",
-    "render_frame", "generate_redundant_pool", "generate_test_set", "write_redundant_pool",
-    "read_pool_info", "pool_frame_name", "stratified_test_name", "plan_pool", "frame_params",
-    "pool_summary",
+    "render_frame", "generate_redundant_pool", "generate_test_set", "pool_frame_name",
+    "stratified_test_name", "plan_pool", "frame_params", "check_seed", "check_frames",
+    "mode_probabilities", "mask_jitter_rng",
 ]
 
 #: Bump whenever the images, labels or plan drawn for a given seed change (on top of
@@ -310,7 +307,7 @@ def stratified_test_name(seed: int, embryo: int) -> str:
     return f"Blast_RED_{seed:03d}_test_e{embryo:04d}_f00 D5"
 
 
-def _mode_probabilities(mode_p: Mapping[str, float] | Sequence[float] | None) -> np.ndarray:
+def mode_probabilities(mode_p: Mapping[str, float] | Sequence[float] | None) -> np.ndarray:
     if mode_p is None:
         mode_p = MODE_P
     if isinstance(mode_p, Mapping):
@@ -327,13 +324,13 @@ def _mode_probabilities(mode_p: Mapping[str, float] | Sequence[float] | None) ->
     return p / p.sum()
 
 
-def _check_seed(seed: int) -> int:
+def check_seed(seed: int) -> int:
     if int(seed) != seed or seed < 0:
         raise ValueError(f"seed must be an integer >= 0, not {seed}")
     return int(seed)
 
 
-def _check_frames(frames: tuple[int, int]) -> tuple[int, int]:
+def check_frames(frames: tuple[int, int]) -> tuple[int, int]:
     lo, hi = (int(v) for v in frames)
     if not 1 <= lo <= hi:
         raise ValueError(f"frames must be (min, max) with 1 <= min <= max, not {tuple(frames)}")
@@ -351,7 +348,7 @@ def plan_pool(n_images: int, seed: int, *, frames: tuple[int, int] = (3, 8),
     """
     if int(n_images) != n_images or n_images < 1:
         raise ValueError(f"the number of images must be an integer >= 1, not {n_images}")
-    seed, (lo, hi), p = _check_seed(seed), _check_frames(frames), _mode_probabilities(mode_p)
+    seed, (lo, hi), p = check_seed(seed), check_frames(frames), mode_probabilities(mode_p)
     rng = np.random.default_rng([_TAG, _PLAN, seed])
     plan: list[tuple[int, str, int]]
     plan, total = [], 0
@@ -402,7 +399,7 @@ def generate_redundant_pool(
     info : ``{"embryo": int (0, 1, ... in order), "frame": int (0, 1, ...), "mode": str,
         "params": dict}`` (the frame's parameters, as :func:`render_frame` returns them).
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     for embryo, mode, n_frames in plan_pool(n_images, seed, frames=frames, mode_p=mode_p):
         eseed = _embryo_seed(_POOL_EMBRYO, seed, embryo)
         base = _embryo(eseed, mode, shape)
@@ -433,7 +430,7 @@ def generate_test_set(
     ``(name, image, labels, info)`` as :func:`generate_redundant_pool`, names from
     :func:`stratified_test_name`, ``info["frame"]`` 0.
     """
-    seed = _check_seed(seed)
+    seed = check_seed(seed)
     if int(n_per_mode) != n_per_mode or n_per_mode < 0:
         raise ValueError(f"the test embryos per mode must be an integer >= 0, not {n_per_mode}")
     for k in range(int(n_per_mode)):
@@ -445,93 +442,7 @@ def generate_test_set(
             yield stratified_test_name(seed, embryo), image, labels, _info(embryo, 0, mode, params)
 
 
-# -- files -----------------------------------------------------------------------------------------
-def write_redundant_pool(
-    out_dir: str | Path, n: int, seed: int = 0, *, layout: str = "binary",
-    shape: tuple[int, int] | None = None, n_test_per_mode: int = 5,
-    frames: tuple[int, int] = (3, 8),
-    mode_p: Mapping[str, float] | Sequence[float] | None = None,
-) -> Path:
-    """Write a redundant pool and its stratified test set in the public layout(s).
-
-    Parameters
-    ----------
-    out_dir : folder to write into (created).
-    n, seed, shape, frames, mode_p : as :func:`generate_redundant_pool` (``n`` pool images).
-    layout : ``"binary"``, ``"rgb"`` or ``"both"``, files as
-        :func:`~napari_alunet.data.synthetic.write_sample_pool` writes them.
-    n_test_per_mode : test embryos per mode (:func:`generate_test_set`); their images lie
-        beside the pool's, marked ``test`` in ``pool.csv``. 0: none.
-
-    Returns
-    -------
-    Path
-        ``out_dir``. Each layout folder also holds ``pool.csv`` (columns name, embryo, frame,
-        mode, split ``pool``/``test``; pool rows first), ``params.json`` (each frame's
-        parameters) and ``generator.json`` (versions and arguments). Same arguments, same bytes.
-    """
-    seed = _check_seed(seed)
-    if int(n_test_per_mode) != n_test_per_mode or n_test_per_mode < 0:
-        raise ValueError("the test embryos per mode must be an integer >= 0, "
-                         f"not {n_test_per_mode}")
-    p = _mode_probabilities(mode_p)
-    frames = _check_frames(frames)
-    plan_pool(n, seed, frames=frames, mode_p=mode_p)  # validate n before anything is written
-    roots = syn.layout_roots(out_dir, layout)
-    rows: list[tuple[Any, ...]] = [CSV_COLUMNS]
-    all_params: dict[str, Any] = {}
-    items = [(generate_redundant_pool(n, seed, shape=shape, frames=frames, mode_p=mode_p), "pool"),
-             (generate_test_set(n_test_per_mode, seed, shape=shape), "test")]
-    index = 0
-    for iterator, split in items:
-        for name, image, labels, info in iterator:
-            all_params[name] = info["params"]
-            mask_rng = np.random.default_rng([_TAG, _MASK, seed, index])
-            syn.write_labelled_image(roots, name, image, labels, mask_rng)
-            rows.append((name, info["embryo"], info["frame"], info["mode"], split))
-            index += 1
-    meta = {"generator_version": syn.GENERATOR_VERSION, "redundant_version": REDUNDANT_VERSION,
-            "kind": "redundant", "seed": seed, "n": int(n), "n_test_per_mode": int(n_test_per_mode),
-            "frames": list(frames), "mode_p": {m: round(float(v), 12) for m, v in zip(MODES, p)},
-            "shape": None if shape is None else [int(v) for v in shape]}
-    syn.write_pool_meta(out_dir, roots, meta, all_params)
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="\n").writerows(rows)
-    from napari_alunet.fileio import atomic_write_bytes
-
-    folders = list(roots.values()) + ([Path(out_dir)] if len(roots) > 1 else [])
-    for folder in folders:
-        atomic_write_bytes(folder / POOL_CSV, buffer.getvalue().encode())
-    return Path(out_dir)
-
-
-def read_pool_info(folder: str | Path) -> dict[str, dict[str, Any]] | None:
-    """Read ``pool.csv`` of a redundant pool folder.
-
-    Returns
-    -------
-    dict or None
-        Image name (file stem) -> ``{"embryo": int, "frame": int, "mode": str, "split": str}``;
-        None when ``folder`` has no ``pool.csv`` (e.g. a plain sample pool).
-    """
-    path = Path(folder) / POOL_CSV
-    if not path.is_file():
-        return None
-    with path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = set(CSV_COLUMNS) - set(reader.fieldnames or ())
-        if missing:
-            raise ValueError(f"{path} lacks column(s) {', '.join(sorted(missing))}")
-        return {row["name"]: {"embryo": int(row["embryo"]), "frame": int(row["frame"]),
-                              "mode": row["mode"], "split": row["split"]} for row in reader}
-
-
-def pool_summary(info: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts of a :func:`read_pool_info` result: images and embryos per split and mode."""
-    out: dict[str, Any] = {}
-    for split in ("pool", "test"):
-        rows = [r for r in info.values() if r["split"] == split]
-        out[split] = {"images": len(rows), "embryos": len({r["embryo"] for r in rows}),
-                      "modes": {m: sum(r["mode"] == m for r in rows) for m in MODES}}
-    return out
-
+def mask_jitter_rng(seed: int, index: int) -> np.random.Generator:
+    """The generator of the colour-mask jitter of the ``index``-th image written from a pool of
+    ``seed`` (its own stream: writing masks never shifts what the pool draws)."""
+    return np.random.default_rng([_TAG, _MASK, int(seed), int(index)])

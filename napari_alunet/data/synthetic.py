@@ -28,7 +28,6 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -340,114 +339,6 @@ def generate_pool(
     for i in range(int(n)):
         image, labels, params = generate_blastocyst(np.random.default_rng([seed, i]), shape=shape)
         yield pool_name(seed, i), image, labels, params
-
-
-def _bmp_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array, dtype=np.uint8)).save(buffer, format="BMP")
-    return buffer.getvalue()
-
-
-def colour_mask(labels: np.ndarray, rng: np.random.Generator | None = None,
-                jitter: int = 6) -> np.ndarray:
-    """(H, W, 3) uint8 colour mask in the public palette, with +-``jitter`` per-channel noise
-    (like the data set's lossy masks) when ``rng`` is given."""
-    from napari_alunet.config import DEFAULT_CLASS_COLOURS
-
-    rgb = np.asarray(DEFAULT_CLASS_COLOURS, dtype=np.int16)[labels]
-    if rng is not None and jitter:
-        rgb = rgb + rng.integers(-jitter, jitter + 1, rgb.shape, dtype=np.int16)
-    return np.clip(rgb, 0, 255).astype(np.uint8)
-
-
-def write_sample_pool(
-    out_dir: str | Path, n: int, seed: int = 0, *, layout: str = "binary",
-    shape: tuple[int, int] | None = None,
-) -> Path:
-    """Write a synthetic pool in the public data set's layout(s).
-
-    Parameters
-    ----------
-    out_dir : folder to write into (created).
-    n, seed, shape : as :func:`generate_pool`.
-    layout : ``"binary"``: ``images/<name>.BMP`` and ``GT_ICM/<name> ICM_Mask.bmp``,
-        ``GT_TE/<name> TE_Mask.bmp``, ``GT_ZP/<name> ZP_Mask.bmp`` (0/255; the blastocoel is
-        derived by importers); ``"rgb"``: ``images/<name>.png`` and colour masks
-        ``masks/<name>.png`` (public palette, +-6 jitter); ``"both"``: ``binary/`` and ``rgb/``.
-
-    Returns
-    -------
-    Path
-        ``out_dir``. It also holds ``generator.json`` (version, seed, n, layout, shape) and
-        ``params.json`` (the drawn modes per image name). Same arguments, same bytes.
-    """
-    roots = layout_roots(out_dir, layout)
-    all_params: dict[str, Any] = {}
-    for i, (name, image, labels, params) in enumerate(generate_pool(n, seed, shape=shape)):
-        all_params[name] = params
-        write_labelled_image(roots, name, image, labels, np.random.default_rng([seed, i, 1]))
-    meta = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "n": int(n),
-            "shape": None if shape is None else [int(v) for v in shape]}
-    write_pool_meta(out_dir, roots, meta, all_params)
-    return Path(out_dir)
-
-
-def layout_roots(out_dir: str | Path, layout: str) -> dict[str, Path]:
-    """Folder per written layout kind: ``{"binary": out}``, ``{"rgb": out}`` or, for
-    ``"both"``, ``{"binary": out / "binary", "rgb": out / "rgb"}``."""
-    if layout not in ("binary", "rgb", "both"):
-        raise ValueError(f"layout must be 'binary', 'rgb' or 'both', not {layout!r}")
-    out = Path(out_dir)
-    kinds = ["binary", "rgb"] if layout == "both" else [layout]
-    return {k: (out / k if layout == "both" else out) for k in kinds}
-
-
-def write_labelled_image(roots: dict[str, Path], name: str, image: np.ndarray,
-                         labels: np.ndarray, mask_rng: np.random.Generator) -> None:
-    """Write one image and its masks into each of ``roots`` (from :func:`layout_roots`).
-
-    Parameters
-    ----------
-    roots : layout kind -> folder.
-    name : file stem.
-    image : (h, w) uint8 grayscale.
-    labels : (h, w) uint8 class indices.
-    mask_rng : draws the colour jitter of the ``rgb`` mask (unused for ``binary``).
-    """
-    from napari_alunet.fileio import atomic_write_bytes, png_bytes
-
-    if "binary" in roots:
-        root = roots["binary"]
-        atomic_write_bytes(root / "images" / f"{name}.BMP", _bmp_bytes(image))
-        for cls, tag in ((ICM, "ICM"), (TE, "TE"), (ZP, "ZP")):
-            mask = np.where(labels == cls, 255, 0).astype(np.uint8)
-            atomic_write_bytes(root / f"GT_{tag}" / f"{name} {tag}_Mask.bmp", _bmp_bytes(mask))
-    if "rgb" in roots:
-        root = roots["rgb"]
-        atomic_write_bytes(root / "images" / f"{name}.png", png_bytes(image))
-        colours = colour_mask(labels, mask_rng)
-        atomic_write_bytes(root / "masks" / f"{name}.png", png_bytes(colours))
-
-
-def write_pool_meta(out_dir: str | Path, roots: dict[str, Path], meta: dict[str, Any],
-                    all_params: dict[str, Any]) -> None:
-    """Write ``generator.json`` (``meta`` plus the layout kind) and ``params.json`` into each of
-    ``roots``, and a ``generator.json`` of layout ``"both"`` into ``out_dir`` when there are two."""
-    from napari_alunet.fileio import atomic_write_bytes
-
-    targets = [(root, kind) for kind, root in roots.items()]
-    if len(roots) > 1:
-        targets.append((Path(out_dir), "both"))
-    for root, kind in targets:
-        text = json.dumps({**meta, "layout": kind}, indent=2) + "\n"
-        atomic_write_bytes(root / "generator.json", text.encode())
-        if kind != "both":
-            text = json.dumps(all_params, indent=1) + "\n"
-            atomic_write_bytes(root / "params.json", text.encode())
 
 
 def napari_sample() -> list[tuple[Any, dict[str, Any], str]]:

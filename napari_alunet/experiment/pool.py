@@ -130,7 +130,7 @@ def load_pool(config: ExperimentConfig, *, sample_shape: tuple[int, int] | None 
     else:
         from napari_alunet.data import io as dio
         from napari_alunet.data.naming import scan_pool
-        from napari_alunet.data.redundant import read_pool_info
+        from napari_alunet.data.sample_files import read_pool_info
 
         listing = scan_pool(config.data)
         if listing.layout == "images":

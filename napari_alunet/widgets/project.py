@@ -282,7 +282,7 @@ def _free(path: Path) -> Path:
 
 def _sample_job(pool: Path, project: Path, n: int, seed: int, shape: tuple[int, int] | None,
                 data: DataConfig) -> Generator[Any, None, Any]:
-    from napari_alunet.data.synthetic import write_sample_pool
+    from napari_alunet.data.sample_files import write_sample_pool
     from napari_alunet.importer import import_pool
 
     yield Progress(f"writing {n} synthetic images to {pool.name}")
