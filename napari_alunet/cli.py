@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from napari_alunet import __version__, cli_experiment, cli_ml
-from napari_alunet.cli_common import progress_bar
+from napari_alunet.cli_common import ProgressBars
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -99,16 +99,12 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     data = DataConfig(test_fraction=args.test_fraction, initial_fraction=args.initial_fraction,
                       seed=args.seed)
-    bar = progress_bar(None, "import", quiet=args.quiet)
-
-    def on_event(event: Any) -> None:
-        bar.total = event.total
-        bar.n = event.done
-        bar.refresh()
-
-    summary = drain(import_pool(args.src, args.project, data=data,
-                                allow_unmatched=args.allow_unmatched), on_event)
-    bar.close()
+    bars = ProgressBars(args.quiet)
+    try:
+        summary = drain(import_pool(args.src, args.project, data=data,
+                                    allow_unmatched=args.allow_unmatched), bars)
+    finally:
+        bars.close()
     print(f"imported {sum(summary.counts.values())} images ({summary.layout} layout) into "
           f"{summary.project}: " + ", ".join(f"{k} {v}" for k, v in summary.counts.items()))
     if summary.without_masks:

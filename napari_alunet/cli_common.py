@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
 
@@ -49,28 +48,79 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in given.items() if v is not None}
 
 
-def show_fit_event(event: Any, bar: Callable[[str, int | None], Any], quiet: bool) -> bool:
-    """Show a fit's StepEvent / EvalEvent / HealthEvent on a bar from ``bar(kind, total)``.
+class ProgressBars:
+    """The one adapter from the core's progress events to tqdm bars on stderr.
 
-    Progress is in optimiser steps, with passes over the labelled images (the old epochs) beside
-    it. Returns False for an event that is not a fit's.
+    Every command drains its generator with ``drain(gen, bars)``. One bar is shown at a time, one
+    per kind of work (training steps, scoring, the review pass, import, prediction); a new kind
+    closes the last bar. ``label`` prefixes the bar (an experiment's arm, seed and round);
+    :class:`~napari_alunet.events.StageEvent` messages and the recipe's health warnings are
+    printed. ``__call__`` returns False for an event it does not know, so a command can handle
+    its own events first (the experiment's overall bar).
     """
-    from napari_alunet.events import EvalEvent, HealthEvent, StepEvent
 
-    if isinstance(event, StepEvent):
-        shown = bar("steps", event.steps)
-        shown.n = event.step
-        if event.step == 1 or event.step % 10 == 0 or event.step == event.steps:
-            shown.set_postfix_str(f"passes {event.passes:.1f}, loss {event.loss:.3f}")
-    elif isinstance(event, EvalEvent):
-        shown = bar("steps", event.steps)
-        shown.n = event.step
-        val = "" if event.val_dice != event.val_dice else f", val Dice {event.val_dice:.3f}"
-        shown.set_postfix_str(f"passes {event.passes:.1f}, loss {event.train_loss:.3f}{val}")
-    elif isinstance(event, HealthEvent):
-        if not quiet:
-            print(f"warning: {event.message} (attempt {event.attempt}/{event.attempts})",
-                  file=sys.stderr, flush=True)
-    else:
-        return False
-    return True
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        self.kind = ""
+        self.label = ""
+
+    def bar_for(self, kind: str, total: int | None) -> Any:
+        """The bar of ``kind`` (made, with ``total``, when the kind changes)."""
+        if self.kind != kind or self.bar is None:
+            if self.bar is not None:
+                self.bar.close()
+            desc = f"{self.label} {kind}" if self.label else kind
+            self.bar = progress_bar(total, desc, quiet=self.quiet)
+            self.kind = kind
+        return self.bar
+
+    def _advance(self, kind: str, done: int, total: int | None) -> None:
+        bar = self.bar_for(kind, total)
+        bar.total, bar.n = total, done
+        bar.refresh()
+
+    def __call__(self, event: Any) -> bool:
+        from napari_alunet.events import (
+            EvalEvent,
+            HealthEvent,
+            ImportProgress,
+            PredictProgress,
+            ScoreProgress,
+            StageEvent,
+            StepEvent,
+        )
+
+        if isinstance(event, StageEvent):
+            self.close()
+            if not self.quiet:
+                print(f"[round {event.round_idx}] {event.message}", flush=True)
+        elif isinstance(event, StepEvent):
+            shown = self.bar_for("steps", event.steps)
+            shown.n = event.step
+            if event.step == 1 or event.step % 10 == 0 or event.step == event.steps:
+                shown.set_postfix_str(f"passes {event.passes:.1f}, loss {event.loss:.3f}")
+        elif isinstance(event, EvalEvent):
+            shown = self.bar_for("steps", event.steps)
+            shown.n = event.step
+            val = "" if event.val_dice != event.val_dice else f", val Dice {event.val_dice:.3f}"
+            shown.set_postfix_str(f"passes {event.passes:.1f}, loss {event.train_loss:.3f}{val}")
+        elif isinstance(event, HealthEvent):
+            if not self.quiet:
+                print(f"warning: {event.message} (attempt {event.attempt}/{event.attempts})",
+                      file=sys.stderr, flush=True)
+        elif isinstance(event, ScoreProgress):
+            self._advance("scoring" if event.stage == "score" else event.stage, event.done,
+                          event.total)
+        elif isinstance(event, ImportProgress):
+            self._advance("import", event.done, event.total)
+        elif isinstance(event, PredictProgress):
+            self._advance("predict", event.done, event.total)
+        else:
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar, self.kind = None, ""

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from napari_alunet.cli_common import (
+    ProgressBars,
     add_train_options,
     progress_bar,
-    show_fit_event,
     train_overrides,
 )
 from napari_alunet.config import DEFAULT_MC_PASSES, DIVERSITY, ORACLE_STRATEGIES, STRATEGIES
@@ -57,27 +57,16 @@ def config_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-class _Bars:
-    """Feeds experiment events to an overall bar (rounds) and a per-round bar (steps/scoring)."""
+class _ExperimentBars(ProgressBars):
+    """:class:`ProgressBars` with an overall bar of the experiment's rounds above the bar of
+    the round in progress (its steps, then its scoring)."""
 
     def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
+        super().__init__(quiet)
         self.overall: Any = None
-        self.round: Any = None
-        self.kind = ""
-        self.label = ""
 
-    def _round_bar(self, kind: str, total: int | None) -> Any:
-        if self.kind != kind or self.round is None:
-            if self.round is not None:
-                self.round.close()
-            self.round = progress_bar(total, f"{self.label} {kind}", quiet=self.quiet)
-            self.kind = kind
-        return self.round
-
-    def __call__(self, event: Any) -> None:
-        from napari_alunet.events import ScoreProgress
-        from napari_alunet.experiment.runner import ExperimentPlan, RoundRecorded, RoundStarted
+    def __call__(self, event: Any) -> bool:
+        from napari_alunet.events import ExperimentPlan, RoundRecorded, RoundStarted
 
         if isinstance(event, ExperimentPlan):
             if not self.quiet:
@@ -95,23 +84,20 @@ class _Bars:
         elif isinstance(event, RoundStarted):
             self.label = f"{event.strategy} s{event.seed} r{event.round}"
             if event.stage == "train":
-                self._round_bar("steps", event.steps)
-        elif show_fit_event(event, self._round_bar, self.quiet):
-            pass
-        elif isinstance(event, ScoreProgress):
-            bar = self._round_bar(event.stage, event.total)
-            bar.n = event.done
-            bar.refresh()
+                self.bar_for("steps", event.steps)
         elif isinstance(event, RoundRecorded) and self.overall is not None:
             self.overall.update(1)
             self.overall.set_postfix(last=f"{event.strategy} s{event.seed} r{event.round} "
                                      f"Dice {event.row['mean_dice']:.3f}")
+        else:
+            return super().__call__(event)
+        return True
 
     def close(self) -> None:
-        for bar in (self.round, self.overall):
-            if bar is not None:
-                bar.close()
-        self.round = self.overall = None
+        super().close()
+        if self.overall is not None:
+            self.overall.close()
+        self.overall = None
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
@@ -124,7 +110,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         return 0
     config = config_from_args(args)
     shape = tuple(args.sample_shape) if args.sample_shape else None
-    bars = _Bars(args.quiet)
+    bars = _ExperimentBars(args.quiet)
     try:
         result = drain(run_experiment(config, args.out, sample_shape=shape,
                                       command=command_line(args)), bars)

@@ -9,12 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from napari_alunet.cli_common import (
-    add_train_options,
-    progress_bar,
-    show_fit_event,
-    train_overrides,
-)
+from napari_alunet.cli_common import ProgressBars, add_train_options, train_overrides
 from napari_alunet.config import DEFAULT_MC_PASSES, STRATEGIES
 
 
@@ -47,42 +42,6 @@ def _settings(args: argparse.Namespace, project: Any) -> Any:
     return RoundSettings(model=model, train=train, acquisition=acq)
 
 
-class _Progress:
-    """Feeds the core's events to tqdm bars (training steps, scoring)."""
-
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
-        self.bar: Any = None
-        self.kind = ""
-
-    def _bar(self, kind: str, total: int | None) -> Any:
-        if self.kind != kind:
-            if self.bar is not None:
-                self.bar.close()
-            self.bar = progress_bar(total, kind, quiet=self.quiet)
-            self.kind = kind
-        return self.bar
-
-    def __call__(self, event: Any) -> None:
-        from napari_alunet.events import ScoreProgress, StageEvent
-
-        if isinstance(event, StageEvent):
-            self.close()
-            if not self.quiet:
-                print(f"[round {event.round_idx}] {event.message}", flush=True)
-        elif show_fit_event(event, self._bar, self.quiet):
-            pass
-        elif isinstance(event, ScoreProgress):
-            bar = self._bar("scoring", event.total)
-            bar.n = event.done
-            bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        self.bar, self.kind = None, ""
-
-
 def _run(args: argparse.Namespace, stop_after: str | None) -> int:
     from napari_alunet.events import drain
     from napari_alunet.loop import run_round
@@ -97,7 +56,7 @@ def _run(args: argparse.Namespace, stop_after: str | None) -> int:
             if not (args.quiet or args.json):
                 print(f"round {abandoned.idx} abandoned (kept in the history); starting "
                       f"round {abandoned.idx + 1} with the options given")
-        progress = _Progress(args.quiet or args.json)
+        progress = ProgressBars(args.quiet or args.json)
         try:
             report = drain(run_round(project, settings, device=args.device,
                                      stop_after=stop_after), progress)
@@ -136,7 +95,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from napari_alunet.store import Project
 
     with Project.open(args.project, timeout=args.wait, on_wait=say_waiting) as project:
-        progress = _Progress(args.quiet or args.json)
+        progress = ProgressBars(args.quiet or args.json)
         try:
             result = drain(rescore(project, _settings(args, project).acquisition,
                                    device=args.device), progress)
@@ -172,16 +131,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from napari_alunet.events import drain
     from napari_alunet.predict import predict_folder
 
-    bar = progress_bar(None, "predict", quiet=args.quiet)
-
-    def on_event(event: Any) -> None:
-        bar.total, bar.n = event.total, event.done
-        bar.refresh()
-
-    summary = drain(predict_folder(args.checkpoint, args.images, args.out,
-                                   method=args.uncertainty, passes=args.passes,
-                                   device=args.device), on_event)
-    bar.close()
+    bars = ProgressBars(args.quiet)
+    try:
+        summary = drain(predict_folder(args.checkpoint, args.images, args.out,
+                                       method=args.uncertainty, passes=args.passes,
+                                       device=args.device), bars)
+    finally:
+        bars.close()
     print(f"wrote masks, uncertainty maps and scores.csv for {summary.n_images} image(s) to "
           f"{summary.out} ({summary.method}, {summary.seconds:.1f} s)")
     return 0

@@ -16,7 +16,7 @@ R = TypeVar("R")
 
 
 def drain(
-    generator: Generator[Any, None, R], on_event: Callable[[Any], None] | None = None
+    generator: Generator[Any, None, R], on_event: Callable[[Any], object] | None = None
 ) -> R:
     """Run a progress generator to the end and return its result.
 
