@@ -78,9 +78,9 @@ def first_round(qtbot, widget, tmp_path):
     return project
 
 
-def test_whole_round(app, qtbot, tmp_path):
-    viewer, widget = app
-    state = widget.state
+# -- one round through the panels, one step per test (so a failure names the step) -----------
+def test_sample_project_before_any_round(app, qtbot, tmp_path):
+    _viewer, widget = app
     project = create_sample(qtbot, widget, tmp_path)
     assert project.counts() == {"labelled": 3, "unlabelled": 6, "test": 3}
     # Empty tables say why they are empty (issue 17) instead of showing bare headers.
@@ -88,8 +88,13 @@ def test_whole_round(app, qtbot, tmp_path):
     assert "No round yet" in widget.panel("Rounds").table_empty.text()
     assert "labelled" in widget.panel("Project").counts_label.text()
     assert widget.panel("Project").classes_list.count() == 5
-    make_tiny(widget)
 
+
+def test_train_runs_a_round_in_a_worker(app, qtbot, tmp_path):
+    _viewer, widget = app
+    state = widget.state
+    create_sample(qtbot, widget, tmp_path)
+    make_tiny(widget)
     # Train: one round (train -> evaluate -> score -> queue) in a worker.
     train = widget.panel("Train")
     with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT) as finished:
@@ -103,6 +108,18 @@ def test_whole_round(app, qtbot, tmp_path):
     assert state.settings.model.input_size == 32
     wait_idle(qtbot, state)
 
+
+@pytest.fixture
+def round0(app, qtbot, tmp_path):
+    """The viewer, the widget and a sample project whose round 0 is trained and in review."""
+    viewer, widget = app
+    project = first_round(qtbot, widget, tmp_path)
+    return viewer, widget, project
+
+
+def test_review_shows_the_first_image_with_its_map(round0):
+    viewer, widget, project = round0
+    state = widget.state
     # Review shows the first queued image, prediction pre-filled, map over it.
     review = widget.panel("Review")
     shown = widget.state.display.current
@@ -141,8 +158,13 @@ def test_whole_round(app, qtbot, tmp_path):
     assert overlay.metadata["threshold"] == 90
     review.map_choice.setCurrentText("none")
     assert not overlay.visible
-    review.map_choice.setCurrentText("bald")
 
+
+def test_acquire_rescores_and_its_table_shows_images(round0, qtbot):
+    viewer, widget, project = round0
+    state = widget.state
+    review = widget.panel("Review")
+    overlay = viewer.layers["alunet: uncertainty"]
     # Acquire: re-score with entropy; the table ranks the pool; a click shows that image.
     acquire = widget.panel("Acquire")
     acquire.strategy.setCurrentText("entropy")
@@ -168,9 +190,11 @@ def test_whole_round(app, qtbot, tmp_path):
     assert state.display.current.image_id == top
     assert overlay.visible and overlay.metadata["kind"] == "entropy"
 
-    # Review: paint a stroke into the model's labels and commit; undo; commit again.
-    review.show_next()
-    first = state.display.current.image_id
+
+def _paint_and_commit(viewer, review):
+    """Paint a stroke and a block into the model's labels on screen and commit them; returns
+    (image id, prediction shown, labels committed, the version)."""
+    first = review.state.display.current.image_id
     labels = viewer.layers["alunet: labels"]
     before = labels.data.copy()
     labels.selected_label = 1
@@ -179,7 +203,16 @@ def test_whole_round(app, qtbot, tmp_path):
     labels.refresh()
     edited = labels.data.copy()
     assert (edited != before).any()
-    version = review.commit()
+    return first, before, edited, review.commit()
+
+
+def test_review_commit_undo_and_commit_again(round0):
+    viewer, widget, project = round0
+    state = widget.state
+    review = widget.panel("Review")
+    # Review: paint a stroke into the model's labels and commit; undo; commit again.
+    review.show_next()
+    first, before, edited, version = _paint_and_commit(viewer, review)
     assert version is not None and version.source == "human"
     assert project.image(first).pool == "labelled"
     assert np.array_equal(project.read_label(first), edited)
@@ -200,17 +233,26 @@ def test_whole_round(app, qtbot, tmp_path):
     assert project.image(first).pool == "labelled"
     assert [v.active for v in project.label_history(first)] == [False, True]
 
+
+def test_skip_and_keyboard_shortcuts(round0):
+    viewer, _widget, project = round0
     # Skip and the keyboard shortcuts (bound on the viewer).
     from app_model.types import KeyBinding
 
     pending = project.queue()
     viewer.keymap[KeyBinding.from_str("Shift-S")](viewer)
     assert project.queue()[-1] == pending[0]
+    labelled = project.counts()["labelled"]
     viewer.keymap[KeyBinding.from_str("Shift-Enter")](viewer)  # commit the prediction as is
-    assert project.counts()["labelled"] == 5
+    assert project.counts()["labelled"] == labelled + 1
     viewer.keymap[KeyBinding.from_str("Shift-U")](viewer)
-    assert project.counts()["labelled"] == 4
+    assert project.counts()["labelled"] == labelled
 
+
+def test_next_round_asks_first_and_draws_the_curve(round0, qtbot, tmp_path):
+    viewer, widget, project = round0
+    state = widget.state
+    _paint_and_commit(viewer, widget.panel("Review"))  # one corrected image: 4 labelled
     # Rounds: next round; the curve has two points and effort grows.
     rounds = widget.panel("Rounds")
     asked = []
@@ -259,6 +301,10 @@ def test_whole_round(app, qtbot, tmp_path):
     rounds.by_effort.set_series([Series("", [0.0], [0.5], "#fff")])
     assert rounds.by_effort._ranges()[:2] == (0.0, 1.0)
 
+
+def test_feature_maps_of_the_image_on_screen(round0, qtbot):
+    viewer, widget, _project = round0
+    state = widget.state
     # Inside the model: feature maps of a block for the image on screen.
     features = widget.panel("Model")
     assert "bottleneck" in features.blocks()
@@ -280,6 +326,11 @@ def test_whole_round(app, qtbot, tmp_path):
     assert names.index("alunet: features") < names.index("alunet: labels")
     assert viewer.layers.selection.active.name == "alunet: labels"
 
+
+def test_oracle_finishes_the_queue_and_every_panel_names_the_next_step(round0, qtbot):
+    viewer, widget, project = round0
+    state = widget.state
+    review = widget.panel("Review")
     # The oracle commits stored ground truth for the rest of the queue.
     pending = project.queue()
     assert pending
@@ -290,8 +341,8 @@ def test_whole_round(app, qtbot, tmp_path):
     # Queue done: the last image stays on screen (not a black canvas) and every panel names
     # the same next step.
     assert state.display.current is not None and viewer.layers["alunet: image"].visible
-    assert "Next: Review of round 1 done" in review.header.text()
-    assert "Train round 2" in review.header.text() and "Train round 2" in widget.status.text()
+    assert "Next: Review of round 0 done" in review.header.text()
+    assert "Train round 1" in review.header.text() and "Train round 1" in widget.status.text()
 
 
 def test_stop_close_and_resume(app, qtbot, tmp_path, make_napari_viewer):
