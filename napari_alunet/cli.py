@@ -196,6 +196,35 @@ COMMANDS.update(cli_ml.COMMANDS)
 COMMANDS.update(cli_experiment.COMMANDS)
 
 
+# -- the GUI ------------------------------------------------------------------------------------
+@command("gui")
+def cmd_gui(args: argparse.Namespace) -> int:
+    """Open napari with the Active learning widget, on ``args.project`` when given.
+
+    napari runs in its own process (``python -m napari``): the CLI imports no GUI code, so it
+    works on a headless install, and says what to install when napari is missing.
+    """
+    import importlib.util
+    import subprocess
+
+    from napari_alunet.store import DB_NAME
+
+    command = [sys.executable, "-m", "napari"]
+    if args.project is not None:
+        folder = Path(args.project)
+        if not (folder / DB_NAME).is_file():
+            raise ValueError(f"{folder} is not a project (no {DB_NAME}): create one with "
+                             "'alunet import POOL PROJECT' or in the Project panel")
+        # Our reader opens the folder in the widget (it docks the widget itself).
+        command += ["--plugin", "napari-alunet", str(folder)]
+    else:
+        command += ["-w", "napari-alunet", "Active learning"]
+    if importlib.util.find_spec("napari") is None:
+        raise RuntimeError("napari is not installed here (a headless install): install the GUI "
+                           "with pip install 'napari-alunet[pyqt5]', or use the alunet commands")
+    return subprocess.call(command)
+
+
 # -- parser ---------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -253,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ground-truth", action="store_true",
                    help="also export imported ground truth of unlabelled and test images")
     p.add_argument("--colour", action="store_true", help="also write colour masks")
+
+    p = sub.add_parser("gui", help="open napari with the Active learning widget (on PROJECT)")
+    p.add_argument("project", type=Path, nargs="?", default=None)
 
     cli_ml.add_commands(sub)  # train, round, score, oracle, predict
     cli_experiment.add_commands(sub)  # experiment

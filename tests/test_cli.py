@@ -76,7 +76,7 @@ def test_module_entry_point_sees_every_command():
     # The command names as the help lists them (one per line under COMMAND), not substrings
     # of the help text: a deleted command must fail this.
     listed = re.findall(r"^    ([a-z]+)\b", out.stdout, flags=re.MULTILINE)
-    assert listed == ["sample", "import", "status", "curve", "verify", "export", "train",
+    assert listed == ["sample", "import", "status", "curve", "verify", "export", "gui", "train",
                       "round", "score", "oracle", "predict", "experiment"]
 
 
@@ -206,3 +206,59 @@ def test_control_characters_in_names_are_escaped_when_printed(tmp_path, capsys):
     assert main(["import", str(tmp_path / "pool"), str(tmp_path / "p"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "\x1b" not in err and "\x07" not in err and "\\x1b[2J" in err
+
+
+_GUI_PACKAGES = ("napari", "qtpy", "PyQt5", "PyQt6", "magicgui", "superqt", "npe2", "vispy")
+
+
+def test_the_commands_run_on_a_headless_install(tmp_path):
+    """``pip install napari-alunet`` without the GUI extra: no napari, Qt or magicgui. Blocking
+    those imports in a fresh interpreter, the whole loop runs from the command line (sample,
+    import, a tiny round, the oracle, status, the curve) and no GUI module is ever loaded."""
+    import textwrap
+
+    pool, project = tmp_path / "pool", tmp_path / "proj"
+    code = textwrap.dedent(f"""
+        import sys
+        for name in {_GUI_PACKAGES!r}:
+            sys.modules[name] = None  # "import name" now fails as for an absent package
+        from napari_alunet.cli import main
+        steps = [
+            ["sample", {str(pool)!r}, "--n", "8", "--shape", "48", "56"],
+            ["import", {str(pool)!r}, {str(project)!r}, "--quiet", "--initial-fraction", "0.3"],
+            ["round", {str(project)!r}, "--preset", "tiny", "--steps", "2", "--passes", "2",
+             "--top", "2", "--device", "cpu", "--quiet"],
+            ["oracle", {str(project)!r}],
+            ["status", {str(project)!r}],
+            ["curve", {str(project)!r}, {str(tmp_path / "curve.csv")!r}],
+        ]
+        for argv in steps:
+            rc = main(argv)
+            assert rc == 0, (argv, rc)
+        loaded = sorted(m for m in sys.modules
+                        if m.split(".")[0] in {_GUI_PACKAGES!r} and sys.modules[m] is not None)
+        assert not loaded, loaded
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "curve.csv").read_text().startswith("round,")
+
+
+def test_gui_command_opens_napari_in_its_own_process(tmp_path, sample_project, monkeypatch,
+                                                      capsys):
+    import importlib.util
+
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
+    assert main(["gui", str(sample_project)]) == 0
+    assert calls[-1][1:] == ["-m", "napari", "--plugin", "napari-alunet", str(sample_project)]
+    assert main(["gui"]) == 0
+    assert calls[-1][1:] == ["-m", "napari", "-w", "napari-alunet", "Active learning"]
+    # Not a project: one clear error, napari is not started.
+    assert main(["gui", str(tmp_path)]) == 2
+    assert "not a project" in capsys.readouterr().err and len(calls) == 2
+    # A headless install: says what to install instead of a traceback.
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert main(["gui", str(sample_project)]) == 2
+    assert "napari-alunet[pyqt5]" in capsys.readouterr().err and len(calls) == 2
