@@ -51,6 +51,16 @@ def _id_matrix(ids: Iterable[int], vectors: Vectors, what: str) -> tuple[np.ndar
     return ids[order], matrix[order]
 
 
+def _selection(ids: Iterable[int], features: Vectors, k: int
+               ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ids ascending, their feature rows (:func:`_id_matrix`) and ``k`` capped at their
+    number; ``ValueError`` for a negative ``k``."""
+    if k < 0:
+        raise ValueError(f"k must be >= 0, got {k}")
+    ids_sorted, matrix = _id_matrix(ids, features, "feature")
+    return ids_sorted, matrix, min(int(k), ids_sorted.size)
+
+
 def _sq_dist_to(matrix: np.ndarray, row: np.ndarray) -> np.ndarray:
     """``(n,)`` squared Euclidean distances of ``(n, D)`` rows to one ``(D,)`` row (exact 0
     for an identical row, unlike the ``|a|^2 - 2ab + |b|^2`` expansion)."""
@@ -170,9 +180,8 @@ def typical_start(
         raise ValueError(f"n_init must be >= 1, got {n_init}")
     if max_iter < 1:
         raise ValueError(f"max_iter must be >= 1, got {max_iter}")
-    ids, matrix = _id_matrix(ids, features, "feature")
+    ids, matrix, k = _selection(ids, features, k)
     n = ids.size
-    k = min(k, n)
     if k == 0:
         return []
     typicality = _typicality(matrix, n_neighbours)
@@ -258,11 +267,8 @@ def greedy_k_center(
     -------
     list of ``min(k, n)`` distinct ids in pick order; distance ties go to the smaller id.
     """
-    if k < 0:
-        raise ValueError(f"k must be >= 0, got {k}")
-    ids, matrix = _id_matrix(ids, features, "feature")
+    ids, matrix, k = _selection(ids, features, k)
     n = ids.size
-    k = min(k, n)
     if k == 0:
         return []
     labelled = None
