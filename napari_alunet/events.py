@@ -96,6 +96,16 @@ class StageEvent:
 
 
 @dataclass
+class WorkProgress:
+    """Progress of a core job without a more specific event (``done`` of ``total``; total 0:
+    not known), with a line for the user."""
+
+    done: int
+    total: int
+    message: str
+
+
+@dataclass
 class ImportProgress:
     """One image read and stored (``stage`` is 'scan', 'image' or 'split')."""
 

@@ -14,11 +14,12 @@ import shutil
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from napari_alunet.config import ClassSpec, DataConfig
-from napari_alunet.events import ImportProgress  # noqa: F401 (re-exported)
+from napari_alunet.events import ImportProgress, WorkProgress  # noqa: F401 (re-exported)
 from napari_alunet.fileio import TEMP_PREFIX, _fsync_dir, atomic_write_bytes, atomic_write_png
 from napari_alunet.store import Project, ProjectError
 
@@ -228,3 +229,16 @@ def _sha256(payload: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(payload).hexdigest()
+
+
+def import_sample(pool: str | os.PathLike[str], project: str | os.PathLike[str], n: int,
+                  seed: int = 0, *, shape: tuple[int, int] | None = None,
+                  data: DataConfig | None = None) -> Generator[Any, None, ImportSummary]:
+    """Write a synthetic sample pool of ``n`` images into ``pool`` and import it as a new
+    project (the Project panel's "sample project"); yields WorkProgress, then the import's
+    ImportProgress."""
+    from napari_alunet.data.sample_files import write_sample_pool
+
+    yield WorkProgress(0, 0, f"writing {n} synthetic images to {Path(pool).name}")
+    write_sample_pool(Path(pool), n, seed, layout="binary", shape=shape)
+    return (yield from import_pool(pool, project, data=data))

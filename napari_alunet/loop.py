@@ -26,7 +26,7 @@ from napari_alunet.config import (  # noqa: F401 (RoundSettings re-exported)
     RoundSettings,
     to_dict,
 )
-from napari_alunet.events import StageEvent  # noqa: F401 (re-exported)
+from napari_alunet.events import StageEvent, WorkProgress  # noqa: F401 (re-exported)
 from napari_alunet.pools import ProjectPool
 from napari_alunet.review import (  # noqa: F401 (re-exported: the round's review half)
     ReviewItem,
@@ -360,6 +360,22 @@ def load_round_model(project: Project, current: RoundRecord, settings: RoundSett
                                    expected_model_config=settings.model,
                                    expected_class_names=list(project.classes.names))
     return model
+
+
+def feature_maps(project: Project, round_idx: int, image_id: int,
+                 block: str) -> Generator[Any, None, tuple[Any, Any]]:
+    """The activations of ``block`` of round ``round_idx``'s model for one image ("Inside the
+    model"): ``((channels, h, w) float32, the image's Letterbox)``. Yields WorkProgress."""
+    from napari_alunet.data.dataset import prepare_image
+    from napari_alunet.model.features import block_activations
+
+    yield WorkProgress(0, 2, f"loading the model of round {round_idx}")
+    current = project.round(round_idx)
+    settings = current.settings
+    model = load_round_model(project, current, settings)
+    yield WorkProgress(1, 2, f"computing {block}")
+    canvas, box = prepare_image(project.read_image(image_id), settings.model.input_size)
+    return block_activations(model, canvas[None, None], block), box
 
 
 def _previous_model(project: Project, idx: int, settings: RoundSettings) -> Any:

@@ -9,13 +9,14 @@ ground truth instead of a person (benchmarks, tests, the CLI's ``--oracle``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from napari_alunet.config import UNKNOWN_LABEL
+from napari_alunet.events import WorkProgress
 from napari_alunet.store import Project
 
 
@@ -77,6 +78,19 @@ def commit_review(
         image_id, labels, source=source, author=author, seconds_spent=seconds_spent,
         round_index=(current.idx + 1) if current is not None else 0, reference=reference,
     )
+
+
+def oracle_commit_each(project: Project, image_ids: Sequence[int] | None = None
+                       ) -> Generator[WorkProgress, None, list[Any]]:
+    """:func:`oracle_commit`, one image at a time, as a progress generator (the Review panel's
+    Oracle button runs it in a worker). Closing it stops after the image being committed;
+    every commit before stays."""
+    ids = list(image_ids) if image_ids is not None else project.queue()
+    versions: list[Any] = []
+    for done, image_id in enumerate(ids):
+        yield WorkProgress(done, len(ids), f"committing ground truth {done + 1}/{len(ids)}")
+        versions += oracle_commit(project, [image_id])
+    return versions
 
 
 def oracle_commit(project: Project, image_ids: Sequence[int] | None = None) -> list[Any]:

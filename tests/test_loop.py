@@ -261,3 +261,37 @@ def test_bad_options_are_refused_before_anything_is_saved_and_a_stuck_round_rest
         statuses = [r.status for r in p.rounds()]
         assert statuses == ["abandoned", "queued"]
         assert p.queue(0) == []  # the abandoned round's queue is not pending any more
+
+
+def test_the_panels_jobs_are_core_generators(project, tmp_path):
+    """The jobs the widgets run in workers (oracle over the queue, feature maps, a sample
+    project) are core generators with progress, usable headless."""
+    from napari_alunet.events import WorkProgress
+    from napari_alunet.importer import import_sample
+    from napari_alunet.loop import feature_maps
+    from napari_alunet.review import oracle_commit_each
+
+    drain(run_round(project, tiny_settings()))
+    queue = project.queue()
+    assert len(queue) == 2
+    # Closing the oracle after the first image keeps that commit and leaves the other queued.
+    job = oracle_commit_each(project)
+    first = next(job)
+    assert isinstance(first, WorkProgress) and (first.done, first.total) == (0, 2)
+    next(job)
+    job.close()
+    assert project.queue() == queue[1:]
+    assert project.label_history(queue[0])[-1].source == "oracle"
+    events: list = []
+    versions = drain(oracle_commit_each(project), events.append)
+    assert [v.image_id for v in versions] == queue[1:] and project.queue() == []
+    # Feature maps of a block of round 0's model, for an image at its letter-boxed size.
+    activations, box = drain(feature_maps(project, 0, queue[0], "enc0"), events.append)
+    assert activations.ndim == 3 and activations.shape[0] == 8  # tiny preset: 8 channels
+    assert box.size == 32
+    # A sample project: the pool is written, then imported.
+    summary = drain(import_sample(tmp_path / "sample_pool", tmp_path / "sample_proj", 6, 1,
+                                  shape=(40, 48), data=DataConfig(test_fraction=0.2)),
+                    events.append)
+    assert sum(summary.counts.values()) == 6 and (tmp_path / "sample_pool" / "images").is_dir()
+    assert any(isinstance(e, WorkProgress) and "synthetic" in e.message for e in events)

@@ -26,7 +26,7 @@ from typing import Any
 from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils import progress
 
-from napari_alunet.events import EvalEvent, HealthEvent, StageEvent, StepEvent
+from napari_alunet.events import EvalEvent, HealthEvent, StageEvent, StepEvent, WorkProgress
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +154,8 @@ def describe(event: Any) -> Progress | None:
                         f"passes){dice}", event.step, max(1, event.steps))
     if isinstance(event, HealthEvent):
         return Progress(event.message)
+    if isinstance(event, WorkProgress):
+        return Progress(event.message, event.done, event.total)
     done, total = getattr(event, "done", None), getattr(event, "total", None)
     if done is not None and total is not None:
         what = (getattr(event, "stage", "")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Generator
 from typing import Any, cast
 
 from qtpy.QtCore import Qt
@@ -211,8 +210,11 @@ class AcquireWidget(QWidget):
                 self.display.map_name = None
                 self.state.image_requested.emit(queue[0])
 
+        from napari_alunet.loop import rescore
+
         return self.state.start_job(
-            "score", lambda: _rescore(project, current.idx, acquisition), on_done=done,
+            "score", lambda: rescore(project, acquisition),
+            on_done=lambda result: done({} if result is None else dict(result.scores)),
             uses_torch=True,
         )
 
@@ -284,14 +286,6 @@ class AcquireWidget(QWidget):
         item = self.table.item(row_index, 0)
         if item is not None and self.state.project is not None:
             self.state.image_requested.emit(int(item.data(Qt.ItemDataRole.UserRole)))
-
-
-def _rescore(project: Any, round_idx: int, acquisition: Any) -> Generator[Any, None, Any]:
-    """Score the pool with the current round's model and queue the new top k (worker)."""
-    from napari_alunet.loop import rescore
-
-    result = yield from rescore(project, acquisition)
-    return {} if result is None else dict(result.scores)
 
 
 def _spin(low: int, high: int, value: int, tip: str) -> QSpinBox:

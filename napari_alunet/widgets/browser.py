@@ -10,7 +10,6 @@ model's prediction and uncertainty maps for the selected unlabelled images in a 
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import Any
 
 from qtpy.QtCore import Qt
@@ -29,7 +28,6 @@ from napari_alunet.store.records import RoundStatus
 from napari_alunet.widgets._common import guarded, listen, row
 from napari_alunet.widgets._guide import round_button_text
 from napari_alunet.widgets._state import AppState, notify_info
-from napari_alunet.widgets._workers import Progress
 
 #: Filter label -> what it keeps ('to review' is the pending queue, whatever the pool says).
 FILTERS = ("all", "to review", "unlabelled", "labelled", "test")
@@ -138,7 +136,9 @@ class ImageBrowser(QWidget):
             if added:
                 self.state.image_requested.emit(added[0])
 
-        return self.state.start_job("add to queue", lambda: _queue_job(project, ids),
+        from napari_alunet.loop import queue_images
+
+        return self.state.start_job("add to queue", lambda: queue_images(project, ids),
                                     on_done=done, uses_torch=True)
 
     def _clicked(self, item: QListWidgetItem) -> None:
@@ -154,10 +154,3 @@ class ImageBrowser(QWidget):
         writable = project is not None and not project.read_only
         self.add_button.setEnabled(writable and not self.state.busy
                                    and bool(self.selected_ids("unlabelled")))
-
-
-def _queue_job(project: Any, ids: list[int]) -> Generator[Any, None, list[int]]:
-    from napari_alunet.loop import queue_images
-
-    yield Progress(f"predicting {len(ids)} image(s) for review", 0, len(ids))
-    return (yield from queue_images(project, ids))

@@ -8,7 +8,6 @@ classes taking shape.
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from typing import Any
 
 from qtpy.QtWidgets import QComboBox, QFormLayout, QLabel, QPushButton, QVBoxLayout, QWidget
@@ -19,7 +18,6 @@ from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen
 from napari_alunet.widgets._display import get_display
 from napari_alunet.widgets._guide import round_button_text
 from napari_alunet.widgets._state import get_state
-from napari_alunet.widgets._workers import Progress
 
 
 class FeaturesWidget(QWidget):
@@ -132,14 +130,17 @@ class FeaturesWidget(QWidget):
             self.block.setCurrentText(block)  # the selector names what is shown
         block = block or self.block.currentText()
 
-        def done(result: tuple[Any, Any, str]) -> None:
-            activations, box, name = result
+        def done(result: tuple[Any, Any]) -> None:
+            activations, box = result
+            name = block
             _layers.show_features(self.viewer, activations, box, name, image_id=shown.image_id)
             self.job_bar.finish(f"done: {activations.shape[0]} channels of {name} "
                                 f"({activations.shape[1]} x {activations.shape[2]})")
 
+        from napari_alunet.loop import feature_maps
+
         return self.state.start_job(
-            "feature maps", lambda: _features_job(project, rnd.idx, shown.image_id, block),
+            "feature maps", lambda: feature_maps(project, rnd.idx, shown.image_id, block),
             on_done=done, uses_torch=True,
         )
 
@@ -170,17 +171,3 @@ def _build_block_names(model_config: Any) -> list[str]:
         return list_blocks(build_model(model_config))
 
 
-def _features_job(project: Any, round_idx: int, image_id: int,
-                  block: str) -> Generator[Any, None, tuple[Any, Any, str]]:
-    from napari_alunet.data.dataset import prepare_image
-    from napari_alunet.loop import load_round_model
-    from napari_alunet.model.features import block_activations
-
-    yield Progress(f"loading the model of round {round_idx}")
-    current = project.round(round_idx)
-    settings = current.settings
-    model = load_round_model(project, current, settings)
-    yield Progress(f"computing {block}")
-    canvas, box = prepare_image(project.read_image(image_id), settings.model.input_size)
-    activations = block_activations(model, canvas[None, None], block)
-    return activations, box, block

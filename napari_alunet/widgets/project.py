@@ -6,7 +6,6 @@ the review queue, the learning curve); see :class:`~napari_alunet.widgets._state
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen, 
 from napari_alunet.widgets._display import get_display
 from napari_alunet.widgets._guide import round_button_text, status_text
 from napari_alunet.widgets._state import get_state, notify_info, notify_warning
-from napari_alunet.widgets._workers import Progress
 
 LAYOUTS_HINT = (
     "A pool folder holds <b>images/</b> and either <b>GT_ICM/ GT_TE/ GT_ZP/</b> (binary masks), "
@@ -195,8 +193,11 @@ class ProjectWidget(QWidget):
         project = _free(folder / "alunet-sample-project")
         n = int(n or self.sample_n.value())
         data = self._data_config()
+        from napari_alunet.importer import import_sample
+
         return self.state.start_job(
-            "sample project", lambda: _sample_job(pool, project, n, seed, shape, data),
+            "sample project",
+            lambda: import_sample(pool, project, n, seed, shape=shape, data=data),
             on_done=self._imported,
         )
 
@@ -280,11 +281,3 @@ def _free(path: Path) -> Path:
     return candidate
 
 
-def _sample_job(pool: Path, project: Path, n: int, seed: int, shape: tuple[int, int] | None,
-                data: DataConfig) -> Generator[Any, None, Any]:
-    from napari_alunet.data.sample_files import write_sample_pool
-    from napari_alunet.importer import import_pool
-
-    yield Progress(f"writing {n} synthetic images to {pool.name}")
-    write_sample_pool(pool, n, seed, layout="binary", shape=shape)
-    return (yield from import_pool(pool, project, data=data))

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Generator
 from typing import Any, cast
 
 from qtpy.QtCore import Qt
@@ -61,7 +60,7 @@ from napari_alunet.widgets._common import (
 from napari_alunet.widgets._display import START_FROM, get_display
 from napari_alunet.widgets._guide import next_action, prediction_warning, round_button_text
 from napari_alunet.widgets._state import get_state, notify_info
-from napari_alunet.widgets._workers import Job, Progress
+from napari_alunet.widgets._workers import Job
 from napari_alunet.widgets.browser import ImageBrowser
 
 #: napari key names (viewer.bind_key) and Qt key sequences of the review actions.
@@ -267,8 +266,11 @@ class ReviewWidget(QWidget):
             self.state.labels_changed.emit()  # the commits before the failure are kept
             self.show_next()
 
-        return self.state.start_job("oracle", lambda: _oracle_job(project, queue),
-                                    on_done=done, on_error=failed)
+        from napari_alunet.review import oracle_commit_each
+
+        return self.state.start_job("oracle", lambda: oracle_commit_each(project, queue),
+                                    on_done=lambda versions: done(len(versions)),
+                                    on_error=failed)
 
     def show_next(self, avoid: int | None = None) -> None:
         """Show the first pending queued image (not ``avoid`` if another one waits)."""
@@ -416,15 +418,6 @@ class ReviewWidget(QWidget):
         self.map_choice.blockSignals(True)
         self.map_choice.setCurrentText(visible or "none")
         self.map_choice.blockSignals(False)
-
-
-def _oracle_job(project: Any, queue: list[int]) -> Generator[Any, None, int]:
-    from napari_alunet.loop import oracle_commit
-
-    for done, image_id in enumerate(queue):
-        yield Progress(f"committing ground truth {done + 1}/{len(queue)}", done, len(queue))
-        oracle_commit(project, [image_id])
-    return len(queue)
 
 
 def _ramp_pixmap(width: int = 160, height: int = 12) -> Any:
