@@ -2,7 +2,8 @@
 
 ``napari_get_reader`` claims only what it can read: a folder holding ``project.db`` (a
 project) or an ``images/`` sub-folder with at least one image file (a pool). Anything else gets
-None, so other readers can try.
+None, so other readers can try. The manifest's pattern is ``*`` because napari matches
+directories by name only and a project folder can have any name; the check is here.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def read_project(path: str | list[str]) -> LayerData:
     state = get_state(viewer)
     if state.project is None or state.project.path.resolve() != folder.resolve():
         open_or_read_only(state, folder)
-    # The widgets added the layers; tell napari the folder was read and holds nothing more.
+    # The widgets added the real layers (image, labels, uncertainty), which stay tied to the
+    # project's state: commits, the queue, the next image. ``[(None,)]`` is napari's own
+    # sentinel for "read, no layers to add" (napari.plugins.io._is_null_layer_sentinel), so
+    # napari adds no second, unmanaged copy of them.
     return [(None,)]
 
 
