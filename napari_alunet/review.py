@@ -113,3 +113,52 @@ def oracle_commit(project: Project, image_ids: Sequence[int] | None = None) -> l
 def model_version(project: Project, round_idx: int) -> str:
     """The short content hash of the round's checkpoint ('' before it exists)."""
     return project.round(round_idx).model_version or ""
+
+
+# -- one-click edits (the Review panel's Accept / Erase region tools) ---------------------------
+def component_at(labels: np.ndarray, point: tuple[float, float]) -> np.ndarray:
+    """(h, w) bool: the connected part (4-connected) of ``labels``'s class at ``point``.
+
+    ``labels`` (h, w) integer class indices; ``point`` (row, column) inside it, else
+    ``ValueError``.
+    """
+    from scipy import ndimage
+
+    labels = np.asarray(labels)
+    r, c = _pixel(labels, point)
+    parts, _n = ndimage.label(labels == labels[r, c])
+    return parts == parts[r, c]
+
+
+def _pixel(labels: np.ndarray, point: tuple[float, float]) -> tuple[int, int]:
+    r, c = (int(round(float(v))) for v in point)
+    if not (0 <= r < labels.shape[0] and 0 <= c < labels.shape[1]):
+        raise ValueError(f"({r}, {c}) is outside the image ({labels.shape[0]} x "
+                         f"{labels.shape[1]})")
+    return r, c
+
+
+def accept_region(labels: np.ndarray, prediction: np.ndarray, point: tuple[float, float]
+                  ) -> tuple[np.ndarray, int]:
+    """Where the prediction's connected region at ``point`` goes into the labels.
+
+    Returns ``(mask (h, w) bool, class)``: the pixels of the prediction's part at ``point``
+    that the labels do not hold as that class yet (the caller writes ``class`` there).
+    """
+    prediction = np.asarray(prediction)
+    region = component_at(prediction, point)
+    cls = int(prediction[_pixel(prediction, point)])
+    return region & (np.asarray(labels) != cls), cls
+
+
+def erase_region(labels: np.ndarray, point: tuple[float, float]) -> np.ndarray:
+    """(h, w) bool: the labels' connected foreground part at ``point``, to set to background.
+
+    Empty where ``point`` is background or unknown (:data:`~napari_alunet.config.UNKNOWN_LABEL`):
+    erasing never turns an unreviewed pixel into a labelled one.
+    """
+    labels = np.asarray(labels)
+    value = int(labels[_pixel(labels, point)])
+    if value in (0, UNKNOWN_LABEL):
+        return np.zeros(labels.shape, bool)
+    return component_at(labels, point)

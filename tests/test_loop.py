@@ -295,3 +295,27 @@ def test_the_panels_jobs_are_core_generators(project, tmp_path):
                     events.append)
     assert sum(summary.counts.values()) == 6 and (tmp_path / "sample_pool" / "images").is_dir()
     assert any(isinstance(e, WorkProgress) and "synthetic" in e.message for e in events)
+
+
+def test_one_click_region_edits_are_exact():
+    from napari_alunet.config import UNKNOWN_LABEL
+    from napari_alunet.review import accept_region, component_at, erase_region
+
+    prediction = np.zeros((20, 30), np.uint8)
+    prediction[2:6, 2:6] = 1
+    prediction[2:6, 10:14] = 1  # the same class, not connected
+    prediction[10:18, 5:25] = 2
+    labels = np.full((20, 30), UNKNOWN_LABEL, np.uint8)  # "confident" start: nothing known
+    labels[12, 8] = 2  # one pixel already right
+    mask, cls = accept_region(labels, prediction, (3, 3))
+    assert cls == 1 and mask.sum() == 16 and mask[2:6, 2:6].all()  # one blob, not the other
+    mask, cls = accept_region(labels, prediction, (11.4, 7.6))  # napari's data coordinates
+    assert cls == 2 and mask.sum() == 8 * 20 - 1  # the pixel already 2 needs no change
+    labels[10:18, 5:25] = 2
+    assert erase_region(labels, (15, 15)).sum() == 160
+    assert not erase_region(labels, (0, 0)).any()  # unknown stays unknown
+    labels[0, 0] = 0
+    assert not erase_region(labels, (0, 0)).any()  # background: nothing to erase
+    assert component_at(prediction, (0, 0)).sum() == 20 * 30 - 16 - 16 - 160
+    with pytest.raises(ValueError, match="outside"):
+        component_at(prediction, (-1, 3))

@@ -11,15 +11,20 @@ WIDGETS = Path(napari_alunet.__file__).parent / "widgets"
 
 
 def _generator_functions(path: Path) -> list[str]:
+    """Module-level functions and methods of ``path`` that yield. Functions nested in them are
+    not counted: napari's mouse-drag callbacks are generators by protocol (press, moves,
+    release), and they are not jobs."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found = []
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            # Yields of this function itself, not of functions nested in it.
-            body = [n for stmt in node.body for n in ast.walk(stmt)
-                    if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
-            if any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in body):
-                found.append(f"{path.name}:{node.lineno} {node.name}")
+    top = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    top += [m for c in tree.body if isinstance(c, ast.ClassDef) for m in c.body
+            if isinstance(m, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    for node in top:
+        # Yields of this function itself, not of functions nested in it.
+        body = [n for stmt in node.body for n in ast.walk(stmt)
+                if not isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))]
+        if any(isinstance(n, (ast.Yield, ast.YieldFrom)) for n in body):
+            found.append(f"{path.name}:{node.lineno} {node.name}")
     return found
 
 

@@ -654,3 +654,76 @@ def test_browser_start_from_and_model_warnings(app, qtbot, tmp_path):
     project.update_round(current.idx, config=config)
     state.queue_changed.emit()
     assert "looks collapsed (Dice 0.12" in widget.status.text()
+
+
+def test_one_click_region_tools_and_per_class_brushes(round0):
+    """Accept or erase a whole connected region in one click (issue 17), undoable with the
+    layer's own history; each class keeps the brush size the annotator gave it."""
+    from types import SimpleNamespace
+
+    from napari_alunet.review import component_at
+
+    viewer, widget, _project = round0
+    review = widget.panel("Review")
+    display = widget.state.display
+    shown = display.current
+    labels = viewer.layers["alunet: labels"]
+    # Start from empty so that accepting has something to put in.
+    review.start_from.setCurrentText("empty")
+    display.show(shown.image_id)
+    assert not labels.data.any()
+    # A prediction with two separate TE blobs and a ZP blob (a 4-step tiny model predicts one
+    # class nearly everywhere, which would make every region the whole image).
+    reference = np.zeros(SHAPE, np.uint8)
+    reference[5:15, 5:15] = 2
+    reference[30:40, 30:45] = 2
+    reference[20:26, 2:8] = 3
+    display.current.reference = reference
+    point = (8, 9)
+    region = component_at(reference, point)
+    assert region.sum() == 100  # the first blob only
+    review.click_tool.setCurrentText("accept region")
+    assert labels.mode == "pan_zoom"  # clicks no longer paint
+    # A click (press, release without moving) on the canvas runs the tool.
+    (callback,) = [cb for cb in labels.mouse_drag_callbacks if cb.__name__ == "clicked"]
+    event = SimpleNamespace(position=(float(point[0]), float(point[1])), type="mouse_press")
+    gen = callback(labels, event)
+    next(gen)
+    event.type = "mouse_release"
+    with pytest.raises(StopIteration):
+        next(gen)
+    assert np.array_equal(labels.data == reference[point], region)
+    # A drag pans: nothing changes.
+    before = labels.data.copy()
+    event = SimpleNamespace(position=(0.0, 0.0), type="mouse_press")
+    gen = callback(labels, event)
+    next(gen)
+    event.type, event.position = "mouse_move", (5.0, 5.0)
+    with pytest.raises(StopIteration):
+        next(gen)
+    assert np.array_equal(labels.data, before)
+    # Erase the same region in one click; Ctrl+Z (the layer's undo) brings it back.
+    review.click_tool.setCurrentText("erase region")
+    assert display.edit_at("erase region", point) == int(region.sum())
+    assert not labels.data.any()
+    labels.undo()
+    assert np.array_equal(labels.data == reference[point], region)
+    # Clicking background erases nothing; a point outside the image is refused, not a crash.
+    assert display.edit_at("erase region", tuple(np.argwhere(labels.data == 0)[0])) == 0
+    assert display.edit_at("erase region", (-1, 10_000)) == 0
+    review.click_tool.setCurrentText("paint")
+    assert labels.mode == "paint"
+
+    # Per-class brushes: ICM gets 7, TE 3; switching class brings each back, also on the
+    # next image.
+    labels.selected_label = 1
+    labels.brush_size = 7
+    labels.selected_label = 2
+    labels.brush_size = 3
+    labels.selected_label = 1
+    assert labels.brush_size == 7
+    review.skip()
+    labels = viewer.layers["alunet: labels"]
+    assert labels.selected_label == 1 and labels.brush_size == 7
+    labels.selected_label = 2
+    assert labels.brush_size == 3

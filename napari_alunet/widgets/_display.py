@@ -20,6 +20,9 @@ from napari_alunet.widgets._state import AppState, get_state, notify_error
 
 #: What the labels of a queued image start from in Review.
 START_FROM = ("prediction", "confident", "empty")
+#: What a click on the labels does: napari's own tools (paint, fill, erase, as chosen in the
+#: layer controls), or one-click region edits (the canvas then pans instead of painting).
+CLICK_TOOLS = ("paint", "accept region", "erase region")
 
 
 @dataclass
@@ -62,6 +65,11 @@ class Display:
         self.map_hidden: bool = False
         #: What the labels of a queued image start from (:data:`START_FROM`).
         self.start_from: str = "prediction"
+        #: What a click on the labels does (:data:`CLICK_TOOLS`).
+        self.click_tool: str = "paint"
+        #: Brush size per class, as the annotator left it (per-class brush presets).
+        self.brush_sizes: dict[int, int] = {}
+        self._showing = False  # show() sets the brush: not the annotator's choice
         self.maps: dict[str, np.ndarray] = {}
         state.image_requested.connect(self._requested)
         state.project_changed.connect(self._project_changed)
@@ -131,9 +139,17 @@ class Display:
             _layers.show_map(viewer, maps.get(kind) if kind else None, kind, shape=image.shape,
                              threshold=self.map_threshold, hidden=self.map_hidden)
             _layers.hide_stale_features(viewer, image_id)
-            layer = _layers.show_labels(viewer, labels, project.classes, image_id=image_id)
+            self._showing = True
+            try:
+                layer = _layers.show_labels(viewer, labels, project.classes, image_id=image_id)
+                self._hook(layer)
+                preset = self.brush_sizes.get(int(layer.selected_label))
+                if preset is not None:
+                    layer.brush_size = preset
+            finally:
+                self._showing = False
             _layers.show_regions(viewer, region, image_id=image_id)
-            layer.mode = "paint"
+            layer.mode = "paint" if self.click_tool == "paint" else "pan_zoom"
             viewer.layers.selection.active = layer
         self.maps = maps
         self.current = Shown(image_id, record.name, record.pool, queued, score, reference,
@@ -143,6 +159,81 @@ class Display:
             self.focus_region(0)
         self._notify()
         return self.current
+
+    # -- per-class brushes and one-click region edits ------------------------------------------
+    def _hook(self, layer: Any) -> None:
+        """Connect the labels layer once: brush presets and the click tools."""
+        if layer.metadata.get("alunet_hooked"):
+            return
+        layer.metadata["alunet_hooked"] = True
+        ref = weakref.ref(self)
+
+        def class_changed(_event: Any = None) -> None:
+            display = ref()
+            preset = None if display is None else display.brush_sizes.get(
+                int(layer.selected_label))
+            if preset is not None and preset != layer.brush_size:
+                layer.brush_size = preset
+
+        def brush_changed(_event: Any = None) -> None:
+            display = ref()
+            if display is not None and not display._showing:
+                display.brush_sizes[int(layer.selected_label)] = int(layer.brush_size)
+
+        def clicked(layer: Any, event: Any) -> Any:
+            display = ref()
+            if display is None or display.click_tool == "paint" or layer.mode != "pan_zoom":
+                return
+            start = tuple(event.position)
+            yield
+            while event.type == "mouse_move":  # a drag pans the view: no edit
+                if tuple(event.position) != start:
+                    return
+                yield
+            display.edit_at(display.click_tool, layer.world_to_data(start)[-2:])
+
+        layer.events.selected_label.connect(class_changed)
+        layer.events.brush_size.connect(brush_changed)
+        layer.mouse_drag_callbacks.append(clicked)
+
+    def set_click_tool(self, tool: str) -> None:
+        """Choose what a click on the labels does (:data:`CLICK_TOOLS`)."""
+        if tool not in CLICK_TOOLS:
+            raise ValueError(f"unknown click tool {tool!r}; choose one of {CLICK_TOOLS}")
+        self.click_tool = tool
+        viewer = self.viewer
+        if viewer is not None and _layers.LABELS in viewer.layers:
+            viewer.layers[_layers.LABELS].mode = "paint" if tool == "paint" else "pan_zoom"
+
+    def edit_at(self, tool: str, point: Any) -> int:
+        """One-click edit at ``point`` (row, column of the image): ``"accept region"`` writes
+        the model's connected predicted region there into the labels, ``"erase region"`` sets
+        the labels' connected region there to background. Goes into the layer's undo history
+        (Ctrl+Z). Returns the pixels changed (0: nothing to do)."""
+        from napari_alunet.review import accept_region, erase_region
+
+        viewer = self.viewer
+        if self.current is None or viewer is None or _layers.LABELS not in viewer.layers:
+            raise ValueError("no image under review")
+        layer = viewer.layers[_layers.LABELS]
+        labels = np.asarray(layer.data)
+        try:
+            if tool == "accept region":
+                if self.current.reference is None:
+                    raise ValueError("this image has no prediction to accept from: add it "
+                                     "to the queue (All images) or train a round first")
+                mask, value = accept_region(labels, self.current.reference, point)
+            elif tool == "erase region":
+                mask, value = erase_region(labels, point), 0
+            else:
+                raise ValueError(f"unknown click tool {tool!r}")
+        except ValueError as exc:
+            notify_error(str(exc))
+            return 0
+        changed = int(np.count_nonzero(mask))
+        if changed:
+            layer.data_setitem(np.nonzero(mask), value)
+        return changed
 
     def _starting_labels(self, reference: np.ndarray, maps: dict[str, np.ndarray]
                          ) -> np.ndarray:

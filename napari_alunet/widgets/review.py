@@ -57,7 +57,7 @@ from napari_alunet.widgets._common import (
     row,
     swatch,
 )
-from napari_alunet.widgets._display import START_FROM, get_display
+from napari_alunet.widgets._display import CLICK_TOOLS, START_FROM, get_display
 from napari_alunet.widgets._guide import next_action, prediction_warning, round_button_text
 from napari_alunet.widgets._state import get_state, notify_info
 from napari_alunet.widgets._workers import Job
@@ -112,9 +112,21 @@ class ReviewWidget(QWidget):
             "confident pixels (the tinted, uncertain ones start unlabelled, and those you leave "
             "are stored as unknown, never as background); or empty (draw from scratch)")
         self.start_from.currentTextChanged.connect(self._start_from_changed)
+        self.click_tool = QComboBox()
+        self.click_tool.addItems(CLICK_TOOLS)
+        for i, tip in enumerate((
+                "napari's tools: paint, fill and erase as chosen in the layer controls (P, F, E)",
+                "one click on a region of the model's prediction puts that whole region into "
+                "the labels (the canvas pans instead of painting; Ctrl+Z undoes)",
+                "one click on a labelled region sets the whole region to background (Ctrl+Z "
+                "undoes)")):
+            self.click_tool.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
+        self.click_tool.setToolTip("What a click on the labels does")
+        self.click_tool.currentTextChanged.connect(self.display.set_click_tool)
         self.browser = ImageBrowser(self.state)
         form = QFormLayout()
         form.addRow("Start from", self.start_from)
+        form.addRow("Click", self.click_tool)
         form.addRow("Uncertainty", self.map_choice)
         form.addRow(self.map_threshold_text, self.map_threshold)
         form.addRow(self.colour_bar_text, self.colour_bar)
@@ -152,10 +164,12 @@ class ReviewWidget(QWidget):
         layout.addWidget(group("Replay", self.oracle_button, self.job_bar))
         layout.addWidget(hint(
             "Paint in the <b>alunet: labels</b> layer (brush: P, eraser: E, fill: F); hover to "
-            "see class names. <b>Shift+Enter</b> commit, <b>Shift+S</b> skip, <b>Shift+U</b> "
-            "undo the last commit, <b>Shift+N</b> next region (region review: only the "
-            "outlined regions are committed), <b>Shift+M</b> show / hide the uncertainty "
-            "overlay (violet: where the model is unsure)."))
+            "see class names. Each class keeps its own brush size. <b>Click: accept / erase "
+            "region</b> edits a whole connected region in one click. <b>Shift+Enter</b> "
+            "commit, <b>Shift+S</b> skip, <b>Shift+U</b> undo the last commit, <b>Shift+N</b> "
+            "next region (region review: only the outlined regions are committed), "
+            "<b>Shift+M</b> show / hide the uncertainty overlay (violet: where the model is "
+            "unsure)."))
         layout.addStretch(1)
 
         self._bind_keys()
