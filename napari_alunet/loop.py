@@ -19,6 +19,8 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from napari_alunet import active
 from napari_alunet.config import (  # noqa: F401 (RoundSettings re-exported)
     UNKNOWN_LABEL,
@@ -376,6 +378,33 @@ def feature_maps(project: Project, round_idx: int, image_id: int,
     yield WorkProgress(1, 2, f"computing {block}")
     canvas, box = prepare_image(project.read_image(image_id), settings.model.input_size)
     return block_activations(model, canvas[None, None], block), box
+
+
+def round_prediction(project: Project, round_idx: int, image_id: int, *,
+                     device: Any = None) -> Generator[Any, None, np.ndarray]:
+    """The review prediction of round ``round_idx``'s model for one image, (h, w) uint8 at
+    the image's original size: the same seeded MC pass a queued image gets, so the Review
+    panel can show how an earlier round saw the image ("previous vs current").
+
+    The round's cached review is used when it holds the image; otherwise its model runs now.
+    ``ValueError`` when that round has no model (abandoned before training, or not trained).
+    """
+    from napari_alunet.training.device import resolve_device
+
+    cached = project.read_review(round_idx, image_id, maps=False)
+    if cached is not None and cached.prediction is not None:
+        return cached.prediction
+    rnd = project.round(round_idx)
+    if not rnd.checkpoint or not project.checkpoint_path(round_idx).is_file():
+        raise ValueError(f"round {round_idx} has no model to predict with")
+    settings = rnd.settings
+    yield WorkProgress(0, 1, f"predicting with the model of round {round_idx}")
+    model = load_round_model(project, rnd, settings)
+    predicted = yield from active.predict_for_review(
+        _pool(project, settings), model, [int(image_id)], settings.acquisition, keep_maps=(),
+        device=resolve_device(device or settings.train.device),
+        precision=settings.train.precision)
+    return predicted.predictions[int(image_id)]
 
 
 def _previous_model(project: Project, idx: int, settings: RoundSettings) -> Any:

@@ -727,3 +727,42 @@ def test_one_click_region_tools_and_per_class_brushes(round0):
     assert labels.selected_label == 1 and labels.brush_size == 7
     labels.selected_label = 2
     assert labels.brush_size == 3
+
+
+def test_previous_round_outlines_show_what_the_last_round_changed(round0, qtbot):
+    """Previous vs current (issue 17): in round 1, Shift+P outlines round 0's prediction of
+    the image over its labels; again hides it; another image starts without it."""
+    viewer, widget, project = round0
+    state = widget.state
+    review = widget.panel("Review")
+    assert not review.previous_button.isEnabled()  # round 0 has nothing before it
+    assert review.compare_previous() is None  # said in a notification, nothing shown
+    assert "alunet: previous round" not in viewer.layers
+    review.oracle()
+    wait_idle(qtbot, state)
+    with qtbot.waitSignal(state.round_finished, timeout=TIMEOUT):
+        widget.panel("Rounds").next_round(confirm=lambda m: True)
+    wait_idle(qtbot, state)
+    shown = state.display.current
+    assert shown is not None and shown.round_idx == 1
+    assert review.previous_button.isEnabled() and not review.previous_button.isChecked()
+    from napari_alunet.loop import round_prediction
+
+    review.compare_previous()  # round 0 never queued this image: its model runs in a worker
+    wait_idle(qtbot, state)
+    layer = viewer.layers["alunet: previous round"]
+    assert layer.visible and layer.metadata == {**layer.metadata, "image_id": shown.image_id,
+                                                "round_idx": 0}
+    from napari_alunet.events import drain
+
+    expected = drain(round_prediction(project, 0, shown.image_id))
+    assert np.array_equal(layer.data, expected) and layer.contour >= 1
+    assert review.previous_button.isChecked() and "round 0" in review.status.text()
+    assert viewer.layers.selection.active.name == "alunet: labels"  # painting still works
+    review.compare_previous()  # Shift+P again: hidden
+    assert not layer.visible and not review.previous_button.isChecked()
+    review.compare_previous()
+    wait_idle(qtbot, state)
+    assert layer.visible
+    review.skip()  # the next image starts without the previous outlines
+    assert not layer.visible

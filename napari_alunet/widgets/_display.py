@@ -149,6 +149,7 @@ class Display:
             finally:
                 self._showing = False
             _layers.show_regions(viewer, region, image_id=image_id)
+            _layers.show_previous(viewer, None, project.classes, image_id=image_id)
             layer.mode = "paint" if self.click_tool == "paint" else "pan_zoom"
             viewer.layers.selection.active = layer
         self.maps = maps
@@ -195,6 +196,20 @@ class Display:
         layer.events.selected_label.connect(class_changed)
         layer.events.brush_size.connect(brush_changed)
         layer.mouse_drag_callbacks.append(clicked)
+
+    def show_previous(self, prediction: np.ndarray | None, round_idx: int | None = None) -> bool:
+        """Outline an earlier round's prediction of the image shown over its labels (None:
+        hide it). Returns whether it is shown."""
+        viewer = self.viewer
+        project = self.state.project
+        if viewer is None or project is None or self.current is None:
+            return False
+        if prediction is not None and prediction.shape != np.asarray(
+                viewer.layers[_layers.LABELS].data).shape:
+            raise ValueError("that prediction belongs to another image")
+        _layers.show_previous(viewer, prediction, project.classes,
+                              image_id=self.current.image_id, round_idx=round_idx)
+        return prediction is not None
 
     def set_click_tool(self, tool: str) -> None:
         """Choose what a click on the labels does (:data:`CLICK_TOOLS`)."""

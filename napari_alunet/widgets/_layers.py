@@ -18,6 +18,7 @@ LABELS = "alunet: labels"
 MAP = "alunet: uncertainty"
 FEATURES = "alunet: features"
 REGIONS = "alunet: review regions"
+PREVIOUS = "alunet: previous round"
 #: Outline colour of the regions to review: white, a colour no class uses (the default classes
 #: are cyan, red, green and yellow; a cyan outline read as ICM).
 REGION_COLOUR = "#ffffff"
@@ -275,6 +276,30 @@ def show_regions(viewer: Any, region: np.ndarray | None, *, image_id: int) -> An
     return layer
 
 
+def show_previous(viewer: Any, labels: np.ndarray | None, classes: ClassSpec, *,
+                  image_id: int, round_idx: int | None = None) -> Any:
+    """The previous round's prediction as class-coloured outlines over the labels (read-only),
+    or hidden when ``labels`` is None."""
+    layer = _layer(viewer, PREVIOUS)
+    if labels is None:
+        if layer is not None:
+            layer.visible = False
+        return layer
+    labels = np.ascontiguousarray(labels, dtype=np.uint8)
+    if layer is None:
+        layer = viewer.add_labels(labels, name=PREVIOUS, colormap=class_colormap(classes),
+                                  opacity=0.9)
+    else:
+        layer.data = labels
+        layer.visible = True
+    layer.contour = max(2, min(labels.shape) // 120)  # outlines: the labels stay visible
+    layer.editable = False
+    layer.metadata.update(image_id=image_id, round_idx=round_idx)
+    _order(viewer)
+    viewer.layers.selection.active = viewer.layers[LABELS] if LABELS in viewer.layers else layer
+    return layer
+
+
 def _order(viewer: Any) -> None:
     """Image at the bottom, feature maps (if any) and the labels above it, the uncertainty
     overlay and the review regions over the labels.
@@ -286,7 +311,8 @@ def _order(viewer: Any) -> None:
     layers = viewer.layers
     # Feature maps go just above the image: under the labels, never covering what is painted
     # (issue 17: a feature layer on top made the labels invisible in Review).
-    present = [name for name in (IMAGE, FEATURES, LABELS, MAP, REGIONS) if name in layers]
+    present = [name for name in (IMAGE, FEATURES, LABELS, PREVIOUS, MAP, REGIONS)
+               if name in layers]
     for position, name in enumerate(present):
         if layers.index(name) != position:
             layers.move(layers.index(name), position)

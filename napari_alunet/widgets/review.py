@@ -31,6 +31,7 @@ import time
 import weakref
 from typing import Any, cast
 
+import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QKeySequence, QShortcut
 from qtpy.QtWidgets import (
@@ -66,7 +67,8 @@ from napari_alunet.widgets.browser import ImageBrowser
 #: napari key names (viewer.bind_key) and Qt key sequences of the review actions.
 SHORTCUTS = {"commit": ("Shift-Enter", "Shift+Return"), "skip": ("Shift-S", "Shift+S"),
              "undo": ("Shift-U", "Shift+U"), "next_region": ("Shift-N", "Shift+N"),
-             "toggle_map": ("Shift-M", "Shift+M")}
+             "toggle_map": ("Shift-M", "Shift+M"),
+             "compare_previous": ("Shift-P", "Shift+P")}
 #: Every map the scorer can cache (an image has the review maps and its strategy's own).
 MAP_CHOICES = (*MAP_NAMES, "none")
 
@@ -146,6 +148,12 @@ class ReviewWidget(QWidget):
         self.next_region_button = QPushButton("Next region  (Shift+N)")
         self.next_region_button.setToolTip("Region review: zoom to the next outlined region")
         self.next_region_button.clicked.connect(lambda: self.next_region())
+        self.previous_button = QPushButton("Previous round  (Shift+P)")
+        self.previous_button.setCheckable(True)
+        self.previous_button.setToolTip(
+            "Outline the previous round's prediction of this image over the labels, to see "
+            "what the last round changed (its model runs if it never saw this image)")
+        self.previous_button.clicked.connect(lambda: self.compare_previous())
         self.oracle_button = QPushButton("Oracle: commit ground truth for the queue")
         self.oracle_button.setToolTip("Replay mode: commit the stored ground truth of every "
                                       "pending image (for experiments with labelled pools)")
@@ -159,6 +167,7 @@ class ReviewWidget(QWidget):
         layout.addWidget(group("Display", layout=form))
         layout.addWidget(row(self.commit_button, self.skip_button))
         layout.addWidget(row(self.undo_button, self.next_region_button))
+        layout.addWidget(self.previous_button)
         layout.addWidget(self.status)
         layout.addWidget(group("All images", self.browser))
         layout.addWidget(group("Replay", self.oracle_button, self.job_bar))
@@ -222,6 +231,46 @@ class ReviewWidget(QWidget):
         self.state.labels_changed.emit()
         self.show_next()
         return version
+
+    @guarded
+    def compare_previous(self) -> Any:
+        """Show (or hide) the previous round's prediction of the image shown as outlines
+        (Shift+P): how the model's view changed. Computed in a worker when that round did not
+        cache this image."""
+        from napari_alunet.loop import round_prediction
+
+        project = self.state.require_project()
+        shown = self._require_shown()
+        layer = self.viewer.layers[_layers.PREVIOUS] \
+            if _layers.PREVIOUS in self.viewer.layers else None
+        if layer is not None and layer.visible and layer.metadata.get("image_id") == \
+                shown.image_id:
+            self.display.show_previous(None)
+            self.status.setText("previous round hidden")
+            self._update()
+            return None
+        previous = _previous_round(project, shown.round_idx)
+        if previous is None:
+            self._update()
+            raise ValueError("there is no earlier round with a model to compare with: the "
+                             "comparison starts from round 1")
+        image_id = shown.image_id
+
+        def done(prediction: Any) -> None:
+            current = self.display.current
+            if current is None or current.image_id != image_id:
+                return  # the annotator moved on
+            self.display.show_previous(prediction, previous)
+            changed = float(np.mean(prediction != current.reference)) \
+                if current.reference is not None else float("nan")
+            self.status.setText(f"outlines: round {previous}'s prediction"
+                                + ("" if changed != changed else
+                                   f"; {changed:.0%} of the pixels changed since"))
+            self._update()
+
+        return self.state.start_job(
+            "previous round", lambda: round_prediction(project, previous, image_id),
+            on_done=done, uses_torch=True)
 
     @guarded
     def next_region(self) -> int:
@@ -391,6 +440,14 @@ class ReviewWidget(QWidget):
         self.skip_button.setEnabled(writable and shown is not None and not round_busy)
         self.undo_button.setEnabled(writable and not round_busy)
         self.next_region_button.setEnabled(shown is not None and shown.region is not None)
+        layer = self.viewer.layers[_layers.PREVIOUS] \
+            if _layers.PREVIOUS in self.viewer.layers else None
+        self.previous_button.setChecked(bool(
+            layer is not None and layer.visible and shown is not None
+            and layer.metadata.get("image_id") == shown.image_id))
+        self.previous_button.setEnabled(shown is not None and not self.state.busy and (
+            self.previous_button.isChecked() or project is None
+            or _previous_round(project, shown.round_idx) is not None))
         self.oracle_button.setEnabled(writable and not self.state.busy)
         if project is None:
             self.header.setText("No project open.")
@@ -432,6 +489,18 @@ class ReviewWidget(QWidget):
         self.map_choice.blockSignals(True)
         self.map_choice.setCurrentText(visible or "none")
         self.map_choice.blockSignals(False)
+
+
+def _previous_round(project: Any, round_idx: int | None) -> int | None:
+    """The newest round before ``round_idx`` whose model can predict (trained, not abandoned)."""
+    from napari_alunet.store import RoundStatus
+
+    if round_idx is None:
+        return None
+    for rnd in reversed(project.rounds()):
+        if rnd.idx < round_idx and rnd.checkpoint and rnd.status != RoundStatus.ABANDONED:
+            return int(rnd.idx)
+    return None
 
 
 def _ramp_pixmap(width: int = 160, height: int = 12) -> Any:
