@@ -766,3 +766,17 @@ def test_previous_round_outlines_show_what_the_last_round_changed(round0, qtbot)
     assert layer.visible
     review.skip()  # the next image starts without the previous outlines
     assert not layer.visible
+
+
+def test_a_project_with_other_classes_paints_in_its_own_colours(app, qtbot, tmp_path):
+    from napari_alunet.config import ClassSpec
+
+    viewer, widget = app
+    create_sample(qtbot, widget, tmp_path)
+    assert "alunet: labels" in viewer.layers  # made once, when the project opened
+    classes = ClassSpec(("background", "cell", "debris"), ((0, 0, 0), (0, 200, 0), (200, 0, 200)))
+    Project.create(tmp_path / "other", classes=classes).close()
+    widget.state.open_project(tmp_path / "other")
+    colours = viewer.layers["alunet: labels"].colormap.color_dict
+    assert tuple(round(float(v) * 255) for v in colours[2][:3]) == (200, 0, 200)
+    assert list(viewer.layers["alunet: labels"].features["class"]) == list(classes.names)
