@@ -126,6 +126,8 @@ def test_review_shows_the_first_image_with_its_map(round0):
     assert shown is not None and shown.image_id == project.queue()[0]
     labels = viewer.layers["alunet: labels"]
     assert labels.data.shape == SHAPE
+    # The view is fitted to this image (not to the placeholders made when the project opened).
+    assert viewer.camera.center[-2:] == pytest.approx(((SHAPE[0] - 1) / 2, (SHAPE[1] - 1) / 2))
     assert labels.colormap.color_dict[1][3] == 1.0  # class colours, background transparent
     assert labels.colormap.color_dict[0][3] == 0.0
     assert list(labels.features["class"]) == list(project.classes.names)
@@ -780,3 +782,30 @@ def test_a_project_with_other_classes_paints_in_its_own_colours(app, qtbot, tmp_
     colours = viewer.layers["alunet: labels"].colormap.color_dict
     assert tuple(round(float(v) * 255) for v in colours[2][:3]) == (200, 0, 200)
     assert list(viewer.layers["alunet: labels"].features["class"]) == list(classes.names)
+
+
+def test_queue_strip_shows_the_queue_and_jumps_to_an_image(round0, monkeypatch):
+    """A strip of the queue's thumbnails (issue 17): queue order, the image on screen
+    selected, a click shows that image; a commit removes it without reading images again."""
+    viewer, widget, project = round0
+    review = widget.panel("Review")
+    strip = review.strip
+    assert strip.ids() == project.queue() and len(strip.ids()) == 3
+    assert strip.isVisibleTo(review)
+    selected = [it.data(256) for it in strip.selectedItems()]
+    assert selected == [widget.state.display.current.image_id]
+    third = strip.item(2)
+    strip.itemClicked.emit(third)
+    assert widget.state.display.current.image_id == third.data(256)
+    assert [it.data(256) for it in strip.selectedItems()] == [third.data(256)]
+    reads = []
+    real = Project.read_image
+    monkeypatch.setattr(Project, "read_image",
+                        lambda self, i: reads.append(i) or real(self, i))
+    review.commit()  # the thumbnails of the rest come from the cache
+    assert strip.ids() == project.queue() and len(strip.ids()) == 2
+    assert set(reads) <= {widget.state.display.current.image_id}  # only the image shown
+    from napari_alunet.widgets.strip import thumbnail
+
+    small = thumbnail(np.arange(300 * 200, dtype=np.float32).reshape(300, 200))
+    assert max(small.shape) <= 64 and small.dtype == np.uint8 and small.max() == 255

@@ -125,10 +125,12 @@ def show_image(viewer: Any, image: np.ndarray, *, name: str, image_id: int) -> A
         reset = True
     else:
         reset = layer.data.shape != image.shape or not layer.visible
+        # Visible first: napari does not update a hidden layer's extent when its data changes,
+        # so the view would be reset to the old (or the 2 x 2 placeholder's) extent.
+        layer.visible = True
         layer.data = image
         layer.contrast_limits_range = limits
         layer.contrast_limits = limits
-        layer.visible = True
     layer.metadata["image_id"] = image_id
     layer.metadata["name"] = name
     if reset:

@@ -63,6 +63,7 @@ from napari_alunet.widgets._guide import next_action, prediction_warning, round_
 from napari_alunet.widgets._state import get_state, notify_info
 from napari_alunet.widgets._workers import Job
 from napari_alunet.widgets.browser import ImageBrowser
+from napari_alunet.widgets.strip import QueueStrip
 
 #: napari key names (viewer.bind_key) and Qt key sequences of the review actions.
 SHORTCUTS = {"commit": ("Shift-Enter", "Shift+Return"), "skip": ("Shift-S", "Shift+S"),
@@ -126,6 +127,7 @@ class ReviewWidget(QWidget):
         self.click_tool.setToolTip("What a click on the labels does")
         self.click_tool.currentTextChanged.connect(self.display.set_click_tool)
         self.browser = ImageBrowser(self.state)
+        self.strip = QueueStrip(self.state, self.display)
         form = QFormLayout()
         form.addRow("Start from", self.start_from)
         form.addRow("Click", self.click_tool)
@@ -163,7 +165,7 @@ class ReviewWidget(QWidget):
         self.job_bar = JobBar(self.state, {"oracle"})
 
         layout = QVBoxLayout(self)
-        layout.addWidget(group("Image under review", self.header, layout=None))
+        layout.addWidget(group("Image under review", self.header, self.strip, layout=None))
         layout.addWidget(group("Display", layout=form))
         layout.addWidget(row(self.commit_button, self.skip_button))
         layout.addWidget(row(self.undo_button, self.next_region_button))
