@@ -318,7 +318,9 @@ class _EscapingStream:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # a command that relaunches itself (score --nproc) repeats it
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = _EscapingStream(sys.stdout), _EscapingStream(sys.stderr)
     try:

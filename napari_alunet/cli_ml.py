@@ -34,7 +34,8 @@ def _settings(args: argparse.Namespace, project: Any) -> Any:
         diversity=getattr(args, "batch", "power"), power_beta=getattr(args, "beta", None),
         cold_start=getattr(args, "cold_start", "typical"), unit=getattr(args, "unit", "image"),
         region_size=getattr(args, "region_size", 32),
-        region_cost=getattr(args, "region_cost", "none"))
+        region_cost=getattr(args, "region_cost", "none"),
+        batch_size=getattr(args, "score_batch", 16))
     if acq.unit == "region":
         from napari_alunet.regions import check_region_settings
 
@@ -90,20 +91,30 @@ def cmd_round(args: argparse.Namespace) -> int:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
+    from napari_alunet import distributed
     from napari_alunet.events import drain
     from napari_alunet.loop import rescore
     from napari_alunet.store import Project
 
-    with Project.open(args.project, timeout=args.wait, on_wait=say_waiting) as project:
-        progress = ProgressBars(args.quiet or args.json)
-        try:
-            result = drain(rescore(project, _settings(args, project).acquisition,
-                                   device=args.device), progress)
-        finally:
-            progress.close()
-        ranked = [] if result is None else result.ids
-        scores = {} if result is None else result.scores
-        names = {i: project.image(i).name for i in set(scores) | set(ranked)}
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, not {args.nproc}")
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        return _relaunch_with_torchrun(args)
+    with distributed.process_group(args.device) as (rank, _size):
+        # Only rank 0 writes (and holds the lock); the other ranks read the images.
+        with Project.open(args.project, timeout=args.wait, on_wait=say_waiting,
+                          read_only=rank > 0) as project:
+            progress = ProgressBars(args.quiet or args.json or rank > 0)
+            try:
+                result = drain(rescore(project, _settings(args, project).acquisition,
+                                       device=args.device), progress)
+            finally:
+                progress.close()
+            ranked = [] if result is None else result.ids
+            scores = {} if result is None else result.scores
+            names = {i: project.image(i).name for i in set(scores) | set(ranked)}
+    if rank > 0:
+        return 0
     if args.json:
         print(json.dumps({"strategy": args.strategy, "queue": [names[i] for i in ranked],
                           "scores": {names[i]: s for i, s in scores.items()}}, indent=2))
@@ -115,6 +126,23 @@ def cmd_score(args: argparse.Namespace) -> int:
             shown = f"{scores[image_id]:.5f}" if image_id in scores else "(random)"
             print(f"  {shown}  {shown_name(names[image_id])}")
     return 0
+
+
+def _relaunch_with_torchrun(args: argparse.Namespace) -> int:
+    """``alunet score --nproc N`` started by hand: run the same command as N ranks of one
+    ``torchrun --standalone`` launch (on this machine) and return its exit status."""
+    import subprocess
+
+    argv, rest = [], list(args.argv)
+    while rest:
+        token = rest.pop(0)
+        if token == "--nproc":
+            rest.pop(0)
+        elif not token.startswith("--nproc="):
+            argv.append(token)
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc-per-node={args.nproc}", "-m", "napari_alunet.cli", *argv]
+    return subprocess.call(command)
 
 
 def cmd_oracle(args: argparse.Namespace) -> int:
@@ -167,6 +195,9 @@ def _acq_args(p: argparse.ArgumentParser) -> None:
                    help=f"MC-dropout passes (default {DEFAULT_MC_PASSES})")
     p.add_argument("--top", type=int, default=2, help="images to queue (k)")
     p.add_argument("--subset", type=int, default=None, help="score a random subset of N images")
+    p.add_argument("--score-batch", type=int, default=16, metavar="N",
+                   help="images per scoring batch (default 16; lower it if the GPU runs out of "
+                   "memory; with --nproc, whole batches are shared out between processes)")
     p.add_argument("--batch", default="power", choices=DIVERSITY,
                    help="how the k images are taken from the scores: power (default; "
                    "stochastic, p ~ score^beta), softrank, softmax, none (plain top k: "
@@ -214,6 +245,10 @@ def add_commands(sub: Any) -> None:
     for name in ("steps", "epochs", "patience", "lr", "semi_supervised"):
         p.set_defaults(**{name: None})
     _acq_args(p)
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="score with N processes (torch.distributed: gloo on the CPU, nccl on "
+                   "GPUs; started with torchrun --standalone): each scores a shard of the pool, "
+                   "the result is the same as with one")
     _common(p)
     p = sub.add_parser("oracle", help="commit stored ground truth for the queued images")
     p.add_argument("project", type=Path)

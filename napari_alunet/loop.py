@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_alunet import active
+from napari_alunet import active, distributed
 from napari_alunet.config import (  # noqa: F401 (RoundSettings re-exported)
     UNKNOWN_LABEL,
     AcquisitionConfig,
@@ -265,6 +265,8 @@ def score_and_queue(project: Project, current: RoundRecord, model: Any,
         return None
     acquired = yield from active.acquire(pool, model, acq, k=acq.k, round_idx=current.idx,
                                          device=device, precision=settings.train.precision)
+    if not distributed.is_primary():
+        return acquired  # a torchrun rank > 0 helped score; rank 0 writes
     project.save_scores(current.idx, model_version(project, current.idx), acq.strategy,
                         acquired.scores)
     for image_id in acquired.ids:
@@ -292,6 +294,8 @@ def rescore(project: Project, acquisition: AcquisitionConfig, *,
     model = load_round_model(project, current, settings)
     result = yield from score_and_queue(project, current, model, settings,
                                         resolve_device(device or settings.train.device))
+    if not distributed.is_primary():
+        return result
     # Only the acquisition changes: the rest of the record (the fit) stays as it was.
     record = {**(current.config or to_dict(settings)), "acquisition": to_dict(acquisition)}
     project.update_round(current.idx, status=RoundStatus.QUEUED, config=record)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from napari_alunet import distributed
 from napari_alunet.acquisition import DIVERSITY, choose_subset, rank, strategy_map
 from napari_alunet.config import REVIEW_MAPS, AcquisitionConfig
 from napari_alunet.events import ScoreProgress  # noqa: F401 (re-exported)
@@ -105,6 +106,10 @@ def score_pool(
     ------
     ScoreProgress after every batch.
 
+    Under an initialised ``torch.distributed`` process group (``torchrun``), each rank scores
+    an interleaved shard and every rank returns rank 0's merged result, equal to one process's
+    (:mod:`napari_alunet.distributed`).
+
     Returns
     -------
     ScoreResult. Host memory is one float per scored image (plus ``C * 16`` floats with
@@ -127,10 +132,19 @@ def score_pool(
         raise ValueError(f"unknown map(s) {unknown} in keep_maps; choose from {MAP_NAMES}")
     rng = np.random.default_rng(config.seed)
     ids = choose_subset(image_ids, config.subset, rng)
+    bs = config.batch_size
+    batches = [ids[b : b + bs] for b in range(0, len(ids), bs)]
+    # Under torchrun each rank scores a shard of whole batches, the very batches one process
+    # would score (so every image meets the same batch mates: the same numbers to the bit);
+    # rank 0 merges (napari_alunet.distributed).
+    sharded = distributed.active()
+    if sharded:
+        mine = distributed.shard(range(len(batches)), *distributed.rank_and_size())
+        batches = [batches[b] for b in mine]
+    n_mine = sum(len(b) for b in batches)
     dev = model_device(model, device)
     scores: dict[int, float] = {}
     features: dict[int, np.ndarray] = {}
-    bs = config.batch_size
 
     def batch(batch_ids: list[int]) -> torch.Tensor:
         images = load_batch(batch_ids)
@@ -140,8 +154,8 @@ def score_pool(
 
     with placed(model, dev):
         if map_name is not None:  # random scores nothing: the model does not run on the pool
-            for begin in range(0, len(ids), bs):
-                batch_ids = ids[begin : begin + bs]
+            done = 0
+            for batch_ids in batches:
                 x = batch(batch_ids)
                 with inference_context(dev, precision):
                     mc, det = mc_probabilities(model, x, batch_ids, config.passes, config.seed,
@@ -156,18 +170,28 @@ def score_pool(
                     elif config.diversity == "badge":
                         features.update(zip(batch_ids, gradient_embeddings(model, x)))
                     scores.update(zip(batch_ids, values.double().cpu().tolist()))
-                done = begin + len(batch_ids)
+                done += len(batch_ids)
                 seconds = time.perf_counter() - start
-                yield ScoreProgress(done, len(ids), seconds, done / max(seconds, 1e-9))
+                yield ScoreProgress(done, n_mine, seconds, done / max(seconds, 1e-9))
 
+        if sharded:
+            parts = distributed.gather_to_primary((scores, features))
+            if parts is None:  # not rank 0: wait for its result
+                result: ScoreResult = distributed.broadcast(None)
+                return result
+            scores, features = {}, {}
+            for part_scores, part_features in parts:
+                scores.update(part_scores)
+                features.update(part_features)
         ranked = rank(scores if map_name else {i: 0.0 for i in ids}, top_k,
                       strategy=config.strategy, rng=rng, diversity=config.diversity,
                       power_beta=config.power_beta, features=features or None)
         del features
         review = yield from _review_pass(model, ranked, load_batch, config, names, dev,
                                          precision)
-    return ScoreResult(scores, ranked, review.maps, review.predictions,
-                       time.perf_counter() - start, config.strategy, review.probabilities)
+    result = ScoreResult(scores, ranked, review.maps, review.predictions,
+                         time.perf_counter() - start, config.strategy, review.probabilities)
+    return distributed.broadcast(result) if sharded else result
 
 
 def score_regions(
