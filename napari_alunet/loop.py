@@ -19,8 +19,6 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
 from napari_alunet import active, distributed
 from napari_alunet.config import (  # noqa: F401 (RoundSettings re-exported)
     UNKNOWN_LABEL,
@@ -36,6 +34,13 @@ from napari_alunet.review import (  # noqa: F401 (re-exported: the round's revie
     model_version,
     oracle_commit,
     review_item,
+)
+from napari_alunet.round_models import (  # noqa: F401 (re-exported)
+    feature_maps,
+    load_if_compatible,
+    load_round_model,
+    previous_model,
+    round_prediction,
 )
 from napari_alunet.store import Project, RoundRecord, RoundStatus
 
@@ -221,9 +226,9 @@ def _train(project: Project, current: RoundRecord, settings: RoundSettings, devi
     it warm-starts from the newest earlier round, or starts from the seed's initial weights.
     Returns the model and the :class:`~napari_alunet.training.recipe.TrainedModel`.
     """
-    model = _load_if_compatible(project, project.checkpoint_path(current.idx), settings)
+    model = load_if_compatible(project, project.checkpoint_path(current.idx), settings)
     if model is None and settings.train.warm_start and current.idx > 0:
-        model = _previous_model(project, current.idx, settings)
+        model = previous_model(project, current.idx, settings)
     if model is None:
         model = active.fresh_model(settings.model, settings.train.seed)
     trained = yield from active.train(
@@ -356,81 +361,6 @@ def _cold_start(project: Project, current: RoundRecord, settings: RoundSettings,
     project.set_queue(current.idx, chosen)
     project.update_round(current.idx, status=RoundStatus.QUEUED)
     return RoundReport(current.idx, RoundStatus.QUEUED, 0, {}, chosen)
-
-
-# -- models ---------------------------------------------------------------------------------------
-def load_round_model(project: Project, current: RoundRecord, settings: RoundSettings) -> Any:
-    from napari_alunet.training.checkpoint import load_checkpoint
-
-    model, _meta = load_checkpoint(project.checkpoint_path(current.idx),
-                                   expected_model_config=settings.model,
-                                   expected_class_names=list(project.classes.names))
-    return model
-
-
-def feature_maps(project: Project, round_idx: int, image_id: int,
-                 block: str) -> Generator[Any, None, tuple[Any, Any]]:
-    """The activations of ``block`` of round ``round_idx``'s model for one image ("Inside the
-    model"): ``((channels, h, w) float32, the image's Letterbox)``. Yields WorkProgress."""
-    from napari_alunet.data.dataset import prepare_image
-    from napari_alunet.model.features import block_activations
-
-    yield WorkProgress(0, 2, f"loading the model of round {round_idx}")
-    current = project.round(round_idx)
-    settings = current.settings
-    model = load_round_model(project, current, settings)
-    yield WorkProgress(1, 2, f"computing {block}")
-    canvas, box = prepare_image(project.read_image(image_id), settings.model.input_size)
-    return block_activations(model, canvas[None, None], block), box
-
-
-def round_prediction(project: Project, round_idx: int, image_id: int, *,
-                     device: Any = None) -> Generator[Any, None, np.ndarray]:
-    """The review prediction of round ``round_idx``'s model for one image, (h, w) uint8 at
-    the image's original size: the same seeded MC pass a queued image gets, so the Review
-    panel can show how an earlier round saw the image ("previous vs current").
-
-    The round's cached review is used when it holds the image; otherwise its model runs now.
-    ``ValueError`` when that round has no model (abandoned before training, or not trained).
-    """
-    from napari_alunet.training.device import resolve_device
-
-    cached = project.read_review(round_idx, image_id, maps=False)
-    if cached is not None and cached.prediction is not None:
-        return cached.prediction
-    rnd = project.round(round_idx)
-    if not rnd.checkpoint or not project.checkpoint_path(round_idx).is_file():
-        raise ValueError(f"round {round_idx} has no model to predict with")
-    settings = rnd.settings
-    yield WorkProgress(0, 1, f"predicting with the model of round {round_idx}")
-    model = load_round_model(project, rnd, settings)
-    predicted = yield from active.predict_for_review(
-        _pool(project, settings), model, [int(image_id)], settings.acquisition, keep_maps=(),
-        device=resolve_device(device or settings.train.device),
-        precision=settings.train.precision)
-    return predicted.predictions[int(image_id)]
-
-
-def _previous_model(project: Project, idx: int, settings: RoundSettings) -> Any:
-    for previous in range(idx - 1, -1, -1):
-        path = project.checkpoint_path(previous)
-        # An abandoned round's model (a diverged fit, a typo's settings) never seeds another.
-        if path.is_file() and project.round(previous).status != RoundStatus.ABANDONED:
-            return _load_if_compatible(project, path, settings)
-    return None
-
-
-def _load_if_compatible(project: Project, path: Any, settings: RoundSettings) -> Any:
-    """The model in ``path``, or None if there is none or its architecture/classes differ."""
-    from napari_alunet.training.checkpoint import CheckpointError, load_checkpoint
-
-    if not path.is_file():
-        return None
-    try:
-        return load_checkpoint(path, expected_model_config=settings.model,
-                               expected_class_names=list(project.classes.names))[0]
-    except CheckpointError:
-        return None  # the architecture changed (or the file is damaged): start afresh
 
 
 def _file_hash(path: Any) -> str:

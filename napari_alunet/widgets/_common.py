@@ -188,3 +188,19 @@ class JobBar(QWidget):
         """Show a closing line (e.g. 'done: round 2 queued 4 images')."""
         self.text.setText(text)
         self.text.setVisible(True)
+
+
+def ramp_pixmap(rgba: Any, height: int = 12) -> QPixmap:
+    """A colour bar: the (width, 4) RGBA ramp ``rgba`` over a dark grey, as the canvas shows
+    it over a dark image."""
+    import numpy as np
+    from qtpy.QtGui import QImage
+
+    rgba = np.asarray(rgba, dtype=np.float32)
+    width = rgba.shape[0]
+    under = np.full(3, 0.25, np.float32)
+    rgb = rgba[:, :3] * rgba[:, 3:] + under * (1.0 - rgba[:, 3:])
+    line = (np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
+    pixels = np.ascontiguousarray(np.repeat(line[None], height, axis=0))
+    image = QImage(pixels.tobytes(), width, height, 3 * width, QImage.Format.Format_RGB888)
+    return QPixmap.fromImage(image.copy())

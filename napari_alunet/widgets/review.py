@@ -35,18 +35,13 @@ import numpy as np
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QKeySequence, QShortcut
 from qtpy.QtWidgets import (
-    QComboBox,
-    QFormLayout,
     QLabel,
-    QListWidget,
-    QListWidgetItem,
     QPushButton,
-    QSlider,
     QVBoxLayout,
     QWidget,
 )
 
-from napari_alunet.config import MAP_NAMES
+from napari_alunet.round_models import previous_round
 from napari_alunet.widgets import _layers
 from napari_alunet.widgets._common import (
     JobBar,
@@ -56,13 +51,13 @@ from napari_alunet.widgets._common import (
     hint,
     listen,
     row,
-    swatch,
 )
-from napari_alunet.widgets._display import CLICK_TOOLS, START_FROM, get_display
+from napari_alunet.widgets._display import get_display
 from napari_alunet.widgets._guide import next_action, prediction_warning, round_button_text
 from napari_alunet.widgets._state import get_state, notify_info
 from napari_alunet.widgets._workers import Job
 from napari_alunet.widgets.browser import ImageBrowser
+from napari_alunet.widgets.review_controls import DisplayControls
 from napari_alunet.widgets.strip import QueueStrip
 
 #: napari key names (viewer.bind_key) and Qt key sequences of the review actions.
@@ -70,8 +65,6 @@ SHORTCUTS = {"commit": ("Shift-Enter", "Shift+Return"), "skip": ("Shift-S", "Shi
              "undo": ("Shift-U", "Shift+U"), "next_region": ("Shift-N", "Shift+N"),
              "toggle_map": ("Shift-M", "Shift+M"),
              "compare_previous": ("Shift-P", "Shift+P")}
-#: Every map the scorer can cache (an image has the review maps and its strategy's own).
-MAP_CHOICES = (*MAP_NAMES, "none")
 
 
 class ReviewWidget(QWidget):
@@ -85,56 +78,13 @@ class ReviewWidget(QWidget):
 
         self.header = QLabel("No project open.")
         self.header.setWordWrap(True)
-        self.map_choice = QComboBox()
-        self.map_choice.addItems(MAP_CHOICES)
-        self.map_choice.setToolTip("Uncertainty map shown over the image in violet (brighter "
-                                   "and more opaque: less sure); Shift+M shows / hides it")
-        self.map_choice.currentTextChanged.connect(self._map_changed)
-        # The overlay's colour bar: the ramp from the threshold to the top of this image's map,
-        # with both values (a Qt pixmap: napari's canvas colour bar stalled the GUI thread).
-        self.colour_bar = QLabel()
-        self.colour_bar.setPixmap(_ramp_pixmap())
-        self.colour_bar_text = QLabel("no map")
-        self.map_threshold = QSlider(Qt.Orientation.Horizontal)
-        self.map_threshold.setRange(0, 99)
-        self.map_threshold.setValue(int(self.display.map_threshold))
-        self.map_threshold.setToolTip("Tint only the pixels above this percentile of the image's "
-                                      "map: 0 tints everything the model has any doubt about, "
-                                      "90 only its most uncertain tenth")
-        self.map_threshold_text = QLabel()
-        self.map_threshold.valueChanged.connect(self._threshold_changed)
-        self._threshold_changed(self.map_threshold.value())
-        self.legend = QListWidget()
-        self.legend.setMaximumHeight(112)
-        self.legend.setToolTip("Click a class to paint with it")
-        self.legend.itemClicked.connect(self._class_clicked)
-        self.start_from = QComboBox()
-        self.start_from.addItems(START_FROM)
-        self.start_from.setToolTip(
-            "What the labels of a queued image start from: the model's prediction; only its "
-            "confident pixels (the tinted, uncertain ones start unlabelled, and those you leave "
-            "are stored as unknown, never as background); or empty (draw from scratch)")
-        self.start_from.currentTextChanged.connect(self._start_from_changed)
-        self.click_tool = QComboBox()
-        self.click_tool.addItems(CLICK_TOOLS)
-        for i, tip in enumerate((
-                "napari's tools: paint, fill and erase as chosen in the layer controls (P, F, E)",
-                "one click on a region of the model's prediction puts that whole region into "
-                "the labels (the canvas pans instead of painting; Ctrl+Z undoes)",
-                "one click on a labelled region sets the whole region to background (Ctrl+Z "
-                "undoes)")):
-            self.click_tool.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
-        self.click_tool.setToolTip("What a click on the labels does")
-        self.click_tool.currentTextChanged.connect(self.display.set_click_tool)
+        # The image's display: start-from, click tool, uncertainty map, colour bar, classes.
+        self.controls = DisplayControls(napari_viewer, self.display)
+        for name in ("map_choice", "colour_bar", "colour_bar_text", "map_threshold",
+                     "map_threshold_text", "legend", "start_from", "click_tool"):
+            setattr(self, name, getattr(self.controls, name))
         self.browser = ImageBrowser(self.state)
         self.strip = QueueStrip(self.state, self.display)
-        form = QFormLayout()
-        form.addRow("Start from", self.start_from)
-        form.addRow("Click", self.click_tool)
-        form.addRow("Uncertainty", self.map_choice)
-        form.addRow(self.map_threshold_text, self.map_threshold)
-        form.addRow(self.colour_bar_text, self.colour_bar)
-        form.addRow("Classes", self.legend)
 
         self.commit_button = QPushButton("Commit  (Shift+Enter)")
         self.commit_button.setToolTip("Save these labels (durable at once) and show the next image")
@@ -166,7 +116,7 @@ class ReviewWidget(QWidget):
 
         layout = QVBoxLayout(self)
         layout.addWidget(group("Image under review", self.header, self.strip, layout=None))
-        layout.addWidget(group("Display", layout=form))
+        layout.addWidget(group("Display", self.controls))
         layout.addWidget(row(self.commit_button, self.skip_button))
         layout.addWidget(row(self.undo_button, self.next_region_button))
         layout.addWidget(self.previous_button)
@@ -208,7 +158,7 @@ class ReviewWidget(QWidget):
     def toggle_map(self) -> bool:
         """Show or hide the uncertainty overlay (Shift+M); True when it is now shown."""
         shown = self.display.toggle_map()
-        self._show_scale()
+        self.controls.show_scale()
         self.status.setText("uncertainty overlay shown" if shown else
                             "uncertainty overlay hidden (Shift+M shows it)")
         return shown
@@ -239,7 +189,7 @@ class ReviewWidget(QWidget):
         """Show (or hide) the previous round's prediction of the image shown as outlines
         (Shift+P): how the model's view changed. Computed in a worker when that round did not
         cache this image."""
-        from napari_alunet.loop import round_prediction
+        from napari_alunet.round_models import round_prediction
 
         project = self.state.require_project()
         shown = self._require_shown()
@@ -251,7 +201,7 @@ class ReviewWidget(QWidget):
             self.status.setText("previous round hidden")
             self._update()
             return None
-        previous = _previous_round(project, shown.round_idx)
+        previous = previous_round(project, shown.round_idx)
         if previous is None:
             self._update()
             raise ValueError("there is no earlier round with a model to compare with: the "
@@ -364,14 +314,9 @@ class ReviewWidget(QWidget):
         return self.display.current
 
     def _project_changed(self) -> None:
-        self.legend.clear()
         project = self.state.project
+        self.controls.show_classes(project.classes if project is not None else None)
         if project is not None:
-            classes = project.classes
-            for index, (name, rgb) in enumerate(zip(classes.names, classes.colours)):
-                item = QListWidgetItem(swatch(rgb), f"{index}  {name}")
-                item.setData(Qt.ItemDataRole.UserRole, index)
-                self.legend.addItem(item)
             if project.queue():
                 self.show_next()
             else:
@@ -399,39 +344,6 @@ class ReviewWidget(QWidget):
                               else pending[0])
         self._update()
 
-    def _map_changed(self, name: str) -> None:
-        self.display.set_map(name)
-        self._show_scale()
-
-    def _start_from_changed(self, name: str) -> None:
-        self.display.start_from = name
-        shown = self.display.current
-        if shown is not None and shown.queued and shown.pool == "unlabelled":
-            self.display.show(shown.image_id)  # the image on screen starts again from it
-
-    def _threshold_changed(self, value: int) -> None:
-        self.map_threshold_text.setText(f"Show above {value} %")
-        self.display.set_map_threshold(value)
-        self._show_scale()
-
-    def _show_scale(self) -> None:
-        """The colour bar's values: the overlay's limits, or 'no map'."""
-        layer = (self.viewer.layers[_layers.MAP] if _layers.MAP in self.viewer.layers
-                 else None)
-        kind = None if layer is None else layer.metadata.get("kind")
-        if layer is None or kind is None or not layer.visible:
-            self.colour_bar_text.setText("no map shown" if kind is None else "map hidden")
-            return
-        low, high = layer.contrast_limits
-        self.colour_bar_text.setText(f"{kind} {format_score(low)} .. {format_score(high)}")
-
-    def _class_clicked(self, item: QListWidgetItem) -> None:
-        if _layers.LABELS in self.viewer.layers:
-            layer = self.viewer.layers[_layers.LABELS]
-            layer.selected_label = int(item.data(Qt.ItemDataRole.UserRole))
-            layer.mode = "paint"
-            self.viewer.layers.selection.active = layer
-
     def _update(self) -> None:
         project = self.state.project
         shown = self.display.current
@@ -449,7 +361,7 @@ class ReviewWidget(QWidget):
             and layer.metadata.get("image_id") == shown.image_id))
         self.previous_button.setEnabled(shown is not None and not self.state.busy and (
             self.previous_button.isChecked() or project is None
-            or _previous_round(project, shown.round_idx) is not None))
+            or previous_round(project, shown.round_idx) is not None))
         self.oracle_button.setEnabled(writable and not self.state.busy)
         if project is None:
             self.header.setText("No project open.")
@@ -486,34 +398,8 @@ class ReviewWidget(QWidget):
             + ("<br><i>test image: shown, never trained on; not editable</i>"
                if shown.pool == "test" else "")
             + ("" if pending else f"<br>Next: {action.text}"))
-        self._show_scale()
+        self.controls.show_scale()
         visible = self.display.visible_map(dict.fromkeys(shown.maps))
         self.map_choice.blockSignals(True)
         self.map_choice.setCurrentText(visible or "none")
         self.map_choice.blockSignals(False)
-
-
-def _previous_round(project: Any, round_idx: int | None) -> int | None:
-    """The newest round before ``round_idx`` whose model can predict (trained, not abandoned)."""
-    from napari_alunet.store import RoundStatus
-
-    if round_idx is None:
-        return None
-    for rnd in reversed(project.rounds()):
-        if rnd.idx < round_idx and rnd.checkpoint and rnd.status != RoundStatus.ABANDONED:
-            return int(rnd.idx)
-    return None
-
-
-def _ramp_pixmap(width: int = 160, height: int = 12) -> Any:
-    """The overlay's colour ramp over a dark grey, as the canvas shows it over a dark image."""
-    import numpy as np
-    from qtpy.QtGui import QImage, QPixmap
-
-    rgba = _layers.map_ramp(width)
-    under = np.full(3, 0.25, np.float32)
-    rgb = rgba[:, :3] * rgba[:, 3:] + under * (1.0 - rgba[:, 3:])
-    row = (np.clip(rgb, 0.0, 1.0) * 255).astype(np.uint8)
-    pixels = np.ascontiguousarray(np.repeat(row[None], height, axis=0))
-    image = QImage(pixels.tobytes(), width, height, 3 * width, QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(image.copy())
