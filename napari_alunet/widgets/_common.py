@@ -11,6 +11,7 @@ from typing import Any
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor, QIcon, QPixmap
 from qtpy.QtWidgets import (
+    QComboBox,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -204,3 +205,19 @@ def ramp_pixmap(rgba: Any, height: int = 12) -> QPixmap:
     pixels = np.ascontiguousarray(np.repeat(line[None], height, axis=0))
     image = QImage(pixels.tobytes(), width, height, 3 * width, QImage.Format.Format_RGB888)
     return QPixmap.fromImage(image.copy())
+
+
+def combo(items: Any, tooltip: str = "", item_tips: Any = None) -> QComboBox:
+    """A combo box of ``items`` with a tooltip, and one per item from ``item_tips`` (a mapping
+    item -> text, or texts in item order)."""
+    box = QComboBox()
+    items = list(items)
+    box.addItems(items)
+    if isinstance(item_tips, dict):
+        item_tips = [item_tips.get(item, "") for item in items]
+    for i, tip in enumerate(item_tips or ()):
+        if tip:
+            box.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
+    if tooltip:
+        box.setToolTip(tooltip)
+    return box

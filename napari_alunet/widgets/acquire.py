@@ -15,7 +15,6 @@ from typing import Any, cast
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QAbstractItemView,
-    QComboBox,
     QFormLayout,
     QHeaderView,
     QLabel,
@@ -27,8 +26,16 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_alunet.config import COLD_STARTS, DEFAULT_MC_PASSES, STRATEGIES
-from napari_alunet.widgets._common import JobBar, format_score, group, guarded, hint, listen
+from napari_alunet.config import COLD_STARTS, DEFAULT_MC_PASSES, STRATEGIES, UNITS
+from napari_alunet.widgets._common import (
+    JobBar,
+    combo,
+    format_score,
+    group,
+    guarded,
+    hint,
+    listen,
+)
 from napari_alunet.widgets._display import get_display
 from napari_alunet.widgets._guide import round_button_text
 from napari_alunet.widgets._state import get_state, notify_info
@@ -66,21 +73,12 @@ class AcquireWidget(QWidget):
         self.state = get_state(napari_viewer)
         self.display = get_display(napari_viewer)
 
-        self.strategy = QComboBox()
-        self.strategy.addItems(STRATEGIES)
-        for i, name in enumerate(STRATEGIES):
-            self.strategy.setItemData(i, STRATEGY_TIPS[name], Qt.ItemDataRole.ToolTipRole)
-        self.batch = QComboBox()
-        self.batch.addItems(BATCH_MODES)
-        for i, name in enumerate(BATCH_MODES):
-            self.batch.setItemData(i, BATCH_TIPS[name], Qt.ItemDataRole.ToolTipRole)
-        self.batch.setToolTip("How the k images are taken from the scores")
-        self.cold_start = QComboBox()
-        self.cold_start.addItems(COLD_STARTS)
-        self.cold_start.setToolTip(
-            "The first queue of a project without labels: 'typical' takes the most typical "
-            "image of each of k clusters of the pool (TypiClust), so the first labels cover "
-            "the kinds of image the pool holds; 'random' takes k at random")
+        self.strategy = combo(STRATEGIES, item_tips=STRATEGY_TIPS)
+        self.batch = combo(BATCH_MODES, "How the k images are taken from the scores", BATCH_TIPS)
+        self.cold_start = combo(
+            COLD_STARTS, "The first queue of a project without labels: 'typical' takes the most "
+            "typical image of each of k clusters of the pool (TypiClust), so the first labels "
+            "cover the kinds of image the pool holds; 'random' takes k at random")
         self.passes = _spin(1, 256, DEFAULT_MC_PASSES, "Monte-Carlo dropout passes per image")
         self.k = _spin(1, 10000, 2, "Images queued for review per round")
         self.subset = _spin(0, 10**7, 0, "Score a random subset of this many pool images "
@@ -91,11 +89,9 @@ class AcquireWidget(QWidget):
         form.addRow("Strategy", self.strategy)
         form.addRow("Take k by", self.batch)
         form.addRow("First queue", self.cold_start)
-        self.unit = QComboBox()
-        self.unit.addItems(("image", "region"))
-        self.unit.setToolTip(
-            "What is queued for review: whole images, or regions (square tiles of the model "
-            "input ranked across the pool by the strategy's map). With regions, k counts "
+        self.unit = combo(
+            UNITS, "What is queued for review: whole images, or regions (square tiles of the "
+            "model input ranked across the pool by the strategy's map). With regions, k counts "
             "regions and you label only inside them; the rest of the image stays unknown")
         self.region_size = _spin(4, 1024, 32, "Side of a region tile in model-input pixels "
                                               "(the model sees images at 256 x 256 by default)")

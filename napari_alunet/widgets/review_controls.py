@@ -8,7 +8,6 @@ from typing import Any
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
-    QComboBox,
     QFormLayout,
     QLabel,
     QListWidget,
@@ -19,7 +18,7 @@ from qtpy.QtWidgets import (
 
 from napari_alunet.config import MAP_NAMES, ClassSpec
 from napari_alunet.widgets import _layers
-from napari_alunet.widgets._common import format_score, ramp_pixmap, swatch
+from napari_alunet.widgets._common import combo, format_score, ramp_pixmap, swatch
 from napari_alunet.widgets._display import CLICK_TOOLS, START_FROM
 
 #: Every map the scorer can cache (an image has the review maps and its strategy's own).
@@ -33,10 +32,8 @@ class DisplayControls(QWidget):
         super().__init__(parent)
         self.viewer = viewer
         self.display = display
-        self.map_choice = QComboBox()
-        self.map_choice.addItems(MAP_CHOICES)
-        self.map_choice.setToolTip("Uncertainty map shown over the image in violet (brighter "
-                                   "and more opaque: less sure); Shift+M shows / hides it")
+        self.map_choice = combo(MAP_CHOICES, "Uncertainty map shown over the image in violet "
+                                "(brighter and more opaque: less sure); Shift+M shows / hides it")
         self.map_choice.currentTextChanged.connect(self._map_changed)
         # The overlay's colour bar: the ramp from the threshold to the top of this image's map,
         # with both values (a Qt pixmap: napari's canvas colour bar stalled the GUI thread).
@@ -56,23 +53,18 @@ class DisplayControls(QWidget):
         self.legend.setMaximumHeight(112)
         self.legend.setToolTip("Click a class to paint with it")
         self.legend.itemClicked.connect(self._class_clicked)
-        self.start_from = QComboBox()
-        self.start_from.addItems(START_FROM)
-        self.start_from.setToolTip(
-            "What the labels of a queued image start from: the model's prediction; only its "
-            "confident pixels (the tinted, uncertain ones start unlabelled, and those you leave "
-            "are stored as unknown, never as background); or empty (draw from scratch)")
+        self.start_from = combo(
+            START_FROM, "What the labels of a queued image start from: the model's prediction; "
+            "only its confident pixels (the tinted, uncertain ones start unlabelled, and those "
+            "you leave are stored as unknown, never as background); or empty (draw from "
+            "scratch)")
         self.start_from.currentTextChanged.connect(self._start_from_changed)
-        self.click_tool = QComboBox()
-        self.click_tool.addItems(CLICK_TOOLS)
-        for i, tip in enumerate((
-                "napari's tools: paint, fill and erase as chosen in the layer controls (P, F, E)",
-                "one click on a region of the model's prediction puts that whole region into "
-                "the labels (the canvas pans instead of painting; Ctrl+Z undoes)",
-                "one click on a labelled region sets the whole region to background (Ctrl+Z "
-                "undoes)")):
-            self.click_tool.setItemData(i, tip, Qt.ItemDataRole.ToolTipRole)
-        self.click_tool.setToolTip("What a click on the labels does")
+        self.click_tool = combo(CLICK_TOOLS, "What a click on the labels does", (
+            "napari's tools: paint, fill and erase as chosen in the layer controls (P, F, E)",
+            "one click on a region of the model's prediction puts that whole region into the "
+            "labels (the canvas pans instead of painting; Ctrl+Z undoes)",
+            "one click on a labelled region sets the whole region to background (Ctrl+Z "
+            "undoes)"))
         self.click_tool.currentTextChanged.connect(self.display.set_click_tool)
         form = QFormLayout(self)
         form.setContentsMargins(0, 0, 0, 0)
