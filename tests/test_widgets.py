@@ -810,3 +810,27 @@ def test_queue_strip_shows_the_queue_and_jumps_to_an_image(round0, monkeypatch):
 
     small = thumbnail(np.arange(300 * 200, dtype=np.float32).reshape(300, 200))
     assert max(small.shape) <= 64 and small.dtype == np.uint8 and small.max() == 255
+
+
+def test_predict_this_image_now(round0, qtbot):
+    """'Predict this image' (issue 17): an unlabelled image the strategy did not pick gets the
+    round model's prediction and maps at once, joins the queue, and is corrected, not drawn."""
+    viewer, widget, project = round0
+    state = widget.state
+    review = widget.panel("Review")
+    queued = set(project.queue())
+    other = next(r.id for r in project.images("unlabelled") if r.id not in queued)
+    state.display.show(other)
+    assert state.display.current.reference is None  # nothing predicted for it yet
+    review._update()
+    assert review.predict_button.isEnabled()
+    review.predict_shown()
+    wait_idle(qtbot, state)
+    shown = state.display.current
+    assert shown.image_id == other and shown.queued and other in project.queue()
+    assert shown.reference is not None and shown.maps  # prediction and uncertainty maps
+    assert np.array_equal(viewer.layers["alunet: labels"].data, shown.reference)
+    assert not review.predict_button.isEnabled()  # queued now: nothing more to predict
+    labelled = project.images("labelled")[0].id
+    state.display.show(labelled)
+    assert not review.predict_button.isEnabled()  # only unlabelled images

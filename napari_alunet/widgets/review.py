@@ -106,6 +106,11 @@ class ReviewWidget(QWidget):
             "Outline the previous round's prediction of this image over the labels, to see "
             "what the last round changed (its model runs if it never saw this image)")
         self.previous_button.clicked.connect(lambda: self.compare_previous())
+        self.predict_button = QPushButton("Predict this image")
+        self.predict_button.setToolTip(
+            "Run this round's model on the unlabelled image on screen now (prediction and "
+            "uncertainty maps, in a worker) and queue it, so you correct instead of drawing")
+        self.predict_button.clicked.connect(lambda: self.predict_shown())
         self.oracle_button = QPushButton("Oracle: commit ground truth for the queue")
         self.oracle_button.setToolTip("Replay mode: commit the stored ground truth of every "
                                       "pending image (for experiments with labelled pools)")
@@ -119,7 +124,7 @@ class ReviewWidget(QWidget):
         layout.addWidget(group("Display", self.controls))
         layout.addWidget(row(self.commit_button, self.skip_button))
         layout.addWidget(row(self.undo_button, self.next_region_button))
-        layout.addWidget(self.previous_button)
+        layout.addWidget(row(self.predict_button, self.previous_button))
         layout.addWidget(self.status)
         layout.addWidget(group("All images", self.browser))
         layout.addWidget(group("Replay", self.oracle_button, self.job_bar))
@@ -223,6 +228,30 @@ class ReviewWidget(QWidget):
         return self.state.start_job(
             "previous round", lambda: round_prediction(project, previous, image_id),
             on_done=done, uses_torch=True)
+
+    @guarded
+    def predict_shown(self) -> Any:
+        """Predict the unlabelled image on screen with this round's model and queue it (the
+        same prediction and maps a strategy's pick gets), then show it to be corrected."""
+        from napari_alunet.loop import queue_images
+
+        project = self.state.require_project(writable=True)
+        shown = self._require_shown()
+        if shown.pool != "unlabelled" or shown.queued:
+            raise ValueError("only an unlabelled image that is not queued can be predicted "
+                             "here (a queued one has its prediction already)")
+        if not current_in_review(project):
+            raise ValueError("no round is in review: train a round first "
+                             f"({round_button_text(project)})")
+        image_id = shown.image_id
+
+        def done(added: list[int]) -> None:
+            self.state.queue_changed.emit()
+            self.display.show(image_id)
+            self.status.setText(f"predicted <b>{shown.name}</b>: correct it and commit")
+
+        return self.state.start_job("predict", lambda: queue_images(project, [image_id]),
+                                    on_done=done, uses_torch=True)
 
     @guarded
     def next_region(self) -> int:
@@ -362,6 +391,9 @@ class ReviewWidget(QWidget):
         self.previous_button.setEnabled(shown is not None and not self.state.busy and (
             self.previous_button.isChecked() or project is None
             or previous_round(project, shown.round_idx) is not None))
+        self.predict_button.setEnabled(
+            writable and shown is not None and not self.state.busy and shown.pool == "unlabelled"
+            and not shown.queued and current_in_review(project))
         self.oracle_button.setEnabled(writable and not self.state.busy)
         if project is None:
             self.header.setText("No project open.")
@@ -403,3 +435,11 @@ class ReviewWidget(QWidget):
         self.map_choice.blockSignals(True)
         self.map_choice.setCurrentText(visible or "none")
         self.map_choice.blockSignals(False)
+
+
+def current_in_review(project: Any) -> bool:
+    """The project's newest round is in review (its model can predict more images)."""
+    from napari_alunet.store import RoundStatus
+
+    current = project.current_round() if project is not None else None
+    return current is not None and current.status == RoundStatus.QUEUED
