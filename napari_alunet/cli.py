@@ -201,24 +201,23 @@ COMMANDS.update(cli_experiment.COMMANDS)
 def cmd_gui(args: argparse.Namespace) -> int:
     """Open napari with the Active learning widget, on ``args.project`` when given.
 
-    napari runs in its own process (``python -m napari``): the CLI imports no GUI code, so it
-    works on a headless install, and says what to install when napari is missing.
+    napari runs in its own process (``python -m napari_alunet.widgets.launch``, the launcher
+    the quick start uses): the CLI imports no GUI code, so it works on a headless install, and
+    says what to install when napari is missing.
     """
     import importlib.util
     import subprocess
 
     from napari_alunet.store import DB_NAME
 
-    command = [sys.executable, "-m", "napari"]
+    # The launcher the quick start uses: napari with the widget docked, on the project.
+    command = [sys.executable, "-m", "napari_alunet.widgets.launch"]
     if args.project is not None:
         folder = Path(args.project)
         if not (folder / DB_NAME).is_file():
             raise ValueError(f"{folder} is not a project (no {DB_NAME}): create one with "
                              "'alunet import POOL PROJECT' or in the Project panel")
-        # Our reader opens the folder in the widget (it docks the widget itself).
-        command += ["--plugin", "napari-alunet", str(folder)]
-    else:
-        command += ["-w", "napari-alunet", "Active learning"]
+        command.append(str(folder))
     if importlib.util.find_spec("napari") is None:
         raise RuntimeError("napari is not installed here (a headless install): install the GUI "
                            "with pip install 'napari-alunet[pyqt5]', or use the alunet commands")

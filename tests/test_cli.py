@@ -252,9 +252,9 @@ def test_gui_command_opens_napari_in_its_own_process(tmp_path, sample_project, m
     calls = []
     monkeypatch.setattr(subprocess, "call", lambda command: calls.append(command) or 0)
     assert main(["gui", str(sample_project)]) == 0
-    assert calls[-1][1:] == ["-m", "napari", "--plugin", "napari-alunet", str(sample_project)]
+    assert calls[-1][1:] == ["-m", "napari_alunet.widgets.launch", str(sample_project)]
     assert main(["gui"]) == 0
-    assert calls[-1][1:] == ["-m", "napari", "-w", "napari-alunet", "Active learning"]
+    assert calls[-1][1:] == ["-m", "napari_alunet.widgets.launch"]
     # Not a project: one clear error, napari is not started.
     assert main(["gui", str(tmp_path)]) == 2
     assert "not a project" in capsys.readouterr().err and len(calls) == 2
