@@ -90,7 +90,7 @@ class Display:
         if viewer is not None:
             _layers.clear_review_layers(viewer)
             if self.state.project is not None:
-                _layers.prepare_review_layers(viewer, self.state.project.classes)
+                _layers.apply_classes(viewer, self.state.project.classes)
         self._notify()
 
     def show(self, image_id: int, labels: np.ndarray | None = None) -> Shown:

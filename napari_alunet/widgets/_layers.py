@@ -85,35 +85,15 @@ def _limits(data: np.ndarray, *, low: float = 0.5, high: float = 99.5) -> tuple[
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
-def prepare_review_layers(viewer: Any, classes: ClassSpec) -> None:
-    """Create the image, labels and overlay layers once, hidden, when a project opens, with
-    the project's class colours (a second project with other classes must not be painted in
-    the first one's colours).
-
-    Layers are made once and their data updated after (adding a layer builds its controls and
-    vispy visual). Measured with ``benchmarks/bench_gui_stall.py``, this does not shorten the
-    stall when the first queued image appears (about 100 ms on 2 cores): that time is napari's
-    refresh and redraw for each data and visibility change, not layer creation.
-    """
-    blank = np.zeros((2, 2), np.uint8)
-    if _layer(viewer, IMAGE) is None:
-        viewer.add_image(blank.astype(np.float32), name=IMAGE, colormap="gray", visible=False,
-                         contrast_limits=(0.0, 1.0))
-    if _layer(viewer, LABELS) is None:
-        layer = viewer.add_labels(blank, name=LABELS, colormap=class_colormap(classes),
-                                  features=class_features(classes), opacity=0.45,
-                                  visible=False)
-        layer.selected_label = 1
-    else:
-        viewer.layers[LABELS].colormap = class_colormap(classes)
-        viewer.layers[LABELS].features = class_features(classes)
-    if _layer(viewer, MAP) is None:
-        viewer.add_image(blank.astype(np.float32), name=MAP, colormap=map_colormap(""),
-                         blending="translucent", opacity=1.0, contrast_limits=(0.0, 1.0),
-                         visible=False)
-    for name in (IMAGE, LABELS, MAP):
-        viewer.layers[name].metadata["image_id"] = None
-    _order(viewer)
+def apply_classes(viewer: Any, classes: ClassSpec) -> None:
+    """Give the label layers already in the viewer the colours and names of ``classes`` (a
+    project opened after another must not be painted in the first one's colours)."""
+    for name in (LABELS, PREVIOUS):
+        layer = _layer(viewer, name)
+        if layer is not None:
+            layer.colormap = class_colormap(classes)
+            if name == LABELS:
+                layer.features = class_features(classes)
 
 
 def show_image(viewer: Any, image: np.ndarray, *, name: str, image_id: int) -> Any:
