@@ -94,12 +94,13 @@ def load_if_compatible(project: Project, path: Any, settings: RoundSettings) -> 
         return None  # the architecture changed (or the file is damaged): start afresh
 
 
-def previous_round(project: Project, round_idx: int | None) -> int | None:
+def previous_round(project: Project, round_idx: int | None,
+                   rounds: list[RoundRecord] | None = None) -> int | None:
     """The newest round before ``round_idx`` whose model can predict (trained, not abandoned),
-    or None."""
+    or None. ``rounds``: the project's rounds when the caller has read them already."""
     if round_idx is None:
         return None
-    for rnd in reversed(project.rounds()):
+    for rnd in reversed(rounds if rounds is not None else project.rounds()):
         if rnd.idx < round_idx and rnd.checkpoint and rnd.status != RoundStatus.ABANDONED:
             return int(rnd.idx)
     return None

@@ -388,12 +388,13 @@ class ReviewWidget(QWidget):
         self.previous_button.setChecked(bool(
             layer is not None and layer.visible and shown is not None
             and layer.metadata.get("image_id") == shown.image_id))
+        rounds = project.rounds() if project is not None else []  # one query for both buttons
         self.previous_button.setEnabled(shown is not None and not self.state.busy and (
             self.previous_button.isChecked() or project is None
-            or previous_round(project, shown.round_idx) is not None))
+            or previous_round(project, shown.round_idx, rounds) is not None))
         self.predict_button.setEnabled(
             writable and shown is not None and not self.state.busy and shown.pool == "unlabelled"
-            and not shown.queued and current_in_review(project))
+            and not shown.queued and current_in_review(project, rounds))
         self.oracle_button.setEnabled(writable and not self.state.busy)
         if project is None:
             self.header.setText("No project open.")
@@ -437,9 +438,11 @@ class ReviewWidget(QWidget):
         self.map_choice.blockSignals(False)
 
 
-def current_in_review(project: Any) -> bool:
-    """The project's newest round is in review (its model can predict more images)."""
+def current_in_review(project: Any, rounds: Any = None) -> bool:
+    """The project's newest round is in review (its model can predict more images);
+    ``rounds``: the project's rounds when the caller has read them already."""
     from napari_alunet.store import RoundStatus
 
-    current = project.current_round() if project is not None else None
-    return current is not None and current.status == RoundStatus.QUEUED
+    if rounds is None:
+        rounds = project.rounds() if project is not None else []
+    return bool(rounds) and rounds[-1].status == RoundStatus.QUEUED
