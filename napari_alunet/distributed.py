@@ -8,10 +8,16 @@ the same random draws as one process, runs the review pass of the chosen images 
 result to every rank. The per-image seeded dropout makes an image's score independent of the
 batch it was scored in, so the sharded result equals the single-process one exactly.
 
-Only rank 0 writes the project (:func:`is_primary`); the other ranks open it read-only. The
-``alunet score --nproc N`` command starts ``torchrun --standalone`` itself; on several nodes,
-run ``torchrun --nnodes M --nproc-per-node N --rdzv-backend c10d --rdzv-endpoint HOST:PORT
--m napari_alunet.cli score PROJECT ...`` on each node, with the project on a shared file system.
+Training under a process group is data-parallel (:func:`napari_alunet.training.engine.fit`
+wraps the network in ``DistributedDataParallel``): every rank takes its own slice of each global
+batch, gradients are averaged, and the kept weights are the same on every rank.
+
+Only rank 0 writes the project (:func:`is_primary`); the other ranks open it read-only and wait
+at a :func:`barrier` after each of rank 0's writes, so that every rank reads the same state. The
+``alunet train | round | score --nproc N`` commands start ``torchrun --standalone`` themselves;
+on several nodes, run ``torchrun --nnodes M --nproc-per-node N --rdzv-backend c10d
+--rdzv-endpoint HOST:PORT -m napari_alunet.cli round PROJECT ...`` on each node, with the project
+on a shared file system.
 
 This module imports torch.distributed only inside functions: a single process never pays for it.
 """
@@ -20,13 +26,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["active", "broadcast", "gather_to_primary", "is_primary", "launched_by_torchrun",
-           "process_group", "rank_and_size", "shard"]
+__all__ = ["active", "barrier", "broadcast", "broadcast_tensors", "gather_to_primary",
+           "is_primary", "launched_by_torchrun", "mean_over_ranks", "process_group",
+           "rank_and_size", "shard"]
 
 
 def launched_by_torchrun() -> bool:
@@ -80,6 +87,35 @@ def broadcast(value: T | None) -> T:
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]  # type: ignore[return-value]
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing without a process group)."""
+    if active():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def mean_over_ranks(values: Any) -> Any:
+    """The element-wise mean of a tensor over the ranks (the tensor itself without a group)."""
+    if not active():
+        return values
+    import torch.distributed as dist
+
+    total = values.clone()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
+
+
+def broadcast_tensors(tensors: Iterable[Any]) -> None:
+    """Overwrite the given tensors, in place, with rank 0's (nothing without a group)."""
+    if not active():
+        return
+    import torch.distributed as dist
+
+    for tensor in tensors:
+        dist.broadcast(tensor, src=0)
 
 
 @contextlib.contextmanager

@@ -18,6 +18,15 @@ when validation images are given, and a FixMatch-style consistency term on unlab
 Shapes: images ``(N, 1, S, S)`` float32 (already normalised), labels ``(N, S, S)`` integer class
 indices; numpy arrays or tensors. Both are moved to the device once, so the only host-device
 traffic per step is a batch index.
+
+Under a ``torch.distributed`` process group (``alunet train|round --nproc N``, torchrun) the fit
+is data-parallel: the network is wrapped in ``DistributedDataParallel``, every rank draws the
+same global batch of ``N * batch_size`` images and trains on its own slice of it, gradients are
+averaged, so N processes step like one process with an N-times larger batch. The budget counts
+global optimiser steps (the same number as one process). BatchNorm statistics are local to each
+rank (SyncBatchNorm needs a GPU; on a GPU box, keep ``batch_size`` >= 4 per process); rank 0's
+running statistics are broadcast before every evaluation and its kept weights at the end, so
+every rank ends with the same model. Dropout and augmentation draw per rank. Only rank 0 saves.
 """
 
 from __future__ import annotations
@@ -25,12 +34,13 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Generator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, cast
 
 import torch
 from torch import nn
 
+from napari_alunet import distributed
 from napari_alunet.config import UNKNOWN_LABEL, TrainConfig
 from napari_alunet.events import EvalEvent, StepEvent  # noqa: F401 (re-exported)
 from napari_alunet.training.augment import Augmenter
@@ -53,12 +63,15 @@ from napari_alunet.training.schedule import (
     epoch_stream,
     eval_interval,
     lr_factor,
+    rank_slices,
 )
 from napari_alunet.training.tensors import as_images, as_labels, split_unknown
 
 #: On CUDA the running loss is read back (a device sync) only every this many steps.
 SYNC_EVERY = 25
 
+#: Seed offset between ranks for what each rank draws itself (dropout masks, augmentation).
+RANK_SEED_STRIDE = 7919
 
 
 @dataclass
@@ -159,6 +172,11 @@ def fit(
         return time.perf_counter() - start
 
     dev = resolve_device(device if device is not None else config.device)
+    rank, world = distributed.rank_and_size()
+    if world > 1 and config.budget_in_epochs:
+        raise ValueError("a training budget in epochs is not supported with several processes "
+                         "(--nproc): give it in optimiser steps (--steps), which count global "
+                         "steps")
     x_train = as_images(train_images, "train_images")
     y_train = as_labels(train_labels, x_train, "train_labels", n_classes)
     if x_train.shape[0] == 0:
@@ -182,7 +200,10 @@ def fit(
     saved_threads = torch.get_num_threads()
     if config.num_threads > 0:
         torch.set_num_threads(config.num_threads)
-    torch.manual_seed(config.seed)  # dropout masks and anything else drawn from the global RNG
+    # Each rank draws its own dropout masks and augmentations; the batch order is global.
+    rank_config = config if rank == 0 else replace(
+        config, seed=config.seed + RANK_SEED_STRIDE * rank)
+    torch.manual_seed(rank_config.seed)  # dropout masks, anything else from the global RNG
     shuffle_gen = torch.Generator().manual_seed(config.seed)
 
     loss_fn = _criterion(config, y_train, n_classes, dev)  # class weights: known pixels only
@@ -198,17 +219,19 @@ def fit(
     x_train, y_train = x_train.to(dev), y_train.to(dev)
     # Module.to accepts memory_format at run time, but torch's overloads do not declare it.
     model.to(dev, memory_format=fmt)  # type: ignore[call-overload]
+    net = _data_parallel(model, dev) if world > 1 else model  # what the training steps call
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    augmenter = Augmenter(seed=config.seed, device=dev) if config.augment else None
+    augmenter = Augmenter(seed=rank_config.seed, device=dev) if config.augment else None
     n_train = x_train.shape[0]
     steps = config.planned_steps(n_train)
     every = eval_interval(config, steps, n_train)
     if config.budget_in_epochs:
         batches = epoch_stream(n_train, config.batch_size, shuffle_gen)
-    else:
-        batches = batch_stream(n_train, config.batch_size, shuffle_gen)
+    else:  # with several ranks: the same global batches everywhere, one slice each
+        batches = rank_slices(batch_stream(n_train, config.batch_size * world, shuffle_gen),
+                              rank, config.batch_size)
     precision = config.precision
     autocast(dev, precision)  # validates the name before any work
     factor = lr_factor(config, steps)
@@ -227,8 +250,9 @@ def fit(
     consistency = None
     if x_unl is not None:
         unl_gen = torch.Generator().manual_seed(config.seed + 1)
+        unl_batches = batch_stream(x_unl.shape[0], config.unlabelled_batch_size * world, unl_gen)
         consistency = ConsistencyTerm(
-            x_unl, batch_stream(x_unl.shape[0], config.unlabelled_batch_size, unl_gen), config,
+            x_unl, rank_slices(unl_batches, rank, config.unlabelled_batch_size), rank_config,
             steps)
 
     initial_state = _clone_state(model)
@@ -243,20 +267,20 @@ def fit(
     shown = (math.nan, math.nan, math.nan)
     try:
         for step in range(1, steps + 1):
-            model.train()
+            net.train()
             idx = next(batches).to(dev)
             xb, yb = x_train[idx], y_train[idx]
             wb = pixel_w[idx] if pixel_w is not None else None
             if augmenter is not None:
                 xb, yb, wb = augmenter(xb, yb, wb)
             with autocast(dev, precision):
-                logits = model(xb.contiguous(memory_format=fmt))
+                logits = net(xb.contiguous(memory_format=fmt))
             loss = loss_fn(logits, yb, wb)
             sup_loss = loss.detach()
             weight = consistency.weight(step) if consistency is not None else 0.0
             if weight > 0:
                 assert consistency is not None  # weight is 0.0 without a consistency term
-                unl_loss, confident = consistency(model, evaluated, fmt)
+                unl_loss, confident = consistency(net, evaluated, fmt)
                 loss = loss + weight * unl_loss
                 sums[1:] += torch.stack([unl_loss.detach(), confident])
                 n_unl_sum += 1
@@ -270,7 +294,7 @@ def fit(
                 ema.update(model)
             sums[0] += sup_loss
             n_sum += 1
-            images_seen += len(idx)
+            images_seen += len(idx) * world
             steps_run = step
             if dev.type == "cpu" or step == 1 or step % SYNC_EVERY == 0:
                 shown = _means(sums, n_sum, n_unl_sum)
@@ -279,7 +303,10 @@ def fit(
             if step % every and step != steps:
                 continue
             # -- evaluation ----------------------------------------------------------------
-            train_loss, unl_mean, conf_mean = _means(sums, n_sum, n_unl_sum)
+            # Every rank reads the same figures, so all take the same decisions below.
+            train_loss, unl_mean, conf_mean = _means(distributed.mean_over_ranks(sums), n_sum,
+                                                     n_unl_sum)
+            distributed.broadcast_tensors(evaluated.buffers())  # rank 0's BatchNorm statistics
             if not math.isfinite(train_loss):
                 # Checked where the losses are read back anyway (no extra device sync); the
                 # weights are restored below and nothing is saved.
@@ -293,6 +320,10 @@ def fit(
                 val_loss, val_dice = _validate(
                     evaluated, x_val, y_val, loss_fn, n_classes, config.batch_size, dev,
                     precision)
+                if world > 1:  # rank 0's figures decide, even where a GPU sums in another order
+                    figures = torch.tensor([val_loss, val_dice], dtype=torch.float64, device=dev)
+                    distributed.broadcast_tensors([figures])
+                    val_loss, val_dice = figures.tolist()
                 score = val_dice if not math.isnan(val_dice) else -math.inf
                 improved = kept_state is None or score > best_score
             else:
@@ -315,6 +346,8 @@ def fit(
             if has_val and config.patience > 0 and stale >= config.patience:
                 stopped_early = step < steps
                 break
+        if world > 1 and kept_state is not None:
+            distributed.broadcast_tensors(kept_state.values())  # one model on every rank
     except GeneratorExit:
         # The consumer stopped us (GUI Stop): fall through to restore and save, then return
         # without yielding again, which is what generator.close() requires.
@@ -337,8 +370,12 @@ def fit(
         raise TrainingDiverged("training produced non-finite weights (NaN or inf): the model "
                                "was not saved. Lower the learning rate and restart the round")
     if checkpoint_path is not None and kept_state is not None:
-        saved_path = save_fit_checkpoint(checkpoint_path, model, checkpoint_meta, best_step,
-                                         metric, "val_dice" if has_val else "train_loss")
+        if distributed.is_primary():
+            saved_path = save_fit_checkpoint(checkpoint_path, model, checkpoint_meta, best_step,
+                                             metric, "val_dice" if has_val else "train_loss")
+        else:
+            saved_path = str(checkpoint_path)
+        distributed.barrier()  # every rank returns once rank 0's checkpoint is in place
     if has_val:
         note = (f"best weights on {len(x_val)} validation image(s), evaluated every {every} "
                 f"steps (step {best_step} of {steps_run})")
@@ -354,6 +391,14 @@ def fit(
 
 class TrainingDiverged(RuntimeError):
     """A fit's loss or weights became NaN or infinite; nothing was saved."""
+
+
+def _data_parallel(model: nn.Module, dev: torch.device) -> nn.Module:
+    """``model`` wrapped for data-parallel training (its weights are rank 0's from here on)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    device_ids = [torch.cuda.current_device()] if dev.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=device_ids)
 
 
 def _finite(state: dict[str, torch.Tensor]) -> bool:

@@ -155,6 +155,7 @@ def train_model(
     ------
     The engine's StepEvent / EvalEvent, and a :class:`HealthEvent` per failed check.
     """
+    from napari_alunet import distributed
     from napari_alunet.inference import evaluate
     from napari_alunet.training.checkpoint import save_fit_checkpoint
     from napari_alunet.training.engine import fit, reset_parameters
@@ -191,6 +192,8 @@ def train_model(
             return TrainedModel(result, plan, math.nan, False, dices, attempt)
         dice = evaluate(model, x_all, y_all, n_classes=n_classes, device=device,
                         precision=config.precision)["mean_dice"]
+        if distributed.active():  # rank 0's figure decides a retry on every rank
+            dice = distributed.broadcast(dice)
         dices.append(dice)
         score = dice if not math.isnan(dice) else -math.inf
         if best is None or score > best[0]:
@@ -210,10 +213,11 @@ def train_model(
     if kept != len(dices) - 1:
         # A later attempt was worse: put the best one back, and in the checkpoint.
         model.load_state_dict(state)
-        if checkpoint_path is not None:
+        if checkpoint_path is not None and distributed.is_primary():
             kept_result.checkpoint_path = save_fit_checkpoint(
                 checkpoint_path, model, meta, kept_result.best_step, kept_result.metric,
                 "val_dice" if plan.val_ids else "train_loss")
+        distributed.barrier()  # the other ranks go on once rank 0 has written it
     healthy = floor <= 0 or score >= floor
     return TrainedModel(kept_result, plan, dices[kept], healthy, dices, kept)
 

@@ -36,6 +36,15 @@ def batch_stream(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torc
         buffer = buffer[batch_size:]
 
 
+def rank_slices(batches: Iterator[torch.Tensor], rank: int,
+                per_rank: int) -> Iterator[torch.Tensor]:
+    """Rank ``rank``'s part of each global batch: positions ``[rank * per_rank, (rank + 1) *
+    per_rank)`` (the whole batch for rank 0 of one process). Every rank draws the same global
+    batches from the same seed, so the slices are disjoint and together are the batch."""
+    for batch in batches:
+        yield batch[rank * per_rank : (rank + 1) * per_rank]
+
+
 def epoch_stream(n: int, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
     """The pre-0.2 batches: one partition of the images per epoch (batches of n < batch_size)."""
     while True:
