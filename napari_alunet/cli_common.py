@@ -33,6 +33,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=int, default=None,
                    help="evaluations without improvement before early stopping (only with a "
                    f"validation split of >= {d.validation_min_images} images; 0: off)")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help=f"labelled images per optimiser step (default {d.batch_size}; per "
+                   "process with --nproc)")
     p.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate (default {d.learning_rate:g})")
     p.add_argument("--semi-supervised", action=argparse.BooleanOptionalAction, default=None,
@@ -44,6 +47,7 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
     given = {"steps": getattr(args, "steps", None), "epochs": getattr(args, "epochs", None),
              "patience": getattr(args, "patience", None),
              "learning_rate": getattr(args, "lr", None),
+             "batch_size": getattr(args, "batch_size", None),
              "semi_supervised": getattr(args, "semi_supervised", None)}
     return {k: v for k, v in given.items() if v is not None}
 

@@ -44,20 +44,29 @@ def _settings(args: argparse.Namespace, project: Any) -> Any:
 
 
 def _run(args: argparse.Namespace, stop_after: str | None) -> int:
+    from napari_alunet import distributed
     from napari_alunet.events import drain
     from napari_alunet.loop import run_round
     from napari_alunet.store import Project
 
-    with Project.open(args.project, timeout=args.wait, on_wait=say_waiting) as project:
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, not {args.nproc}")
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        return _relaunch_with_torchrun(args)
+    with distributed.process_group(args.device) as (rank, _size), \
+            Project.open(args.project, timeout=args.wait, on_wait=say_waiting,
+                         read_only=rank > 0) as project:  # only rank 0 writes (and locks)
         settings = _settings(args, project)  # every option checked before anything is saved
         if getattr(args, "restart", False):
             from napari_alunet.loop import restart_round
 
-            abandoned = restart_round(project, drop_queue=args.drop_queue)
-            if not (args.quiet or args.json):
-                print(f"round {abandoned.idx} abandoned (kept in the history); starting "
-                      f"round {abandoned.idx + 1} with the options given")
-        progress = ProgressBars(args.quiet or args.json)
+            if rank == 0:
+                abandoned = restart_round(project, drop_queue=args.drop_queue)
+                if not (args.quiet or args.json):
+                    print(f"round {abandoned.idx} abandoned (kept in the history); starting "
+                          f"round {abandoned.idx + 1} with the options given")
+            distributed.barrier()
+        progress = ProgressBars(args.quiet or args.json or rank > 0)
         try:
             report = drain(run_round(project, settings, device=args.device,
                                      stop_after=stop_after), progress)
@@ -67,6 +76,8 @@ def _run(args: argparse.Namespace, stop_after: str | None) -> int:
                                   "n_labelled": report.n_labelled, "test": report.test_metrics,
                                   "queue": [project.image(i).name for i in report.queue],
                                   "seconds": report.seconds}
+    if rank > 0:
+        return 0
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -129,8 +140,8 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def _relaunch_with_torchrun(args: argparse.Namespace) -> int:
-    """``alunet score --nproc N`` started by hand: run the same command as N ranks of one
-    ``torchrun --standalone`` launch (on this machine) and return its exit status."""
+    """``alunet train|round|score --nproc N`` started by hand: run the same command as N ranks
+    of one ``torchrun --standalone`` launch (on this machine) and return its exit status."""
     import subprocess
 
     argv, rest = [], list(args.argv)
@@ -184,6 +195,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("project", type=Path)
     p.add_argument("--preset", choices=("cpu", "gpu", "tiny"), default="cpu")
     add_train_options(p)
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="train with N processes (torch.distributed data parallel: gloo on the "
+                   "CPU, nccl on GPUs; started with torchrun --standalone): each step takes N x "
+                   "the batch size, one slice per process; the step budget counts global "
+                   "steps; BatchNorm statistics are per process. Scoring is sharded as with "
+                   "'score --nproc'")
 
 
 def _acq_args(p: argparse.ArgumentParser) -> None:

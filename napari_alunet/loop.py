@@ -10,12 +10,16 @@ The round's status in the store records how far it got (``started`` -> ``trained
 ``evaluated`` -> ``queued`` -> ``complete``) and every stage is saved before the next starts, so
 an interruption loses at most the stage in progress and calling :func:`run_round` again continues
 from there. The CLI, the napari widgets and the tests all drain the same generator.
+
+Under torchrun (``alunet round --nproc N``) every rank runs the round: training is data-parallel
+and scoring sharded, while rank 0 alone writes the store (:func:`_on_primary`) and the others
+read the state it wrote after each write.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +77,7 @@ def run_round(
     """
     from napari_alunet.training.device import resolve_device
 
+    distributed.barrier()  # every rank reads the state below before rank 0 changes it
     current = project.current_round()
     if current is not None and current.status == RoundStatus.QUEUED:
         left = project.queue(current.idx)
@@ -81,11 +86,16 @@ def run_round(
             # queued again by the next round's scores).
             yield StageEvent(current.idx, "queue", f"round {current.idx} ends with {len(left)} "
                              "queued image(s) not reviewed: they return to the unlabelled pool")
-        project.update_round(current.idx, status=RoundStatus.COMPLETE, finished_at=_now())
+        done = current.idx
+        _on_primary(lambda: project.update_round(done, status=RoundStatus.COMPLETE,
+                                                 finished_at=_now()))
         current = project.round(current.idx)
     if current is None or current.status in FINISHED:
         settings = settings or RoundSettings()
-        current = project.start_round(config=to_dict(settings))
+        new_settings = settings
+        _on_primary(lambda: project.start_round(config=to_dict(new_settings)))
+        current = project.current_round()
+        assert current is not None
     else:
         stored = current.settings
         differences = settings_differences(stored, settings) if settings is not None else []
@@ -121,9 +131,9 @@ def run_round(
         # check (the settings stay as they were; "fit" is what happened).
         record = {**(current.config or to_dict(settings)),
                   "fit": fit_result.record(settings.train)}
-        project.update_round(idx, status=RoundStatus.TRAINED,
-                             checkpoint=str(checkpoint.relative_to(project.path)),
-                             model_version=_file_hash(checkpoint), config=record)
+        _on_primary(lambda: project.update_round(
+            idx, status=RoundStatus.TRAINED, checkpoint=str(checkpoint.relative_to(project.path)),
+            model_version=_file_hash(checkpoint), config=record))
         current = project.round(idx)
 
     if stop_after == current.status:
@@ -134,11 +144,15 @@ def run_round(
     if current.status == RoundStatus.TRAINED:
         yield StageEvent(idx, "evaluate", "evaluating on the test pool")
         start = time.perf_counter()
-        metrics = _evaluate(project, model, settings, torch_device)
+
+        def evaluate_and_record() -> None:  # on rank 0 only: every rank has the same model
+            metrics = _evaluate(project, model, settings, torch_device)
+            if metrics:
+                project.record_metrics(idx, "test", metrics)
+            project.update_round(idx, status=RoundStatus.EVALUATED)
+
+        _on_primary(evaluate_and_record)
         seconds["evaluate"] = time.perf_counter() - start
-        if metrics:
-            project.record_metrics(idx, "test", metrics)
-        project.update_round(idx, status=RoundStatus.EVALUATED)
         current = project.round(idx)
         if stop_after == "evaluated":
             return _report(project, current, seconds, fit_result)
@@ -149,7 +163,7 @@ def run_round(
         start = time.perf_counter()
         yield from score_and_queue(project, current, model, settings, torch_device)
         seconds["score"] = time.perf_counter() - start
-        project.update_round(idx, status=RoundStatus.QUEUED)
+        _on_primary(lambda: project.update_round(idx, status=RoundStatus.QUEUED))
         current = project.round(idx)
 
     yield StageEvent(idx, "done", f"round {idx}: {len(project.queue(idx))} image(s) queued")
@@ -211,6 +225,14 @@ def restart_round(project: Project, *, drop_queue: bool = False) -> RoundRecord:
     return project.round(current.idx)
 
 
+def _on_primary(write: Callable[[], Any]) -> None:
+    """Run a store write on rank 0 only (one process: just run it); with several ranks, every
+    rank waits for it, so that all of them read the same state afterwards."""
+    if distributed.is_primary():
+        write()
+    distributed.barrier()
+
+
 def _report(project: Project, current: RoundRecord, seconds: dict[str, float],
             fit_result: Any) -> RoundReport:
     test = {r["name"]: r["value"] for r in project.metrics("test") if r["round_idx"] == current.idx}
@@ -266,7 +288,8 @@ def score_and_queue(project: Project, current: RoundRecord, model: Any,
     acq = settings.acquisition
     pool = _pool(project, settings)
     if not pool.unlabelled_ids() and not (acq.unit == "region" and pool.partial_ids()):
-        project.set_queue(current.idx, [])
+        if distributed.is_primary():
+            project.set_queue(current.idx, [])
         return None
     acquired = yield from active.acquire(pool, model, acq, k=acq.k, round_idx=current.idx,
                                          device=device, precision=settings.train.precision)
@@ -358,8 +381,12 @@ def _cold_start(project: Project, current: RoundRecord, settings: RoundSettings,
         _pool(project, settings), k=acq.k, method=acq.cold_start,
         seed=active.round_seed(acq.seed, current.idx), model=model,
         batch_size=acq.batch_size, device=device, precision=settings.train.precision)
-    project.set_queue(current.idx, chosen)
-    project.update_round(current.idx, status=RoundStatus.QUEUED)
+
+    def queue_chosen() -> None:
+        project.set_queue(current.idx, chosen)
+        project.update_round(current.idx, status=RoundStatus.QUEUED)
+
+    _on_primary(queue_chosen)
     return RoundReport(current.idx, RoundStatus.QUEUED, 0, {}, chosen)
 
 
