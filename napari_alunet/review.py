@@ -40,9 +40,23 @@ def review_item(project: Project, image_id: int, round_idx: int | None = None) -
     cached = project.read_review(current.idx, image_id)
     prediction, maps, region = (None, {}, None) if cached is None else (
         cached.prediction, cached.maps, cached.region)
-    strategy = (current.config or {}).get("acquisition", {}).get("strategy", "")
-    scores = project.load_scores(current.idx, model_version(project, current.idx), strategy)
-    return ReviewItem(image_id, prediction, maps, scores.get(image_id), region)
+    return ReviewItem(image_id, prediction, maps, round_scores(project, current).get(image_id),
+                      region)
+
+
+def round_scores(project: Project, record: Any) -> dict[int, float]:
+    """The round's acquisition scores (image id -> score) for its strategy, saved under the
+    model that ranked the pool; an Update model (:mod:`napari_alunet.model_update`) may have
+    replaced that model since, so the versions it replaced are tried after the current one."""
+    config = record.config or {}
+    strategy = config.get("acquisition", {}).get("strategy", "")
+    versions = [record.model_version or ""]
+    versions += [u.get("replaced_version") or "" for u in reversed(config.get("updates") or [])]
+    for version in dict.fromkeys(versions):
+        scores = project.load_scores(record.idx, version, strategy)
+        if scores:
+            return scores
+    return {}
 
 
 _CACHED = object()

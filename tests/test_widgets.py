@@ -834,3 +834,42 @@ def test_predict_this_image_now(round0, qtbot):
     labelled = project.images("labelled")[0].id
     state.display.show(labelled)
     assert not review.predict_button.isEnabled()  # only unlabelled images
+
+
+def test_update_model_trains_in_the_background_while_the_review_goes_on(round0, qtbot):
+    """Update model (issue 17): after a commit it retrains the round's model in a worker; the
+    researcher keeps committing meanwhile, the strokes on screen stay, and the images still
+    queued come with the new model's prediction."""
+    viewer, widget, project = round0
+    state = widget.state
+    review = widget.panel("Review")
+    updater = review.updater
+    assert not updater.button.isEnabled()  # nothing committed since round 0 was trained
+    _paint_and_commit(viewer, review)
+    review._update()
+    assert updater.button.isEnabled() and "+1 label" in updater.button.text()
+    version = project.current_round().model_version
+    waiting = project.queue()
+    assert len(waiting) == 2
+    old_cache = project.review_cache_path(0, waiting[1]).read_bytes()
+    updater.start()
+    assert state.busy and state.job.name == "update model"
+    review._update()
+    assert review.commit_button.isEnabled()  # the review goes on while it trains
+    shown = state.display.current.image_id
+    assert shown == waiting[0]
+    labels = viewer.layers["alunet: labels"]
+    labels.data[0:4, 0:4] = 2
+    labels.refresh()
+    strokes = labels.data.copy()
+    wait_idle(qtbot, state)
+    assert np.array_equal(viewer.layers["alunet: labels"].data, strokes)  # nothing lost
+    assert state.display.current.image_id == shown
+    current = project.current_round()
+    assert current.model_version != version and len(current.config["updates"]) == 1
+    assert updater.job_bar.text.text().startswith("done: model updated on")
+    assert project.review_cache_path(0, waiting[1]).read_bytes() != old_cache
+    assert not updater.button.isEnabled()  # it has learnt every commit
+    review.commit()  # the image on screen, with the strokes made during the update
+    assert np.array_equal(project.read_label(shown), strokes)
+    assert state.display.current.image_id == waiting[1]

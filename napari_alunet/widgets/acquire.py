@@ -248,11 +248,9 @@ class AcquireWidget(QWidget):
         if self.state.scores is not None and self.state.scores["round"] == current.idx:
             scores = self.state.scores["scores"]
         else:
-            from napari_alunet.review import model_version
+            from napari_alunet.review import round_scores
 
-            strategy = (current.config or {}).get("acquisition", {}).get("strategy", "")
-            scores = project.load_scores(current.idx, model_version(project, current.idx),
-                                         strategy)
+            scores = round_scores(project, current)
         return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
     def refresh_table(self) -> None:

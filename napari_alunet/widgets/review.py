@@ -57,6 +57,7 @@ from napari_alunet.widgets._guide import next_action, prediction_warning, round_
 from napari_alunet.widgets._state import get_state, notify_info
 from napari_alunet.widgets._workers import Job
 from napari_alunet.widgets.browser import ImageBrowser
+from napari_alunet.widgets.model_update import UpdateModelBox
 from napari_alunet.widgets.review_controls import DisplayControls
 from napari_alunet.widgets.strip import QueueStrip
 
@@ -118,6 +119,7 @@ class ReviewWidget(QWidget):
         self.status = QLabel("")
         self.status.setWordWrap(True)
         self.job_bar = JobBar(self.state, {"oracle"})
+        self.updater = UpdateModelBox(self.state)
 
         layout = QVBoxLayout(self)
         layout.addWidget(group("Image under review", self.header, self.strip, layout=None))
@@ -126,6 +128,7 @@ class ReviewWidget(QWidget):
         layout.addWidget(row(self.undo_button, self.next_region_button))
         layout.addWidget(row(self.predict_button, self.previous_button))
         layout.addWidget(self.status)
+        layout.addWidget(group("Model", self.updater))
         layout.addWidget(group("All images", self.browser))
         layout.addWidget(group("Replay", self.oracle_button, self.job_bar))
         layout.addWidget(hint(
@@ -135,7 +138,7 @@ class ReviewWidget(QWidget):
             "commit, <b>Shift+S</b> skip, <b>Shift+U</b> undo the last commit, <b>Shift+N</b> "
             "next region (region review: only the outlined regions are committed), "
             "<b>Shift+M</b> show / hide the uncertainty overlay (violet: where the model is "
-            "unsure)."))
+            "unsure). <b>Update model</b> retrains on your corrections while you go on."))
         layout.addStretch(1)
 
         self._bind_keys()
@@ -392,9 +395,11 @@ class ReviewWidget(QWidget):
         self.previous_button.setEnabled(shown is not None and not self.state.busy and (
             self.previous_button.isChecked() or project is None
             or previous_round(project, shown.round_idx, rounds) is not None))
+        in_review = current_in_review(project, rounds)
         self.predict_button.setEnabled(
             writable and shown is not None and not self.state.busy and shown.pool == "unlabelled"
-            and not shown.queued and current_in_review(project, rounds))
+            and not shown.queued and in_review)
+        self.updater.refresh(project, in_review)
         self.oracle_button.setEnabled(writable and not self.state.busy)
         if project is None:
             self.header.setText("No project open.")
