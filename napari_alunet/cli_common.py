@@ -38,6 +38,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    "process with --nproc)")
     p.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate (default {d.learning_rate:g})")
+    p.add_argument("--domain-randomisation", action=argparse.BooleanOptionalAction,
+                   default=None, help="strong photometric perturbations of every batch (gamma, "
+                   "illumination, focus, texture, relief, noise) for a model trained on "
+                   "synthetic images that must work on real ones (default off)")
     p.add_argument("--semi-supervised", action=argparse.BooleanOptionalAction, default=None,
                    help="consistency training on the unlabelled pool (default on)")
 
@@ -48,7 +52,8 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
              "patience": getattr(args, "patience", None),
              "learning_rate": getattr(args, "lr", None),
              "batch_size": getattr(args, "batch_size", None),
-             "semi_supervised": getattr(args, "semi_supervised", None)}
+             "semi_supervised": getattr(args, "semi_supervised", None),
+             "domain_randomisation": getattr(args, "domain_randomisation", None)}
     return {k: v for k, v in given.items() if v is not None}
 
 

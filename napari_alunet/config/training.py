@@ -38,6 +38,11 @@ class TrainConfig:
     Health check: after the fit, the mean foreground Dice on the labelled images themselves must
     reach ``health_min_dice``; otherwise the fit restarts from a fresh initialisation, at most
     ``health_retries`` times, and the best attempt is kept.
+
+    Domain randomisation (``domain_randomisation``, off by default): strong photometric
+    perturbations of every training batch (gamma, illumination field, focus, texture grain,
+    relief direction, noise; :mod:`napari_alunet.training.domain`) and a stronger elastic
+    deformation, for a model trained on synthetic images that must work on real ones.
     """
 
     steps: int = 0
@@ -72,6 +77,7 @@ class TrainConfig:
     border_w0: float = 10.0
     border_sigma: float = 5.0
     augment: bool = True
+    domain_randomisation: bool = False  # strong photometric perturbations (synthetic teacher)
     seed: int = 0
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32", "bf16"
     device: str = "auto"  # "auto", "cpu", "cuda", "mps"

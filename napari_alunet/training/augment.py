@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from napari_alunet.training.domain import DomainRandomiser
 
 
 @dataclass
@@ -53,6 +57,8 @@ class Augmenter:
     settings : what to apply (default :class:`AugmentSettings`).
     seed : seeds both generators.
     device : where the batches live (the per-pixel noise generator is created there).
+    domain : a :class:`~napari_alunet.training.domain.DomainRandomiser` applied after the
+        intensity changes (``TrainConfig.domain_randomisation``), or None.
     """
 
     def __init__(
@@ -61,7 +67,9 @@ class Augmenter:
         *,
         seed: int = 0,
         device: torch.device | str = "cpu",
+        domain: DomainRandomiser | None = None,
     ) -> None:
+        self.domain = domain
         self.settings = settings or AugmentSettings()
         self.device = torch.device(device)
         self.gen = torch.Generator().manual_seed(int(seed))
@@ -171,6 +179,8 @@ class Augmenter:
         out_w = F.grid_sample(w[:, None].to(images.dtype), grid, align_corners=False)[:, 0]
         if intensity:
             out_images = self._intensity(out_images)
+            if self.domain is not None:
+                out_images = self.domain(out_images)
         return out_images, out_masks[:, 0].round().long(), out_w
 
 

@@ -223,7 +223,7 @@ def fit(
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
-    augmenter = Augmenter(seed=rank_config.seed, device=dev) if config.augment else None
+    augmenter = _augmenter(rank_config, dev) if config.augment else None
     n_train = x_train.shape[0]
     steps = config.planned_steps(n_train)
     every = eval_interval(config, steps, n_train)
@@ -391,6 +391,18 @@ def fit(
 
 class TrainingDiverged(RuntimeError):
     """A fit's loss or weights became NaN or infinite; nothing was saved."""
+
+
+def _augmenter(config: TrainConfig, dev: torch.device) -> Augmenter:
+    """The training batches' augmentation; with ``domain_randomisation`` also the
+    photometric perturbations of :mod:`.domain` and a stronger elastic deformation."""
+    if not config.domain_randomisation:
+        return Augmenter(seed=config.seed, device=dev)
+    from napari_alunet.training.augment import AugmentSettings
+    from napari_alunet.training.domain import DomainRandomiser
+
+    return Augmenter(AugmentSettings(elastic_p=0.5, elastic_alpha=0.06), seed=config.seed,
+                     device=dev, domain=DomainRandomiser(seed=config.seed, device=dev))
 
 
 def _data_parallel(model: nn.Module, dev: torch.device) -> nn.Module:
