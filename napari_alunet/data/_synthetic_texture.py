@@ -56,7 +56,7 @@ def line_profile(distance: np.ndarray, width: float) -> np.ndarray:
 
 def voronoi_cells(
     rng: np.random.Generator, mask: np.ndarray, cell: float, *, jitter: float = 0.4,
-    membrane: float = 1.0,
+    membrane: float = 1.0, round_cells: bool = False,
 ) -> dict[str, np.ndarray]:
     """Packed polygonal cells filling ``mask`` (jittered-grid seeds, nearest-seed regions).
 
@@ -67,15 +67,19 @@ def voronoi_cells(
     cell : typical cell diameter in pixels.
     jitter : seed displacement as a fraction of ``cell`` (0 gives a square grid).
     membrane : membrane half-width in pixels.
+    round_cells : draw each cell as a round cell (a circular outline of about 0.42 ``cell``
+        around its seed, the gaps between the circles in ``gap``) instead of a polygon: the
+        inner cell mass's rounded cells.
 
     Returns
     -------
     dict with (H, W) float arrays ``membrane`` (1 on cell outlines incl. the mask border),
     ``nucleus`` (1 at cell centres, falling off over a third of a cell), ``cell_value``
-    (per-cell standard-normal value) and int array ``ids`` (0 outside ``mask``).
+    (per-cell standard-normal value), ``gap`` (1 between round cells; 0 for polygons) and int
+    array ``ids`` (0 outside ``mask``).
     """
     h, w = mask.shape
-    out = {k: np.zeros((h, w)) for k in ("membrane", "nucleus", "cell_value")}
+    out = {k: np.zeros((h, w)) for k in ("membrane", "nucleus", "cell_value", "gap")}
     out["ids"] = np.zeros((h, w), dtype=np.int32)
     if not mask.any():
         return out
@@ -110,6 +114,19 @@ def voronoi_cells(
     values[0] = 0.0
     rad = np.maximum(cell / 3.0, 0.7)
     region = (slice(y0, y1), slice(x0, x1))
+    if round_cells:
+        # Radius per cell, at most the distance to its region's edge so that neighbouring
+        # circles touch rather than overlap.
+        radius = 0.42 * cell * rng.uniform(0.85, 1.1, sy.size + 1)[ids]
+        ring = line_profile(dist - radius, membrane)
+        border = line_profile(ndi.distance_transform_edt(sub), membrane)
+        out["membrane"][region] = np.where(sub, np.maximum(ring, border), 0.0)
+        out["gap"][region] = np.where(sub, np.clip((dist - radius) / max(membrane, 0.5), 0, 1),
+                                      0.0)
+        out["nucleus"][region] = np.where(sub, np.exp(-((dist / rad) ** 2)), 0.0)
+        out["cell_value"][region] = values[ids]
+        out["ids"][region] = ids
+        return out
     out["membrane"][region] = np.where(sub, line_profile(edge_dist, membrane), 0.0)
     out["nucleus"][region] = np.where(sub, np.exp(-((dist / rad) ** 2)), 0.0)
     out["cell_value"][region] = values[ids]
@@ -194,18 +211,21 @@ def zona_width(p: Any, theta: np.ndarray) -> np.ndarray:
 #: Grey levels of the classes and strengths of their textures (structure before the relief,
 #: grain after it), tuned so the finished images match the real-image figures in
 #: sample_data/README.md.
-TEXTURE = {"bg": 134.5, "bl": 111.0, "bl_mottle": 5.0, "te": 116.0, "te_membrane": 90.0,
-           "te_cell": 24.0, "te_nucleus": 26.0, "icm": 123.0, "icm_membrane": 72.0,
-           "icm_cell": 18.0, "icm_nucleus": 20.0}
+TEXTURE = {"bg": 136.5, "bl": 114.5, "bl_mottle": 4.0, "bl_membrane": 40.0,
+           "te": 116.0, "te_membrane": 90.0, "te_cell": 24.0, "te_nucleus": 26.0,
+           "icm": 133.0, "icm_membrane": 72.0, "icm_cell": 18.0, "icm_nucleus": 20.0,
+           "icm_gap": 24.0, "zona": 129.0, "zona_inner": 7.0}
 #: Grain (fine granular texture) std per class: background, ICM, TE, ZP, BL.
-GRAIN = (1.5, 20.0, 35.0, 12.0, 19.0)
+GRAIN = (1.5, 17.0, 34.0, 12.0, 18.0)
+#: Cell size of the few large thin-walled cells crossing the blastocoel (reference px).
+LUMEN_CELL = 120.0
 
 
 def _zona_texture(rho: np.ndarray, striae: np.ndarray | float) -> np.ndarray:
-    """Zona brightness across the ring (``rho`` 0 at the outer edge, 1 at the inner edge)."""
-    return (125.0 + 6 * np.exp(-(((rho - 0.3) / 0.22) ** 2))
-            - 10 * np.exp(-(((rho - 0.94) / 0.07) ** 2))
-            - 14 * np.exp(-(((rho - 0.03) / 0.05) ** 2)) + striae)
+    """Zona brightness across the ring (``rho`` 0 at the outer edge, 1 at the inner edge):
+    a smooth band a few grey levels darker than the medium, with no line at its outer edge
+    (real zonae fade into the background) and a slight darkening towards the embryo."""
+    return TEXTURE["zona"] - TEXTURE["zona_inner"] * np.exp(-(((rho - 1.0) / 0.2) ** 2)) + striae
 
 
 def _cells_texture(cells: dict[str, np.ndarray], kind: str, contrast: float) -> np.ndarray:
@@ -225,10 +245,13 @@ def render(p: Any, lay: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
     img = t["bg"] + 2.0 * smooth_noise(rng, (h, w), 40 * s)
     # cavity and perivitelline fluid: mid grey with a faint mottle
     cavity = t["bl"] + t["bl_mottle"] * smooth_noise(rng, (h, w), 10 * s)
+    # a smooth lumen crossed by the thin walls of a few large cells
+    lumen = voronoi_cells(rng, lab == BL, LUMEN_CELL * s, membrane=0.6 * mw)
+    cavity = cavity - t["bl_membrane"] * lumen["membrane"] * rng.uniform(0.4, 1.0)
     img = np.where(lab == BL, cavity, img)
     # zona: smooth, bright-ish, faint concentric structure; faded where it is breached
     rho = np.clip(d / np.maximum(lay["tz"], 1e-6), 0, 1)
-    zona = _zona_texture(rho, 3.0 * smooth_noise(rng, (h, w), 6 * s))
+    zona = _zona_texture(rho, 1.5 * smooth_noise(rng, (h, w), 6 * s))
     zona = zona * (1 - 0.7 * lay["win"]) + t["bl"] * 0.7 * lay["win"]
     img = np.where(lab == ZP, zona, img)
     # trophectoderm: one layer of flattened cells along the ring
@@ -251,12 +274,16 @@ def render(p: Any, lay: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
         te_img = np.where(lay["bulge"], _cells_texture(bulge_cells, "te", p.te_contrast), te_img)
     img = np.where(lab == TE, te_img, img)
     # inner cell mass: packed small cells
-    icm_cells = voronoi_cells(rng, lab == ICM, p.icm_cell * s, membrane=mw)
-    img = np.where(lab == ICM, _cells_texture(icm_cells, "icm", p.icm_contrast), img)
+    icm_cells = voronoi_cells(rng, lab == ICM, p.icm_cell * s, membrane=mw, round_cells=True)
+    icm_img = _cells_texture(icm_cells, "icm", p.icm_contrast)
+    icm_img = icm_img - p.icm_contrast * t["icm_gap"] * icm_cells["gap"]
+    img = np.where(lab == ICM, icm_img, img)
     grain_amp = np.asarray(GRAIN)[lab] * np.select(
         [lab == ICM, lab == TE], [p.icm_contrast, p.te_contrast], 1.0)
     if p.neighbour_angle is not None:
         img, grain_amp = _neighbour(p, lay, rng, img, grain_amp, mw)
+    if getattr(p, "n_fragments", 0):
+        img, grain_amp = _fragments(p, lay, rng, img, grain_amp, mw)
     img = img + _debris(p, lay, rng)
     # modulation-contrast relief on the structure, then granular texture, optics and noise
     img = (img + p.relief[0] * relief(img, max(1.5 * s, 0.5), p.relief[1])
@@ -290,6 +317,31 @@ def _neighbour(p: Any, lay: dict[str, Any], rng: np.random.Generator,
     img = np.where(te, _cells_texture(cells, "te", 0.9), img)
     img = np.where(cavity, TEXTURE["bl"], img)
     grain = np.select([zona, te, cavity], [GRAIN[ZP], GRAIN[TE], GRAIN[BL]], grain)
+    return img, grain
+
+
+def _fragments(p: Any, lay: dict[str, Any], rng: np.random.Generator, img: np.ndarray,
+               grain: np.ndarray, mw: float) -> tuple[np.ndarray, np.ndarray]:
+    """Round cell fragments in the medium, clear of the zona (labelled background): they look
+    like cells, so a model must learn where the embryo is, not only what cells look like."""
+    h, w = p.shape
+    s = p.scale
+    yy, xx = np.arange(h)[:, None], np.arange(w)[None, :]
+    outside = lay["d"] < 0
+    for _ in range(int(p.n_fragments)):
+        radius = rng.uniform(8.0, 24.0) * s
+        ys, xs = np.nonzero(lay["d"] < -(radius + 6 * s))
+        if ys.size == 0:
+            break
+        pick = rng.integers(ys.size)
+        r = np.hypot(yy - ys[pick], xx - xs[pick])
+        body = (r < radius) & outside & (lay["labels"] == BACKGROUND)
+        if not body.any():
+            continue
+        value = TEXTURE["icm"] - 8.0 + 10.0 * rng.standard_normal()
+        img = np.where(body, value - TEXTURE["icm_membrane"] * line_profile(r - radius + mw, mw),
+                       img)
+        grain = np.where(body, GRAIN[ICM], grain)
     return img, grain
 
 

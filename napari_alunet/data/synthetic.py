@@ -36,7 +36,7 @@ from scipy import ndimage as ndi
 from napari_alunet.data import _synthetic_texture as tx
 
 #: Bump whenever the images or labels produced for a given seed change.
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 
 #: Mean and std of real image sizes (h, w) and the reference height lengths are given in.
 REAL_SHAPE_MEAN = (377.0, 447.0)
@@ -89,6 +89,7 @@ class BlastocystParams:
         (``breach_width`` 0: intact zona).
     neighbour_angle : direction of a neighbouring embryo at the frame edge, or None.
     n_debris : debris particles in the medium.
+    n_fragments : cell fragments in the medium (round, cell-like, labelled background).
     illumination : (ramp amplitude, ramp angle, vignetting).
     relief : (modulation-contrast strength, shading angle).
     blur, noise, gain, offset : focus blur (reference px), noise std, contrast and brightness.
@@ -122,6 +123,7 @@ class BlastocystParams:
     bulge: float = 0.0
     neighbour_angle: float | None = None
     n_debris: int = 0
+    n_fragments: int = 0
     illumination: tuple[float, float, float] = (0.0, 0.0, 0.0)
     relief: tuple[float, float] = (1.0, 0.8)
     blur: float = 1.0
@@ -214,8 +216,8 @@ def draw_params(
         icm_cell=float(gi[1] * rng.normal(1.0, 0.1)),
         icm_contrast=float(gi[2] * rng.normal(1.0, 0.08)),
         breach_angle=breach_angle, breach_width=float(breach_width), bulge=float(bulge),
-        neighbour_angle=float(rng.uniform(-np.pi, np.pi)) if rng.random() < 0.12 else None,
-        n_debris=int(rng.poisson(4)),
+        neighbour_angle=float(rng.uniform(-np.pi, np.pi)) if rng.random() < 0.2 else None,
+        n_debris=int(rng.poisson(4)), n_fragments=int(rng.poisson(1.2)),
         illumination=(float(rng.uniform(0.03, 0.14)), float(rng.uniform(0, 2 * np.pi)),
                       float(rng.uniform(0.0, 0.12))),
         relief=(float(rng.uniform(1.4, 2.4)), float(rng.normal(np.pi / 4, 0.3))),
