@@ -38,6 +38,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    "process with --nproc)")
     p.add_argument("--lr", type=float, default=None,
                    help=f"peak learning rate (default {d.learning_rate:g})")
+    p.add_argument("--starter", action=argparse.BooleanOptionalAction, default=None,
+                   help="start a round that has no model of its own (round 0) from the shipped "
+                   "starter model, and show its predictions on a project without labels, when "
+                   "one fits the preset and classes (default on)")
     p.add_argument("--domain-randomisation", action=argparse.BooleanOptionalAction,
                    default=None, help="strong photometric perturbations of every batch (gamma, "
                    "illumination, focus, texture, relief, noise) for a model trained on "
@@ -53,7 +57,8 @@ def train_overrides(args: argparse.Namespace) -> dict[str, Any]:
              "learning_rate": getattr(args, "lr", None),
              "batch_size": getattr(args, "batch_size", None),
              "semi_supervised": getattr(args, "semi_supervised", None),
-             "domain_randomisation": getattr(args, "domain_randomisation", None)}
+             "domain_randomisation": getattr(args, "domain_randomisation", None),
+             "starter": getattr(args, "starter", None)}
     return {k: v for k, v in given.items() if v is not None}
 
 

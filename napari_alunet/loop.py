@@ -249,16 +249,26 @@ def _train(project: Project, current: RoundRecord, settings: RoundSettings, devi
     Returns the model and the :class:`~napari_alunet.training.recipe.TrainedModel`.
     """
     model = load_if_compatible(project, project.checkpoint_path(current.idx), settings)
+    init = "resumed"
     if model is None and settings.train.warm_start and current.idx > 0:
-        model = previous_model(project, current.idx, settings)
+        model, init = previous_model(project, current.idx, settings), "warm start"
+    if model is None and settings.train.starter:
+        from napari_alunet.starter import load_starter
+
+        model, init = load_starter(settings.model, project.classes.names), "starter"
+        if model is not None:
+            yield StageEvent(current.idx, "train", "starting from the starter model (trained "
+                             "on synthetic blastocysts only); turn it off with --no-starter "
+                             "(napari: Train, uncheck 'start from the starter model')")
     if model is None:
-        model = active.fresh_model(settings.model, settings.train.seed)
+        model, init = active.fresh_model(settings.model, settings.train.seed), "fresh"
     trained = yield from active.train(
         _pool(project, settings), model, settings.train, round_idx=current.idx,
         n_classes=settings.model.n_classes, checkpoint_path=project.checkpoint_path(current.idx),
         checkpoint_meta={"round": current.idx, "class_names": list(project.classes.names)},
         device=device,
     )
+    trained.init = init
     return model, trained
 
 
@@ -374,15 +384,32 @@ def _cold_start(project: Project, current: RoundRecord, settings: RoundSettings,
     """Queue the first images of a project without labels (:func:`napari_alunet.active
     .cold_start`): the most typical image of each of ``k`` clusters, or random ones."""
     acq = settings.acquisition
-    model = None
-    if acq.cold_start == "typical":
+    starter = None
+    if settings.train.starter:
+        from napari_alunet.starter import load_starter
+
+        starter = load_starter(settings.model, project.classes.names)
+    model = starter
+    if model is None and acq.cold_start == "typical":
         model = active.fresh_model(settings.model, settings.train.seed)
+    pool = _pool(project, settings)
     chosen = yield from active.cold_start(
-        _pool(project, settings), k=acq.k, method=acq.cold_start,
+        pool, k=acq.k, method=acq.cold_start,
         seed=active.round_seed(acq.seed, current.idx), model=model,
         batch_size=acq.batch_size, device=device, precision=settings.train.precision)
+    proposals = None
+    if starter is not None and chosen:
+        # The researcher corrects the starter's masks instead of drawing from nothing.
+        yield StageEvent(current.idx, "queue", "predicting the first images with the starter "
+                         "model, to correct rather than draw")
+        proposals = yield from active.predict_for_review(
+            pool, starter, chosen, acq, device=device, precision=settings.train.precision)
 
     def queue_chosen() -> None:
+        if proposals is not None:
+            for image_id in chosen:
+                project.write_review(current.idx, image_id, proposals.predictions[image_id],
+                                     proposals.maps[image_id])
         project.set_queue(current.idx, chosen)
         project.update_round(current.idx, status=RoundStatus.QUEUED)
 

@@ -43,6 +43,11 @@ class TrainConfig:
     perturbations of every training batch (gamma, illumination field, focus, texture grain,
     relief direction, noise; :mod:`napari_alunet.training.domain`) and a stronger elastic
     deformation, for a model trained on synthetic images that must work on real ones.
+
+    Starter model (``starter``, on by default): a round with no model of its own to resume or
+    warm-start from begins from the shipped synthetic-only starter model when one fits the
+    architecture and classes (:mod:`napari_alunet.starter`), and a project without labels gets
+    its predictions for the first queued images.
     """
 
     steps: int = 0
@@ -78,6 +83,7 @@ class TrainConfig:
     border_sigma: float = 5.0
     augment: bool = True
     domain_randomisation: bool = False  # strong photometric perturbations (synthetic teacher)
+    starter: bool = True  # a round with no model of its own starts from the starter model
     seed: int = 0
     precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "fp32", "bf16"
     device: str = "auto"  # "auto", "cpu", "cuda", "mps"

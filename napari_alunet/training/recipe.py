@@ -99,6 +99,7 @@ class TrainedModel:
     healthy: bool
     attempt_dice: list[float] = field(default_factory=list)
     kept_attempt: int = 0
+    init: str = ""  # where the weights came from: resumed, warm start, starter, fresh
 
     @property
     def cancelled(self) -> bool:
@@ -121,6 +122,7 @@ class TrainedModel:
             "attempt_dice": [None if math.isnan(d) else round(float(d), 4)
                              for d in self.attempt_dice],
             "kept_attempt": int(self.kept_attempt), "seconds": round(float(fit.seconds), 2),
+            "init": self.init,
         }
 
 

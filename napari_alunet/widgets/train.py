@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_alunet.config import MODEL_PRESETS, TrainConfig, model_preset
+from napari_alunet.config import DEFAULT_CLASS_NAMES, MODEL_PRESETS, TrainConfig, model_preset
 from napari_alunet.events import EvalEvent, HealthEvent, StageEvent
 from napari_alunet.widgets._chart import LineChart, Series
 from napari_alunet.widgets._common import JobBar, group, guarded, hint, listen, row
@@ -80,6 +80,13 @@ class TrainWidget(QWidget):
         self.warm_start.setToolTip("Start training from the previous round's weights (faster); "
                                    "off: train from scratch")
         self.warm_start.setChecked(True)
+        self.starter = QCheckBox("start from the starter model")
+        self.starter.setToolTip(
+            "A round with no model of its own (round 0) starts from the shipped starter model "
+            "(trained on synthetic blastocysts only), and a project without labels shows its "
+            "predictions on the first images, to correct rather than draw; used only when it "
+            "fits the preset and the classes")
+        self.starter.setChecked(True)
         self.semi_supervised = QCheckBox("also learn from unlabelled images")
         self.semi_supervised.setToolTip(
             "Semi-supervised training: the model's confident predictions on the unlabelled "
@@ -93,6 +100,7 @@ class TrainWidget(QWidget):
         form.addRow("Patience", self.patience)
         form.addRow("Learning rate", self.learning_rate)
         form.addRow("Warm start", self.warm_start)
+        form.addRow("Starter", self.starter)
         form.addRow("Unlabelled", self.semi_supervised)
         settings_box = group("Model and training", layout=form)
 
@@ -123,7 +131,7 @@ class TrainWidget(QWidget):
         for signal in (self.preset.currentIndexChanged, self.device.currentIndexChanged,
                        self.steps.valueChanged, self.patience.valueChanged,
                        self.learning_rate.valueChanged, self.warm_start.toggled,
-                       self.semi_supervised.toggled):
+                       self.starter.toggled, self.semi_supervised.toggled):
             signal.connect(self.apply_settings)
         listen(self, self.state.round_event, self._on_event)
         listen(self, self.state.round_finished, self._on_finished)
@@ -138,7 +146,7 @@ class TrainWidget(QWidget):
         """Show the state's settings (restored from the project's newest round)."""
         settings = self.state.settings
         widgets = (self.preset, self.device, self.steps, self.patience, self.learning_rate,
-                   self.warm_start, self.semi_supervised)
+                   self.warm_start, self.starter, self.semi_supervised)
         for widget in widgets:
             widget.blockSignals(True)
         try:
@@ -152,11 +160,13 @@ class TrainWidget(QWidget):
             self.patience.setValue(settings.train.patience)
             self.learning_rate.setValue(settings.train.learning_rate)
             self.warm_start.setChecked(settings.train.warm_start)
+            self.starter.setChecked(settings.train.starter)
             self.semi_supervised.setChecked(settings.train.semi_supervised)
         finally:
             for widget in widgets:
                 widget.blockSignals(False)
         self._show_device()
+        self._show_starter()
 
     def apply_settings(self, *_: Any) -> None:
         """Copy the controls into the shared settings (the next round uses them)."""
@@ -167,9 +177,22 @@ class TrainWidget(QWidget):
         settings.train = dataclasses.replace(
             settings.train, steps=self.steps.value(), patience=self.patience.value(),
             learning_rate=self.learning_rate.value(), warm_start=self.warm_start.isChecked(),
-            semi_supervised=self.semi_supervised.isChecked(), device=self.device.currentText(),
+            starter=self.starter.isChecked(), semi_supervised=self.semi_supervised.isChecked(),
+            device=self.device.currentText(),
         )
         self._show_device()
+        self._show_starter()
+
+    def _show_starter(self) -> None:
+        """Say whether a starter model fits the chosen preset and the project's classes."""
+        from napari_alunet.starter import starter_for
+
+        settings = self.state.settings
+        names = (self.state.project.classes.names if self.state.project is not None
+                 else DEFAULT_CLASS_NAMES)
+        fits = starter_for(settings.model, names) is not None
+        self.starter.setText("start from the starter model" if fits else
+                             "start from the starter model (none for this preset / classes)")
 
     def _show_device(self) -> None:
         from napari_alunet.training.device import resolve_device
