@@ -34,3 +34,14 @@ def recipe_plans(monkeypatch):  # type: ignore[no-untyped-def]
 
     monkeypatch.setattr(recipe, "train_model", spy)
     return plans
+
+
+@pytest.fixture(scope="module")
+def pool_dir(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """A small binary-layout sample pool (12 images of 40 x 48), written once per module."""
+    from napari_alunet.data.sample_files import write_sample_pool
+
+    root = tmp_path_factory.mktemp("pool")
+    write_sample_pool(root, 12, seed=4, layout="binary", shape=(40, 48))
+    return root
+

@@ -6,10 +6,10 @@ import json
 
 import numpy as np
 import pytest
+from _projects import import_tiny
 
 from napari_alunet.cli import main
 from napari_alunet.config import AcquisitionConfig, DataConfig, TrainConfig, model_preset
-from napari_alunet.data.sample_files import write_sample_pool
 from napari_alunet.events import drain
 from napari_alunet.importer import import_pool
 from napari_alunet.loop import RoundSettings, StageEvent, run_round
@@ -26,19 +26,9 @@ def tiny_settings(strategy: str = "bald", epochs: int = 2) -> RoundSettings:
     )
 
 
-@pytest.fixture(scope="module")
-def pool_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pool")
-    write_sample_pool(root, 12, seed=4, layout="binary", shape=(40, 48))
-    return root
-
-
 @pytest.fixture
 def project(tmp_path, pool_dir):
-    drain(import_pool(pool_dir, tmp_path / "proj",
-                      data=DataConfig(test_fraction=0.25, initial_fraction=0.25, seed=0,
-                                      input_size=32)))
-    proj = Project.open(tmp_path / "proj")
+    proj = import_tiny(pool_dir, tmp_path / "proj")
     yield proj
     proj.close()
 

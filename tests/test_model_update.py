@@ -7,16 +7,15 @@ import dataclasses
 
 import numpy as np
 import pytest
+from _projects import import_tiny
 
-from napari_alunet.config import AcquisitionConfig, DataConfig, TrainConfig, model_preset
-from napari_alunet.data.sample_files import write_sample_pool
+from napari_alunet.config import AcquisitionConfig, TrainConfig, model_preset
 from napari_alunet.events import StepEvent, drain
 from napari_alunet.fileio import TEMP_PREFIX, sha256_file
-from napari_alunet.importer import import_pool
 from napari_alunet.loop import RoundSettings, run_round
 from napari_alunet.model_update import labelled_for_model, update_model
 from napari_alunet.review import oracle_commit, review_item
-from napari_alunet.store import Project, RoundStatus
+from napari_alunet.store import RoundStatus
 
 
 def settings() -> RoundSettings:
@@ -27,20 +26,10 @@ def settings() -> RoundSettings:
         acquisition=AcquisitionConfig(strategy="bald", passes=3, k=3, batch_size=8))
 
 
-@pytest.fixture(scope="module")
-def pool_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pool")
-    write_sample_pool(root, 12, seed=4, layout="binary", shape=(40, 48))
-    return root
-
-
 @pytest.fixture
 def in_review(tmp_path, pool_dir):
     """Round 0 queued (3 images), one of them corrected (oracle) and committed."""
-    drain(import_pool(pool_dir, tmp_path / "proj",
-                      data=DataConfig(test_fraction=0.25, initial_fraction=0.25, seed=0,
-                                      input_size=32)))
-    with Project.open(tmp_path / "proj") as project:
+    with import_tiny(pool_dir, tmp_path / "proj") as project:
         drain(run_round(project, settings()))
         oracle_commit(project, project.queue()[:1])
         yield project
@@ -125,10 +114,7 @@ def test_images_committed_during_the_update_keep_their_labels(in_review):
 
 
 def test_update_needs_a_round_in_review(tmp_path, pool_dir):
-    drain(import_pool(pool_dir, tmp_path / "proj",
-                      data=DataConfig(test_fraction=0.25, initial_fraction=0.25, seed=0,
-                                      input_size=32)))
-    with Project.open(tmp_path / "proj") as project:
+    with import_tiny(pool_dir, tmp_path / "proj") as project:
         with pytest.raises(ValueError, match="no round is in review"):
             drain(update_model(project))
         drain(run_round(project, dataclasses.replace(settings()), stop_after="evaluated"))

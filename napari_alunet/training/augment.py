@@ -49,6 +49,15 @@ def _uniform(gen: torch.Generator, n: int, low: float, high: float) -> torch.Ten
     return low + (high - low) * torch.rand(n, generator=gen)
 
 
+def seeded_generators(seed: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """(per-image parameter generator on the CPU, per-pixel generator on ``device`` seeded
+    from the first): the same seed gives the same batches on any device."""
+    gen = torch.Generator().manual_seed(int(seed))
+    device_gen = torch.Generator(device=device)
+    device_gen.manual_seed(int(torch.randint(2**62, (1,), generator=gen)))
+    return gen, device_gen
+
+
 class Augmenter:
     """Callable ``(images, masks, weights=None) -> (images, masks, weights)``.
 
@@ -72,9 +81,7 @@ class Augmenter:
         self.domain = domain
         self.settings = settings or AugmentSettings()
         self.device = torch.device(device)
-        self.gen = torch.Generator().manual_seed(int(seed))
-        self.device_gen = torch.Generator(device=self.device)
-        self.device_gen.manual_seed(int(torch.randint(2**62, (1,), generator=self.gen)))
+        self.gen, self.device_gen = seeded_generators(seed, self.device)
 
     def _linear_part(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(n, 2, 2) output->input maps in pixel-scaled coordinates (x, y)."""
@@ -214,9 +221,7 @@ class StrongAugmenter:
                  device: torch.device | str = "cpu") -> None:
         self.settings = settings or StrongSettings()
         self.device = torch.device(device)
-        self.gen = torch.Generator().manual_seed(int(seed) + 7919)
-        self.device_gen = torch.Generator(device=self.device)
-        self.device_gen.manual_seed(int(torch.randint(2**62, (1,), generator=self.gen)))
+        self.gen, self.device_gen = seeded_generators(int(seed) + 7919, self.device)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

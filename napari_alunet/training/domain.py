@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from napari_alunet.training.augment import _gaussian_blur, _uniform, seeded_generators
+
 
 @dataclass
 class DomainSettings:
@@ -46,10 +48,6 @@ class DomainSettings:
     noise_std: float = 0.3
 
 
-def _uniform(gen: torch.Generator, n: int, low: float, high: float) -> torch.Tensor:
-    return low + (high - low) * torch.rand(n, generator=gen)
-
-
 class DomainRandomiser:
     """Callable ``images (B, C, H, W) -> images``: the perturbations of :class:`DomainSettings`.
 
@@ -64,14 +62,10 @@ class DomainRandomiser:
                  device: torch.device | str = "cpu") -> None:
         self.settings = settings or DomainSettings()
         self.device = torch.device(device)
-        self.gen = torch.Generator().manual_seed(int(seed) + 104_729)
-        self.device_gen = torch.Generator(device=self.device)
-        self.device_gen.manual_seed(int(torch.randint(2**62, (1,), generator=self.gen)))
+        self.gen, self.device_gen = seeded_generators(int(seed) + 104_729, self.device)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        from napari_alunet.training.augment import _gaussian_blur
-
         s, g = self.settings, self.gen
         n, _, height, width = images.shape
         dev, dtype = images.device, images.dtype
