@@ -108,14 +108,25 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         paths = write_report(args.out)
         print("wrote " + ", ".join(str(p) for p in paths))
         return 0
+    from napari_alunet import distributed
+
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, not {args.nproc}")
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        from napari_alunet.cli_ml import relaunch_with_torchrun
+
+        return relaunch_with_torchrun(args)
     config = config_from_args(args)
     shape = tuple(args.sample_shape) if args.sample_shape else None
-    bars = _ExperimentBars(args.quiet)
-    try:
-        result = drain(run_experiment(config, args.out, sample_shape=shape,
-                                      command=command_line(args)), bars)
-    finally:
-        bars.close()
+    with distributed.process_group(config.train.device) as (rank, _size):
+        bars = _ExperimentBars(args.quiet or rank > 0)
+        try:
+            result = drain(run_experiment(config, args.out, sample_shape=shape,
+                                          command=command_line(args)), bars)
+        finally:
+            bars.close()
+    if rank > 0:
+        return 0
     print(markdown_table(result.summary))
     print(f"\nwrote {result.rows_written} new round(s) to {args.out}: rounds.csv, summary.csv, "
           + ", ".join(p.name for p in result.figures if p.suffix == ".png"))
@@ -144,6 +155,12 @@ def command_line(args: argparse.Namespace) -> str:
         parts.append("--semi-supervised" if args.semi_supervised else "--no-semi-supervised")
     if args.from_scratch:
         parts.append("--from-scratch")
+    from napari_alunet import distributed
+
+    # Inside a torchrun launch the relaunched arguments no longer hold --nproc: the world does.
+    processes = max(getattr(args, "nproc", 1), distributed.rank_and_size()[1])
+    if processes > 1:
+        parts += ["--nproc", str(processes)]
     parts += ["--out", str(args.out)]
     return shlex.join(parts)
 
@@ -218,6 +235,10 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is fastest on a busy "
                    "2-core machine)")
+    p.add_argument("--nproc", type=int, default=1, metavar="N",
+                   help="run with N processes (torch.distributed, started with torchrun "
+                   "--standalone): data-parallel fits (N x the batch per step) and sharded "
+                   "scoring; a resume must use the same N")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--report-only", action="store_true",
                    help="only rewrite summary.csv and the figures from OUT/rounds.csv")

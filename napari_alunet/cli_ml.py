@@ -52,7 +52,7 @@ def _run(args: argparse.Namespace, stop_after: str | None) -> int:
     if args.nproc < 1:
         raise ValueError(f"--nproc must be >= 1, not {args.nproc}")
     if args.nproc > 1 and not distributed.launched_by_torchrun():
-        return _relaunch_with_torchrun(args)
+        return relaunch_with_torchrun(args)
     with distributed.process_group(args.device) as (rank, _size), \
             Project.open(args.project, timeout=args.wait, on_wait=say_waiting,
                          read_only=rank > 0) as project:  # only rank 0 writes (and locks)
@@ -110,7 +110,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     if args.nproc < 1:
         raise ValueError(f"--nproc must be >= 1, not {args.nproc}")
     if args.nproc > 1 and not distributed.launched_by_torchrun():
-        return _relaunch_with_torchrun(args)
+        return relaunch_with_torchrun(args)
     with distributed.process_group(args.device) as (rank, _size):
         # Only rank 0 writes (and holds the lock); the other ranks read the images.
         with Project.open(args.project, timeout=args.wait, on_wait=say_waiting,
@@ -139,7 +139,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
-def _relaunch_with_torchrun(args: argparse.Namespace) -> int:
+def relaunch_with_torchrun(args: argparse.Namespace) -> int:
     """``alunet train|round|score --nproc N`` started by hand: run the same command as N ranks
     of one ``torchrun --standalone`` launch (on this machine) and return its exit status."""
     import subprocess

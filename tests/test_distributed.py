@@ -248,3 +248,36 @@ def test_a_rank_killed_while_training_loses_nothing(scored_round, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     with Project.open(project_dir, read_only=True) as project:
         assert [r.status for r in project.rounds()] == ["complete", "abandoned", "queued"]
+
+
+def test_an_experiment_with_two_processes_writes_each_row_once(tmp_path):
+    """``alunet experiment --nproc 2``: both ranks run the rounds (data-parallel fits, sharded
+    scoring), rank 0 alone writes; the rows are those one process writes, once each, and a
+    resume with another number of processes is refused."""
+    import pandas as pd
+
+    def experiment(out, *extra):
+        return subprocess.run(
+            [sys.executable, "-m", "napari_alunet.cli", "experiment", "--preset", "tiny",
+             "--strategies", "random", "bald", "--seeds", "1", "--rounds", "1", "--sample-n",
+             "10", "--sample-shape", "40", "40", "--steps", "4", "--passes", "2", "--device",
+             "cpu", "--threads", "1", "--quiet", "--out", str(out), *extra],
+            capture_output=True, text=True, timeout=600)
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = experiment(one)
+    assert single.returncode == 0, single.stderr[-3000:]
+    parallel = experiment(two, "--nproc", "2")
+    assert parallel.returncode == 0, parallel.stderr[-3000:]
+    assert parallel.stdout.count("| random |") == 1  # the table, printed by rank 0 only
+    rows_one, rows_two = pd.read_csv(one / "rounds.csv"), pd.read_csv(two / "rounds.csv")
+    assert list(rows_one.columns) == list(rows_two.columns)
+    keys = ["strategy", "seed", "round"]
+    assert sorted(map(tuple, rows_two[keys].values.tolist())) == \
+        sorted(map(tuple, rows_one[keys].values.tolist()))
+    assert not rows_two.duplicated(keys).any()
+    saved = json.loads((two / "config.json").read_text())
+    assert saved["processes"] == 2 and "--nproc 2" in saved["command"]
+    assert (two / "summary.csv").is_file() and not (two / "resume_model.pt").exists()
+    again = experiment(two)  # one process on a 2-process experiment: not the same curves
+    assert again.returncode != 0 and "processes: 2 -> 1" in again.stderr

@@ -72,6 +72,8 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             continue
         if key not in a and key in defaults and b.get(key) == defaults[key]:
             continue
+        if key == "processes" and key not in a and b.get(key) == 1:
+            continue  # saved before data-parallel runs existed: it ran as one process
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             lines.append(f"{key}: {_short(a.get(key, '<absent>'))} -> "
                          f"{_short(b.get(key, '<absent>'))}")
@@ -85,7 +87,7 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 #: The parts of config.json that define the experiment's results.
-_COMPARED = ("experiment", "sample_shape", "generator_version", "pool")
+_COMPARED = ("experiment", "sample_shape", "generator_version", "pool", "processes")
 
 
 def config_record(config: ExperimentConfig, pool: Pool, splits: Splits,
@@ -93,7 +95,11 @@ def config_record(config: ExperimentConfig, pool: Pool, splits: Splits,
                    command: str | None) -> dict[str, Any]:
     import torch
 
-    from napari_alunet import __version__
+    from napari_alunet import __version__, distributed
+
+    # Under torchrun the fits are data-parallel (N x the batch per step), so the number of
+    # processes is part of what makes the curves comparable: a resume must use the same.
+    processes = distributed.rank_and_size()[1]
 
     generator_version = None
     if config.data in ("sample", "redundant"):
@@ -115,8 +121,10 @@ def config_record(config: ExperimentConfig, pool: Pool, splits: Splits,
             "numpy": np.__version__, "python": sys.version.split()[0],
         },
         "device": device,
+        "processes": processes,
         "command": command,
-        "sessions": [{"started": _now(), "device": device, "command": command}],
+        "sessions": [{"started": _now(), "device": device, "command": command,
+                      "processes": processes}],
     }
 
 

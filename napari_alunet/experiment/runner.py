@@ -60,7 +60,7 @@ from typing import Any
 
 import numpy as np
 
-from napari_alunet import active
+from napari_alunet import active, distributed
 from napari_alunet.config import ExperimentConfig
 from napari_alunet.events import ExperimentPlan, ReportWritten, RoundRecorded, RoundStarted
 from napari_alunet.experiment.oracle import (
@@ -165,10 +165,18 @@ def run_experiment(
                           rounds=config.rounds, until_fraction=config.until_fraction)
     device = resolve_device(config.train.device)
     record = config_record(config, pool, splits, sample_shape, str(device), command)
-    prepare_out(out, record)
-    rounds_file = RoundsFile(out / ROUNDS_FILE, round_columns(
-        pool.class_names, sorted(set(pool.modes)) if pool.modes else ()))
+    # Under torchrun every rank runs the experiment (data-parallel fits, sharded scoring) and
+    # computes the same rows; rank 0 alone writes them, the others read what was there.
+    primary = distributed.is_primary()
+    columns = round_columns(pool.class_names, sorted(set(pool.modes)) if pool.modes else ())
+    if primary:
+        prepare_out(out, record)
+        rounds_file = RoundsFile(out / ROUNDS_FILE, columns)
+    distributed.barrier()
+    if not primary:
+        rounds_file = RoundsFile(out / ROUNDS_FILE, columns)
     done = _done_rows(rounds_file)
+    distributed.barrier()  # every rank knows what was done before rank 0 appends more
 
     order: list[tuple[str, int]] = []
     for seed in range(config.first_seed, config.first_seed + config.seeds):
@@ -200,10 +208,13 @@ def run_experiment(
             if len(previous) >= len(sizes):
                 continue
             written += yield from _active_run(ctx, strategy, seed, previous)
-            _write_summary(ctx)
+            if primary:
+                _write_summary(ctx)
 
     paths = yield from _report(ctx)
-    (out / RESUME_MODEL).unlink(missing_ok=True)
+    if primary:
+        (out / RESUME_MODEL).unlink(missing_ok=True)
+    distributed.barrier()  # the other ranks read the files once rank 0 has written them
     rounds = rounds_file.read()
     import pandas as pd
 
@@ -278,7 +289,7 @@ def _full_run(ctx: RunContext, seed: int) -> Generator[Any, None, None]:
            "fraction": 1.0, **stats, "init": "fresh", "score_seconds": 0.0, "n_scored": 0,
            "acquired_ids": [], **dict.fromkeys(COSTS, 0),
            **{f"cumulative_{name}": spent[name] for name in COSTS}}
-    ctx.rounds_file.append(row)
+    _record_row(ctx, row)
     yield RoundRecorded(FULL, seed, 0, row)
 
 
@@ -385,10 +396,10 @@ def _active_run(ctx: RunContext, strategy: str, seed: int,
                "score_seconds": score_seconds, "n_scored": n_scored, "acquired_ids": acquired,
                "acquired_regions": format_regions(tiles),
                **costs, **{f"cumulative_{name}": spent[name] for name in COSTS}}
-        if cfg.train.warm_start and r < last_round:
+        if cfg.train.warm_start and r < last_round and distributed.is_primary():
             save_resume_model(ctx.out, model, ctx.config.model, ctx.pool.class_names, strategy,
                               seed, r)
-        ctx.rounds_file.append(row)
+        _record_row(ctx, row)
         written += 1
         yield RoundRecorded(strategy, seed, r, row)
         if region:
@@ -400,6 +411,12 @@ def _active_run(ctx: RunContext, strategy: str, seed: int,
     return written
 
 
+def _record_row(ctx: RunContext, row: dict[str, Any]) -> None:
+    """Append a finished round to rounds.csv (rank 0 only: every rank computed the same row)."""
+    if distributed.is_primary():
+        ctx.rounds_file.append(row)
+
+
 def _write_summary(ctx: RunContext) -> Any:
     from napari_alunet.experiment.report import write_summary
 
@@ -407,6 +424,8 @@ def _write_summary(ctx: RunContext) -> Any:
 
 
 def _report(ctx: RunContext) -> Generator[Any, None, list[Path]]:
+    if not distributed.is_primary():
+        return []
     paths = write_report(ctx.out, class_names=ctx.pool.class_names,
                          subtitle=report_subtitle(ctx.config, len(ctx.pool), len(ctx.splits.test)))
     yield ReportWritten(paths)
