@@ -51,6 +51,9 @@ def _run(args: argparse.Namespace, stop_after: str | None) -> int:
 
     if args.nproc < 1:
         raise ValueError(f"--nproc must be >= 1, not {args.nproc}")
+    if args.nproc > 1 and args.epochs:
+        raise ValueError("--epochs cannot be used with --nproc: give the budget in optimiser "
+                         "steps (--steps), which count global steps")
     if args.nproc > 1 and not distributed.launched_by_torchrun():
         return relaunch_with_torchrun(args)
     with distributed.process_group(args.device) as (rank, _size), \

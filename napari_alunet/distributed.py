@@ -16,8 +16,9 @@ Only rank 0 writes the project (:func:`is_primary`); the other ranks open it rea
 at a :func:`barrier` after each of rank 0's writes, so that every rank reads the same state. The
 ``alunet train | round | score --nproc N`` commands start ``torchrun --standalone`` themselves;
 on several nodes, run ``torchrun --nnodes M --nproc-per-node N --rdzv-backend c10d
---rdzv-endpoint HOST:PORT -m napari_alunet.cli round PROJECT ...`` on each node, with the project
-on a shared file system.
+--rdzv-endpoint HOST:PORT -m napari_alunet.cli score PROJECT ...`` on each node, with the project
+on a shared file system. A multi-node ``round`` is not supported yet: the other ranks follow
+rank 0's writes by reading the SQLite database, which is not safe between hosts (README).
 
 This module imports torch.distributed only inside functions: a single process never pays for it.
 """
@@ -25,6 +26,7 @@ This module imports torch.distributed only inside functions: a single process ne
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -132,7 +134,10 @@ def process_group(device: str | None = None) -> Iterator[tuple[int, int]]:
     cuda = torch.cuda.is_available() and device not in ("cpu",)
     if cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    # A long timeout: rank 0 alone evaluates and writes while the others wait at a barrier (a
+    # large test pool takes minutes); a rank that dies still ends the launch (torchrun).
+    dist.init_process_group(backend="nccl" if cuda else "gloo",
+                            timeout=datetime.timedelta(hours=2))
     try:
         yield dist.get_rank(), dist.get_world_size()
     finally:

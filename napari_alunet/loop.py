@@ -44,6 +44,7 @@ from napari_alunet.round_models import (  # noqa: F401 (re-exported)
     load_if_compatible,
     load_round_model,
     previous_model,
+    previous_round,
     round_prediction,
 )
 from napari_alunet.store import Project, RoundRecord, RoundStatus
@@ -77,10 +78,10 @@ def run_round(
     """
     from napari_alunet.training.device import resolve_device
 
-    distributed.barrier()  # every rank reads the state below before rank 0 changes it
     current = project.current_round()
+    left = project.queue(current.idx) if current is not None else []
+    distributed.barrier()  # every rank has read the state above before rank 0 changes it
     if current is not None and current.status == RoundStatus.QUEUED:
-        left = project.queue(current.idx)
         if left:
             # Said, not silent: these images go back to the pool unreviewed (they may be
             # queued again by the next round's scores).
@@ -252,10 +253,11 @@ def _train(project: Project, current: RoundRecord, settings: RoundSettings, devi
     init = "resumed"
     if model is None and settings.train.warm_start and current.idx > 0:
         model, init = previous_model(project, current.idx, settings), "warm start"
-    if model is None and settings.train.starter:
-        from napari_alunet.starter import load_starter
-
-        model, init = load_starter(settings.model, project.classes.names), "starter"
+    if model is None and settings.train.starter and \
+            previous_round(project, current.idx) is None:
+        # Only a project's first model starts from the starter: with warm start off, a
+        # later round means "from scratch".
+        model, init = (yield from _starter(project, current.idx, settings)), "starter"
         if model is not None:
             yield StageEvent(current.idx, "train", "starting from the starter model (trained "
                              "on synthetic blastocysts only); turn it off with --no-starter "
@@ -386,9 +388,7 @@ def _cold_start(project: Project, current: RoundRecord, settings: RoundSettings,
     acq = settings.acquisition
     starter = None
     if settings.train.starter:
-        from napari_alunet.starter import load_starter
-
-        starter = load_starter(settings.model, project.classes.names)
+        starter = yield from _starter(project, current.idx, settings)
     model = starter
     if model is None and acq.cold_start == "typical":
         model = active.fresh_model(settings.model, settings.train.seed)
@@ -415,6 +415,20 @@ def _cold_start(project: Project, current: RoundRecord, settings: RoundSettings,
 
     _on_primary(queue_chosen)
     return RoundReport(current.idx, RoundStatus.QUEUED, 0, {}, chosen)
+
+
+def _starter(project: Project, idx: int, settings: RoundSettings) -> Generator[Any, None, Any]:
+    """The starter model that fits, or None; a damaged one is reported and skipped (the round
+    then starts as it would without one) rather than failing the round."""
+    from napari_alunet.starter import load_starter
+    from napari_alunet.training.checkpoint import CheckpointError
+
+    try:
+        return load_starter(settings.model, project.classes.names)
+    except (CheckpointError, OSError, ValueError) as exc:
+        yield StageEvent(idx, "train", f"the starter model could not be used ({exc}); "
+                         "starting without it (reinstall napari-alunet to repair it)")
+        return None
 
 
 def _file_hash(path: Any) -> str:

@@ -15,6 +15,11 @@ images (they were chosen by the round's scores); the round's scores and test met
 of the model that ranked the pool (the learning curve measures that model), and every update is
 recorded in the round's config under ``updates`` with its own labelled count and test Dice.
 The next round warm-starts from the newest model.
+
+Each update is a new file (``models/round_NNN_update<k>.pt``); the round's record is switched to
+it in one database update, so a crash leaves the round on its old model (the one that ranked
+the pool is never overwritten). A fit that fails the recipe's health check is not used: the
+round keeps its model and the result says why.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class ModelUpdate:
     seconds: float = 0.0
     cancelled: bool = False
     fit: dict[str, Any] = field(default_factory=dict)
+    kept: bool = True  # False: the new fit collapsed and the round kept its model
 
 
 def labelled_for_model(record: RoundRecord) -> int:
@@ -90,19 +96,30 @@ def update_model(project: Project, *, device: Any = None) -> Generator[Any, None
     before = _test_dice(pool, model, n_classes, torch_device, precision)
     yield StageEvent(idx, "update", f"updating round {idx}'s model on {n_labelled} labelled "
                      "image(s); keep reviewing meanwhile")
-    target = project.checkpoint_path(idx)
-    draft = target.with_name(f"{TEMP_PREFIX}{target.stem}-update{target.suffix}")
+    number = len((current.config or {}).get("updates") or []) + 1
+    own = project.checkpoint_path(idx)
+    target = own.with_name(f"{own.stem}_update{number}{own.suffix}")
+    draft = target.with_name(f"{TEMP_PREFIX}{target.name}")
     try:
         trained = yield from active.train(
             pool, model, settings.train, round_idx=idx, n_classes=n_classes,
             checkpoint_path=draft, checkpoint_meta={
                 "round": idx, "class_names": list(project.classes.names),
-                "update": len((current.config or {}).get("updates") or []) + 1},
+                "update": number},
             device=torch_device)
         if trained.cancelled:
             draft.unlink(missing_ok=True)
             return ModelUpdate(idx, n_labelled, before, before, [],
                                time.perf_counter() - start, cancelled=True)
+        if not trained.healthy:
+            # A collapsed fit must not replace a working model (nor seed the next round).
+            draft.unlink(missing_ok=True)
+            yield StageEvent(idx, "update", "the updated model failed the health check "
+                             f"(Dice {trained.labelled_dice:.2f} on its own labels): the round "
+                             "keeps its model; check the labels or label more images")
+            return ModelUpdate(idx, n_labelled, before, before, [],
+                               time.perf_counter() - start, fit=trained.record(settings.train),
+                               kept=False)
         after = _test_dice(pool, model, n_classes, torch_device, precision)
         yield StageEvent(idx, "update", "predicting the images still queued with the new model")
         pending = project.queue(idx)
@@ -111,16 +128,19 @@ def update_model(project: Project, *, device: Any = None) -> Generator[Any, None
     except BaseException:
         draft.unlink(missing_ok=True)
         raise
-    # Everything is computed: now the round switches to the new model, then the queue's caches.
+    # Everything is computed: the new model gets its own file, the round's record switches to
+    # it in one update (a crash before leaves the round on its old model), then the caches.
     os.replace(draft, target)
     fit = trained.record(settings.train)
     entry = {"n_labelled": n_labelled, "replaced_version": current.model_version,
+             "replaced_checkpoint": current.checkpoint,
              "model_version": sha256_file(target)[:16], "test_mean_dice": _json_float(after),
              "test_mean_dice_before": _json_float(before), "fit": fit,
              "seconds": round(time.perf_counter() - start, 2)}
     record = {**(current.config or to_dict(settings))}
     record["updates"] = [*(record.get("updates") or []), entry]
-    project.update_round(idx, model_version=entry["model_version"], config=record)
+    project.update_round(idx, checkpoint=str(target.relative_to(project.path)),
+                         model_version=entry["model_version"], config=record)
     still_pending = set(project.queue(idx))  # images committed during the update are done
     refreshed = []
     for image_id in pending:

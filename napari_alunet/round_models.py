@@ -5,6 +5,7 @@ after the fact (the Review panel's previous-vs-current), and looking inside it (
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,10 +20,19 @@ __all__ = ["feature_maps", "load_if_compatible", "load_round_model", "previous_m
            "previous_round", "round_prediction"]
 
 
+def model_file(project: Project, record: RoundRecord) -> Path:
+    """The file of a round's current model: the one its record points to (an Update model
+    gives the round a new file and keeps the one that ranked the pool), else the round's own
+    checkpoint path."""
+    if record.checkpoint:
+        return project.path / record.checkpoint
+    return project.checkpoint_path(record.idx)
+
+
 def load_round_model(project: Project, current: RoundRecord, settings: RoundSettings) -> Any:
     from napari_alunet.training.checkpoint import load_checkpoint
 
-    model, _meta = load_checkpoint(project.checkpoint_path(current.idx),
+    model, _meta = load_checkpoint(model_file(project, current),
                                    expected_model_config=settings.model,
                                    expected_class_names=list(project.classes.names))
     return model
@@ -59,7 +69,7 @@ def round_prediction(project: Project, round_idx: int, image_id: int, *,
     if cached is not None and cached.prediction is not None:
         return cached.prediction
     rnd = project.round(round_idx)
-    if not rnd.checkpoint or not project.checkpoint_path(round_idx).is_file():
+    if not rnd.checkpoint or not model_file(project, rnd).is_file():
         raise ValueError(f"round {round_idx} has no model to predict with")
     settings = rnd.settings
     yield WorkProgress(0, 1, f"predicting with the model of round {round_idx}")
@@ -74,9 +84,10 @@ def round_prediction(project: Project, round_idx: int, image_id: int, *,
 
 def previous_model(project: Project, idx: int, settings: RoundSettings) -> Any:
     for previous in range(idx - 1, -1, -1):
-        path = project.checkpoint_path(previous)
+        record = project.round(previous)
+        path = model_file(project, record)
         # An abandoned round's model (a diverged fit, a typo's settings) never seeds another.
-        if path.is_file() and project.round(previous).status != RoundStatus.ABANDONED:
+        if path.is_file() and record.status != RoundStatus.ABANDONED:
             return load_if_compatible(project, path, settings)
     return None
 

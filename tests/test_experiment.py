@@ -160,6 +160,12 @@ def test_config_differences_names_fields():
     assert config_differences(old, new) == []
     new["experiment"]["train"]["scheduler"] = "cosine"
     assert config_differences(old, new) == ["experiment.train.scheduler: '<absent>' -> 'cosine'"]
+    # Saved before the number of processes was recorded: it ran as one process.
+    new["experiment"]["train"] = {"epochs": 1}
+    assert config_differences(old, {**new, "processes": 1}) == []
+    assert config_differences(old, {**new, "processes": 2}) == ["processes: None -> 2"]
+    assert config_differences({**old, "processes": 2}, {**new, "processes": 1}) == \
+        ["processes: 2 -> 1"]
 
 
 # -- a tiny experiment, end to end ----------------------------------------------------------------

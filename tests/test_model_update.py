@@ -61,7 +61,11 @@ def test_update_retrains_on_the_new_labels_and_refreshes_the_queue(in_review):
     assert after.status == RoundStatus.QUEUED and project.queue() == pending  # same images
     # The round's model is the new one: the record's version is the checkpoint's hash.
     assert after.model_version != before.model_version
-    assert sha256_file(project.checkpoint_path(0))[:16] == after.model_version
+    assert sha256_file(project.path / after.checkpoint)[:16] == after.model_version
+    # The model that ranked the pool is kept, in its own file, unchanged.
+    assert after.checkpoint != before.checkpoint
+    assert sha256_file(project.path / before.checkpoint)[:16] == before.model_version
+    assert project.verify() == []
     update = after.config["updates"][0]
     assert update["replaced_version"] == before.model_version
     assert update["n_labelled"] == n_labelled and update["fit"]["steps_run"] == 6
@@ -120,3 +124,25 @@ def test_update_needs_a_round_in_review(tmp_path, pool_dir):
         drain(run_round(project, dataclasses.replace(settings()), stop_after="evaluated"))
         with pytest.raises(ValueError, match="no round is in review"):
             drain(update_model(project))
+
+
+def test_a_collapsed_update_keeps_the_round_model(in_review, monkeypatch):
+    """A fit that fails the health check never replaces a working model."""
+    from napari_alunet.training import recipe
+
+    project = in_review
+    state = _state(project)
+    real = recipe.train_model
+
+    def collapsed(*args, **kwargs):
+        trained = yield from real(*args, **kwargs)
+        trained.healthy = False
+        return trained
+
+    monkeypatch.setattr(recipe, "train_model", collapsed)
+    events = []
+    result = drain(update_model(project), events.append)
+    assert not result.kept and not result.cancelled and result.refreshed == []
+    assert any("health check" in getattr(e, "message", "") for e in events)
+    assert _state(project) == state
+    assert not list((project.path / "models").glob(f"{TEMP_PREFIX}*"))

@@ -116,3 +116,30 @@ def test_a_damaged_starter_says_what_is_wrong(tiny_starter, tmp_path):
     path.write_bytes(path.read_bytes()[:200])
     with pytest.raises(CheckpointError, match="truncated or is not a checkpoint"):
         starter.load_starter(model_preset("tiny"), CLASSES)
+
+
+def test_a_damaged_starter_does_not_stop_the_round(tiny_starter, tmp_path, pool_dir):
+    path = starter.starter_path("tiny")
+    path.write_bytes(path.read_bytes()[:200])
+    with _project(tmp_path, pool_dir, 0.4) as project:
+        events = []
+        report = drain(run_round(project, settings()), events.append)
+        assert report.status == "queued"
+        assert project.rounds()[0].config["fit"]["init"] == "fresh"
+        assert any(isinstance(e, StageEvent) and "could not be used" in e.message
+                   for e in events)
+
+
+def test_only_a_projects_first_model_starts_from_the_starter(tiny_starter, tmp_path, pool_dir):
+    """With warm start off, round 1 starts from scratch, not from the starter."""
+    import dataclasses
+
+    from napari_alunet.review import oracle_commit
+
+    with _project(tmp_path, pool_dir, 0.4) as project:
+        drain(run_round(project, settings()))
+        oracle_commit(project)
+        cold = settings()
+        cold.train = dataclasses.replace(cold.train, warm_start=False)
+        drain(run_round(project, cold))
+        assert [r.config["fit"]["init"] for r in project.rounds()] == ["starter", "fresh"]

@@ -56,7 +56,7 @@ def line_profile(distance: np.ndarray, width: float) -> np.ndarray:
 
 def voronoi_cells(
     rng: np.random.Generator, mask: np.ndarray, cell: float, *, jitter: float = 0.4,
-    membrane: float = 1.0, round_cells: bool = False,
+    membrane: float = 1.0, round_cells: bool = False, border: bool = True,
 ) -> dict[str, np.ndarray]:
     """Packed polygonal cells filling ``mask`` (jittered-grid seeds, nearest-seed regions).
 
@@ -69,7 +69,9 @@ def voronoi_cells(
     membrane : membrane half-width in pixels.
     round_cells : draw each cell as a round cell (a circular outline of about 0.42 ``cell``
         around its seed, the gaps between the circles in ``gap``) instead of a polygon: the
-        inner cell mass's rounded cells.
+        inner cell mass's rounded cells. Circles are cut where they meet a neighbour's region.
+    border : also draw a membrane along the mask's edge (False: only between cells, for walls
+        that cross a region without outlining it).
 
     Returns
     -------
@@ -109,14 +111,17 @@ def voronoi_cells(
     edges = np.zeros(sub.shape, dtype=bool)
     edges[:-1] |= ids[:-1] != ids[1:]
     edges[:, :-1] |= ids[:, :-1] != ids[:, 1:]
+    if not border:  # only where two cells meet, not where a cell meets the outside
+        edges[:-1] &= (ids[:-1] > 0) & (ids[1:] > 0)
+        edges[:, :-1] &= (ids[:, :-1] > 0) & (ids[:, 1:] > 0)
     edge_dist = ndi.distance_transform_edt(~edges)
     values = rng.standard_normal(sy.size + 1)
     values[0] = 0.0
     rad = np.maximum(cell / 3.0, 0.7)
     region = (slice(y0, y1), slice(x0, x1))
     if round_cells:
-        # Radius per cell, at most the distance to its region's edge so that neighbouring
-        # circles touch rather than overlap.
+        # A radius per cell around its seed; a circle larger than its Voronoi region is cut
+        # at the region's edge (the neighbour's circle takes over there).
         radius = 0.42 * cell * rng.uniform(0.85, 1.1, sy.size + 1)[ids]
         ring = line_profile(dist - radius, membrane)
         border = line_profile(ndi.distance_transform_edt(sub), membrane)
@@ -246,7 +251,7 @@ def render(p: Any, lay: dict[str, Any], rng: np.random.Generator) -> np.ndarray:
     # cavity and perivitelline fluid: mid grey with a faint mottle
     cavity = t["bl"] + t["bl_mottle"] * smooth_noise(rng, (h, w), 10 * s)
     # a smooth lumen crossed by the thin walls of a few large cells
-    lumen = voronoi_cells(rng, lab == BL, LUMEN_CELL * s, membrane=0.6 * mw)
+    lumen = voronoi_cells(rng, lab == BL, LUMEN_CELL * s, membrane=0.6 * mw, border=False)
     cavity = cavity - t["bl_membrane"] * lumen["membrane"] * rng.uniform(0.4, 1.0)
     img = np.where(lab == BL, cavity, img)
     # zona: smooth, bright-ish, faint concentric structure; faded where it is breached

@@ -72,7 +72,7 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             continue
         if key not in a and key in defaults and b.get(key) == defaults[key]:
             continue
-        if key == "processes" and key not in a and b.get(key) == 1:
+        if key == "processes" and a.get(key) is None and b.get(key) == 1:
             continue  # saved before data-parallel runs existed: it ran as one process
         if a.get(key, "<absent>") != b.get(key, "<absent>"):
             lines.append(f"{key}: {_short(a.get(key, '<absent>'))} -> "

@@ -305,6 +305,8 @@ def _initial_set(ctx: RunContext, arm: Arm, seed: int) -> Generator[Any, None, l
             seed=seed, model=active.fresh_model(ctx.config.model, seed),
             candidates=ctx.splits.train_pool, batch_size=ctx.config.acquisition.batch_size,
             device=ctx.device, precision=ctx.config.train.precision)
+        if distributed.active():
+            chosen = distributed.broadcast(chosen)  # one initial set on every rank
         ctx.initial_sets[(seed, arm.initial)] = sorted(chosen)
     return list(ctx.initial_sets[(seed, arm.initial)])
 
@@ -390,6 +392,9 @@ def _active_run(ctx: RunContext, strategy: str, seed: int,
             else:
                 acquired, n_scored, costs = yield from acquire_images(ctx, model, arm, seed, r,
                                                                 labelled, k)
+            if distributed.active():
+                # Every rank labels what rank 0 acquired (a GPU may break a tie differently).
+                acquired, tiles, costs = distributed.broadcast((acquired, tiles, costs))
             score_seconds = time.perf_counter() - start
         row = {"strategy": strategy, "seed": seed, "round": r, "n_labelled": len(labelled),
                "n_train_pool": n_train_pool, "fraction": fraction, **stats, "init": init,

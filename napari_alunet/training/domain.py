@@ -67,6 +67,8 @@ class DomainRandomiser:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         s, g = self.settings, self.gen
+        given = images.dtype
+        images = images.float()  # the logit and the standardisation need float32 headroom
         n, _, height, width = images.shape
         dev, dtype = images.device, images.dtype
 
@@ -115,9 +117,9 @@ class DomainRandomiser:
         lit = chosen(s.illumination_p)
         if bool(lit.any()):
             coarse = torch.randn(n, 1, 4, 4, generator=g) * s.illumination_strength
-            coarse = coarse * lit.view(n, 1, 1, 1)
+            coarse = (coarse * lit.view(n, 1, 1, 1)).to(device=dev, dtype=dtype)
             field = torch.exp(F.interpolate(coarse, size=(height, width), mode="bicubic",
-                                            align_corners=True)).to(device=dev, dtype=dtype)
+                                            align_corners=True))
             floor = out.flatten(1).amin(1).view(n, 1, 1, 1)
             out = floor + (out - floor) * field
         out = out * per_image(_uniform(g, n, *s.contrast_range))
@@ -129,7 +131,7 @@ class DomainRandomiser:
         # Back to the standardised scale the network expects (per image).
         flat = out.flatten(1)
         mean, scale = flat.mean(1), flat.std(1).clamp(min=1e-6)
-        return (out - mean.view(n, 1, 1, 1)) / scale.view(n, 1, 1, 1)
+        return ((out - mean.view(n, 1, 1, 1)) / scale.view(n, 1, 1, 1)).to(given)
 
 
 __all__ = ["DomainRandomiser", "DomainSettings"]

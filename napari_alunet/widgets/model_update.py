@@ -65,6 +65,10 @@ class UpdateModelBox(QWidget):
             if result.cancelled:
                 self.job_bar.finish("stopped: the round keeps its model")
                 return
+            if not result.kept:
+                self.job_bar.finish("done: the new fit failed the health check, so the round "
+                                    "keeps its model; check the labels or label more images")
+                return
             before, after = result.test_dice_before, result.test_dice_after
             dice = ("" if after != after else
                     f"; test Dice {before:.3f} -> {after:.3f}" if before == before else
