@@ -124,8 +124,8 @@ def voronoi_cells(
         # at the region's edge (the neighbour's circle takes over there).
         radius = 0.42 * cell * rng.uniform(0.85, 1.1, sy.size + 1)[ids]
         ring = line_profile(dist - radius, membrane)
-        border = line_profile(ndi.distance_transform_edt(sub), membrane)
-        out["membrane"][region] = np.where(sub, np.maximum(ring, border), 0.0)
+        outline = line_profile(ndi.distance_transform_edt(sub), membrane)
+        out["membrane"][region] = np.where(sub, np.maximum(ring, outline), 0.0)
         out["gap"][region] = np.where(sub, np.clip((dist - radius) / max(membrane, 0.5), 0, 1),
                                       0.0)
         out["nucleus"][region] = np.where(sub, np.exp(-((dist / rad) ** 2)), 0.0)
