@@ -93,7 +93,7 @@ def update_model(project: Project, *, device: Any = None) -> Generator[Any, None
     model = load_round_model(project, current, settings)  # warm start: the round's model
     n_classes = settings.model.n_classes
     precision = settings.train.precision
-    before = _test_dice(pool, model, n_classes, torch_device, precision)
+    before = _current_test_dice(project, current)  # recorded: no second evaluation
     yield StageEvent(idx, "update", f"updating round {idx}'s model on {n_labelled} labelled "
                      "image(s); keep reviewing meanwhile")
     number = len((current.config or {}).get("updates") or []) + 1
@@ -152,6 +152,19 @@ def update_model(project: Project, *, device: Any = None) -> Generator[Any, None
         refreshed.append(image_id)
     return ModelUpdate(idx, n_labelled, before, after, refreshed,
                        time.perf_counter() - start, False, fit)
+
+
+def _current_test_dice(project: Project, record: RoundRecord) -> float:
+    """The test Dice recorded for the round's current model: its last update's, else the
+    round's own evaluation (NaN without a test pool)."""
+    updates = (record.config or {}).get("updates") or []
+    if updates:
+        value = updates[-1].get("test_mean_dice")
+        return float("nan") if value is None else float(value)
+    for row in project.metrics("test"):
+        if row["round_idx"] == record.idx and row["name"] == "mean_dice":
+            return float(row["value"])
+    return float("nan")
 
 
 def _test_dice(pool: ProjectPool, model: Any, n_classes: int, device: Any,

@@ -41,16 +41,14 @@ class UpdateModelBox(QWidget):
         layout.addWidget(self.job_bar)
         layout.addWidget(self.outcome)
 
-    def refresh(self, project: Any, in_review: bool) -> None:
+    def refresh(self, project: Any, rounds: Any, in_review: bool) -> None:
         """Enable the button when a round is in review and has labels its model has not seen
-        (the Review panel calls this from its own update, with what it has read already)."""
+        (the Review panel calls this from its own update, with the rounds it has read)."""
         from napari_alunet.model_update import labelled_for_model
 
         new = 0
-        if project is not None and in_review and not project.read_only:
-            current = project.current_round()
-            if current is not None:
-                new = len(project.images("labelled")) - labelled_for_model(current)
+        if project is not None and in_review and not project.read_only and rounds:
+            new = len(project.images("labelled")) - labelled_for_model(rounds[-1])
         self.button.setEnabled(new > 0 and not self.state.busy)
         self.button.setText(f"Update model  (+{new} label{'s' if new != 1 else ''})"
                             if new > 0 else "Update model")

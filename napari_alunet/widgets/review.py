@@ -399,7 +399,7 @@ class ReviewWidget(QWidget):
         self.predict_button.setEnabled(
             writable and shown is not None and not self.state.busy and shown.pool == "unlabelled"
             and not shown.queued and in_review)
-        self.updater.refresh(project, in_review)
+        self.updater.refresh(project, rounds, in_review)
         self.oracle_button.setEnabled(writable and not self.state.busy)
         if project is None:
             self.header.setText("No project open.")
